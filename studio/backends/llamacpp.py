@@ -1,0 +1,97 @@
+"""llama.cpp backend (llama-cpp-python): the default, runs any GGUF on the CPU.
+
+A llama.cpp context is not thread-safe, so the backend keeps a small pool of ``parallel``
+contexts (default 1) and each request borrows one for the whole of its generation; other
+requests wait their turn. The GGUF's own chat template is applied by llama-cpp-python.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+from collections.abc import Iterator
+
+from studio.backends.base import ChatBackend, Chunk, GenerationSettings, Message
+from studio.errors import StudioError
+from studio.registry import resolve_model
+
+log = logging.getLogger(__name__)
+
+
+def default_threads() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+class LlamaCppBackend(ChatBackend):
+    """Chat with a GGUF through llama-cpp-python.
+
+    ``LlamaCppBackend("smollm2-135m-instruct")`` or ``LlamaCppBackend("/models/x.gguf",
+    n_ctx=8192, parallel=2)``; then ``backend.stream(messages, settings)``.
+    """
+
+    name = "llamacpp"
+    supports_json_schema = True
+
+    def __init__(self, model: str = "smollm2-135m-instruct", n_ctx: int = 4096,
+                 n_threads: int = 0, parallel: int = 1, **_: object):
+        spec = resolve_model(model)
+        if spec.format != "gguf":
+            raise StudioError(
+                f"the llamacpp backend needs a .gguf file and {model!r} is a {spec.format} folder; "
+                "use --backend hf for Hugging Face folders"
+            )
+        if parallel < 1:
+            raise StudioError(f"parallel must be at least 1, got {parallel}")
+        super().__init__(spec.name)
+        self.path = spec.path
+        self.n_threads = n_threads or default_threads()
+        self._pool: queue.Queue = queue.Queue()
+        self._all = [self._load(n_ctx) for _ in range(parallel)]
+        for llm in self._all:
+            self._pool.put(llm)
+
+    def _load(self, n_ctx: int):
+        try:
+            from llama_cpp import Llama
+        except ImportError as exc:  # pragma: no cover - install problem
+            raise StudioError(f"llama-cpp-python is not installed ({exc}); run `make run`") from None
+        log.info("loading %s with llama.cpp (%d threads)", self.path, self.n_threads)
+        try:
+            return Llama(model_path=str(self.path), n_ctx=n_ctx, n_threads=self.n_threads,
+                         n_threads_batch=self.n_threads, verbose=False)
+        except (ValueError, RuntimeError) as exc:
+            raise StudioError(f"llama.cpp could not load {self.path}: {exc}; is it a valid GGUF?") from None
+
+    @property
+    def llama(self):
+        """One loaded ``llama_cpp.Llama`` (for tokenizing or inspection; do not generate on it)."""
+        return self._all[0]
+
+    def _chunks(self, messages: list[Message], settings: GenerationSettings) -> Iterator[Chunk]:
+        llm = self._pool.get()
+        try:
+            kwargs = dict(
+                messages=messages,
+                stream=True,
+                temperature=settings.temperature,
+                top_p=settings.top_p,
+                top_k=settings.top_k,
+                max_tokens=settings.max_tokens,
+                seed=settings.seed,
+                stop=settings.stop or None,
+            )
+            if settings.json_schema is not None:
+                kwargs["response_format"] = {"type": "json_object", "schema": settings.json_schema}
+            for part in llm.create_chat_completion(**kwargs):
+                delta = part["choices"][0]["delta"]
+                text = delta.get("content") or ""
+                if text:
+                    yield Chunk(text)
+        finally:
+            self._pool.put(llm)
+
+    def close(self) -> None:
+        for llm in self._all:
+            llm.close()
+        self._all.clear()

@@ -1,0 +1,234 @@
+"""Configs: one YAML file plus ``key=value`` overrides -> one dataclass.
+
+>>> cfg = load_config(StudioConfig, "configs/studio.yaml", ["generation.temperature=0.2"])
+>>> cfg.generation.temperature
+0.2
+
+Nested dataclasses are addressed with dotted keys. An unknown key, a value of the wrong type or a
+malformed file raises :class:`~studio.errors.StudioError` naming the key and the keys that exist.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from studio.errors import StudioError
+
+T = TypeVar("T")
+
+
+@dataclass
+class GenerationConfig:
+    """Sampling settings shared by every chat backend."""
+
+    # SmolLM2's model card recommends 0.2 / 0.9; a 135M model rambles at the usual 0.7
+    temperature: float = field(default=0.2, metadata={"help": "0 = greedy"})
+    top_p: float = 0.9
+    top_k: int = 40
+    max_tokens: int = field(default=512, metadata={"help": "maximum tokens to generate"})
+    seed: int = field(default=0, metadata={"help": "same seed + settings = same output"})
+    stop: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ChatModelConfig:
+    """Which model answers, and through which backend."""
+
+    backend: str = field(default="llamacpp", metadata={"help": "llamacpp | hf | openai"})
+    model: str = field(
+        default="smollm2-135m-instruct",
+        metadata={"help": "registry name, .gguf path, HF folder, or the endpoint's model name"},
+    )
+    base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible endpoint"})
+    api_key: str | None = None
+    system_prompt: str | None = None
+    n_ctx: int = 4096
+    n_threads: int = field(default=0, metadata={"help": "0 = one per core"})
+    parallel: int = field(default=1, metadata={"help": "llama.cpp contexts serving at once"})
+    timeout: float = field(default=120.0, metadata={"help": "seconds, openai backend"})
+
+
+@dataclass
+class ServerConfig:
+    """The web UI's address and access."""
+
+    host: str = "127.0.0.1"
+    port: int = 7860
+    share: bool = False
+    auth: str | None = field(default=None, metadata={"help": "USER:PASS, required with share"})
+    preload: bool = field(default=True, metadata={"help": "load the chat model at start-up"})
+    concurrency: int = 4
+
+
+@dataclass
+class StudioConfig:
+    """The studio's defaults: ``configs/studio.yaml`` holds exactly these values."""
+
+    chat: ChatModelConfig = field(default_factory=ChatModelConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+
+
+# Which dataclass each file under configs/ maps onto (by path relative to configs/; a folder
+# entry ends with "/"). Later features add their folders here.
+CONFIG_KINDS: dict[str, type] = {
+    "studio.yaml": StudioConfig,
+}
+
+
+def config_class_for(path: str | Path, root: str | Path = "configs") -> type:
+    """The dataclass a file under ``root`` maps onto, by its relative path."""
+    rel = Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
+    for key, cls in CONFIG_KINDS.items():
+        if rel == key or (key.endswith("/") and rel.startswith(key)):
+            return cls
+    raise StudioError(f"no config kind is registered for {rel}; known: {', '.join(CONFIG_KINDS)}")
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML mapping from a file, or a StudioError that says what is wrong with the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise StudioError(f"config file {path} does not exist; check the path")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "malformed YAML"
+        raise StudioError(f"{path} is not valid YAML{where}: {problem}; fix the file") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise StudioError(f"{path} must hold a mapping of keys to values, not {type(data).__name__}")
+    return data
+
+
+def parse_overrides(overrides: typing.Iterable[str]) -> dict[str, Any]:
+    """``["a.b=1", "c=x"]`` -> ``{"a": {"b": 1}, "c": "x"}``; values are parsed as YAML scalars."""
+    nested: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise StudioError(f"override {item!r} must look like key=value")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        node = nested
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise StudioError(f"override {item!r} sets inside {part!r}, which is a value")
+        node[parts[-1]] = value
+    return nested
+
+
+def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``extra`` over ``base`` (new dict; nested mappings merge, values replace)."""
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(
+    cls: type[T], path: str | Path | None = None, overrides: typing.Iterable[str] = ()
+) -> T:
+    """Build ``cls`` from an optional YAML file and ``key=value`` overrides (overrides win)."""
+    data = read_yaml(path) if path else {}
+    data = merge(data, parse_overrides(overrides))
+    return from_dict(cls, data, where=str(path) if path else "overrides")
+
+
+def from_dict(cls: type[T], data: dict[str, Any], where: str = "config", prefix: str = "") -> T:
+    """Build dataclass ``cls`` from a mapping, checking keys and value types."""
+    if not isinstance(data, dict):
+        raise StudioError(f"{where}: {prefix.rstrip('.') or 'config'} must be a mapping")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        known = ", ".join(prefix + name for name in fields)
+        raise StudioError(
+            f"{where}: unknown key {prefix + unknown[0]!r}; known keys: {known}"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(hints[name], value, where, prefix + name)
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, where: str, key: str) -> Any:
+    """Check ``value`` against the type hint, converting where it is lossless (int -> float)."""
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value if value is not None else {}, where, key + ".")
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(arg, value, where, key)
+            except StudioError as exc:
+                errors.append(exc)
+        raise errors[0]
+    if origin is list:
+        if isinstance(value, (str, int, float)):
+            value = [value]
+        if not isinstance(value, list):
+            raise _type_error(where, key, "a list", value)
+        return [_coerce(args[0], v, where, key) for v in value] if args else value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise _type_error(where, key, "a mapping", value)
+        return value
+    if hint is Any:
+        return value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise _type_error(where, key, "true or false", value)
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise _type_error(where, key, "a number", value)
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise _type_error(where, key, "a whole number", value)
+    if hint is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise _type_error(where, key, "a string", value)
+    return value
+
+
+def _type_error(where: str, key: str, expected: str, value: Any) -> StudioError:
+    return StudioError(f"{where}: {key!r} must be {expected}, got {value!r}")
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A dataclass config as plain data (for YAML / JSON)."""
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: Any, path: str | Path) -> Path:
+    """Write the resolved config as YAML next to a run's outputs."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")
+    return path

