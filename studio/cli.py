@@ -162,6 +162,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     s.auth = args.auth or s.auth
     if args.no_preload:
         s.preload = False
+    s.login()  # refuse a share without auth before the slow UI imports
     from studio.ui.app import serve
 
     serve(cfg)

@@ -66,6 +66,21 @@ class ServerConfig:
     preload: bool = field(default=True, metadata={"help": "load the chat model at start-up"})
     concurrency: int = 4
 
+    def login(self) -> tuple[str, str] | None:
+        """``auth`` as (user, password); refuses ``share`` without it.
+
+        A public link without a login would hand the machine's models and files to anyone
+        holding the URL.
+        """
+        if not self.auth:
+            if self.share:
+                raise StudioError("--share makes the studio public: add --auth USER:PASS (or server.auth)")
+            return None
+        user, sep, password = self.auth.partition(":")
+        if not sep or not user or not password:
+            raise StudioError("--auth must look like USER:PASS (both non-empty)")
+        return user, password
+
 
 @dataclass
 class StudioConfig:

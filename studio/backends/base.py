@@ -132,7 +132,7 @@ class ChatBackend(ABC):
     def describe(self) -> str:
         return f"{self.model_name} ({self.name})"
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook: most backends hold nothing to free
         """Free the model's memory."""
 
     @abstractmethod

@@ -1,0 +1,77 @@
+"""The Gradio app shell: a header naming the loaded model, one tab per working feature.
+
+Only ``studio.ui`` imports gradio. Tabs appear here once their feature works end to end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import sys
+
+import gradio as gr
+
+from studio.backends import BackendCache
+from studio.config import StudioConfig
+from studio.ui.chat_tab import build_chat_tab, header_text
+
+log = logging.getLogger(__name__)
+
+CSS = """
+#chat-stats { font-size: 0.85em; opacity: 0.75; }
+"""
+
+
+def make_backends(cfg: StudioConfig) -> BackendCache:
+    c = cfg.chat
+    return BackendCache(base_url=c.base_url, api_key=c.api_key, n_ctx=c.n_ctx,
+                        n_threads=c.n_threads or None, parallel=c.parallel, timeout=c.timeout)
+
+
+def build_app(cfg: StudioConfig, backends: BackendCache) -> gr.Blocks:
+    """The whole UI as a ``gr.Blocks`` (not launched)."""
+    with gr.Blocks(title="GenAI Studio") as demo:
+        header = gr.Markdown(header_text(backends, cfg), elem_id="studio-header")
+        with gr.Tabs():
+            with gr.Tab("Chat", id="chat"):
+                build_chat_tab(cfg, backends, header)
+        demo.load(lambda: header_text(backends, cfg), None, header)
+    return demo
+
+
+def serve(cfg: StudioConfig) -> None:
+    """Start the web UI and block until interrupted.
+
+    ``share`` needs ``auth``: a public link without a login would hand the machine's models and
+    files to anyone with the URL. Without internet the share attempt fails, says so, and the
+    local server keeps serving.
+    """
+    s = cfg.server
+    auth = s.login()
+    backends = make_backends(cfg)
+    if s.preload and cfg.chat.backend != "openai":
+        log.info("loading %s (%s)", cfg.chat.model, cfg.chat.backend)
+        backends.get(cfg.chat.backend, cfg.chat.model)
+    demo = build_app(cfg, backends)
+    demo.queue(default_concurrency_limit=s.concurrency)
+    chatter = io.StringIO()  # gradio prints its own share advice (download a binary): keep it for -v
+    with contextlib.redirect_stdout(chatter):
+        demo.launch(server_name=s.host, server_port=s.port, share=s.share, auth=auth,
+                    prevent_thread_lock=True, quiet=True, css=CSS, footer_links=["gradio"])
+    if chatter.getvalue().strip():
+        log.info("gradio: %s", chatter.getvalue().strip())
+    local = f"http://{s.host}:{s.port}"
+    print(f"GenAI Studio is serving at {local}", file=sys.stderr, flush=True)
+    if s.share:
+        if demo.share_url:
+            print(f"Public link: {demo.share_url} (login required)", file=sys.stderr, flush=True)
+        else:
+            print("studio: could not open a public share link (no internet, or the share service "
+                  f"is unreachable); still serving locally at {local}", file=sys.stderr, flush=True)
+    try:
+        demo.block_thread()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        demo.close()
