@@ -65,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--json", action="store_true", help="print one JSON document")
     chat.set_defaults(handler=cmd_chat)
 
+    from studio import cli_docs
+
+    cli_docs.add_parsers(sub, load_studio_config)
+
     models = sub.add_parser("models", help="the bundled models and where they are")
     models.add_argument("--json", action="store_true")
     models.set_defaults(handler=cmd_models)

@@ -82,6 +82,12 @@ class ServerConfig:
         return user, password
 
 
+def _ingest_config():
+    from ingest.config import IngestConfig  # light: no model or Chroma import
+
+    return IngestConfig()
+
+
 @dataclass
 class StudioConfig:
     """The studio's defaults: ``configs/studio.yaml`` holds exactly these values."""
@@ -89,6 +95,7 @@ class StudioConfig:
     chat: ChatModelConfig = field(default_factory=ChatModelConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
+    ingest: IngestConfig = field(default_factory=_ingest_config)  # noqa: F821
 
 
 # Which dataclass each file under configs/ maps onto (by path relative to configs/; a folder
@@ -172,7 +179,7 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config", prefix:
     if not isinstance(data, dict):
         raise StudioError(f"{where}: {prefix.rstrip('.') or 'config'} must be a mapping")
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, localns=_late_types())
     unknown = sorted(set(data) - set(fields))
     if unknown:
         known = ", ".join(prefix + name for name in fields)
@@ -183,6 +190,13 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config", prefix:
     for name, value in data.items():
         kwargs[name] = _coerce(hints[name], value, where, prefix + name)
     return cls(**kwargs)
+
+
+def _late_types() -> dict[str, type]:
+    """Config classes defined outside this module, for forward references in hints."""
+    from ingest.config import IngestConfig, SplitterConfig
+
+    return {"IngestConfig": IngestConfig, "SplitterConfig": SplitterConfig}
 
 
 def _coerce(hint: Any, value: Any, where: str, key: str) -> Any:

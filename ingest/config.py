@@ -1,0 +1,46 @@
+"""Ingestion settings (light: importing this loads no model, parser or database)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from studio.errors import StudioError
+
+SPLITTERS = ("recursive", "sentence", "markdown", "token")
+DEFAULT_SIZES = {"token": (200, 40)}  # others: (1000, 200) characters
+
+
+@dataclass
+class SplitterConfig:
+    """How to cut documents. Sizes are characters (tokens for ``token``); 0 = the default."""
+
+    splitter: str = "recursive"
+    chunk_size: int = 0
+    chunk_overlap: int = -1
+
+    def resolved(self) -> tuple[int, int]:
+        """(size, overlap) with defaults filled in, checked."""
+        if self.splitter not in SPLITTERS:
+            raise StudioError(f"unknown splitter {self.splitter!r}; choose one of: {', '.join(SPLITTERS)}")
+        size_d, overlap_d = DEFAULT_SIZES.get(self.splitter, (1000, 200))
+        size = self.chunk_size or size_d
+        overlap = overlap_d if self.chunk_overlap < 0 else self.chunk_overlap
+        if size < 20:
+            raise StudioError(f"chunk size {size} is too small; use at least 20")
+        if overlap >= size:
+            raise StudioError(f"chunk overlap ({overlap}) must be smaller than chunk size ({size})")
+        if self.splitter == "token" and size > 256:
+            raise StudioError("all-MiniLM-L6-v2 reads at most 256 tokens: use --chunk-size 256 or less")
+        return size, overlap
+
+
+@dataclass
+class IngestConfig:
+    """Everything an ingestion run needs (``configs/ingest.yaml``)."""
+
+    splitter: SplitterConfig = field(default_factory=SplitterConfig)
+    max_file_mb: float = field(default=100.0, metadata={"help": "larger files fail alone"})
+    max_pages: int = 3000
+    chroma_url: str | None = field(default=None, metadata={"help": "a Chroma server; None = embedded"})
+    embed_engine: str = field(default="auto", metadata={"help": "auto | onnx | torch"})
+    prefetch: int = field(default=2, metadata={"help": "files parsed ahead of the embedder"})

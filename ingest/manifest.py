@@ -1,0 +1,73 @@
+"""The ingestion manifest: which file version each collection holds, for incremental ingest.
+
+One SQLite table under ``$STUDIO_HOME`` keyed by (store location, collection, source) with the
+file's content hash plus the splitter settings (``version``). A row is written only after all
+of that file's chunks are stored and its older chunks deleted, so a killed run never records a
+file it did not finish: the next run simply does that file again, and chunk ids derived from
+(source, version, index) make the redo land on the same rows.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from studio.env import studio_home
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    store TEXT NOT NULL, collection TEXT NOT NULL, source TEXT NOT NULL,
+    version TEXT NOT NULL, chunks INTEGER NOT NULL, pages INTEGER,
+    bytes INTEGER, ingested_at REAL NOT NULL,
+    PRIMARY KEY (store, collection, source)
+)"""
+
+
+@dataclass
+class FileRecord:
+    source: str
+    version: str
+    chunks: int
+    pages: int | None
+    bytes: int | None
+    ingested_at: float
+
+
+class Manifest:
+    def __init__(self, path: Path | None = None):
+        self.path = path or studio_home() / "manifest.sqlite"
+        with self._db() as db:
+            db.execute(SCHEMA)
+
+    def _db(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=30)
+        db.execute("PRAGMA journal_mode=WAL")
+        return db
+
+    def get(self, store: str, collection: str, source: str) -> FileRecord | None:
+        with self._db() as db:
+            row = db.execute("SELECT source, version, chunks, pages, bytes, ingested_at FROM files "
+                             "WHERE store=? AND collection=? AND source=?", (store, collection, source)).fetchone()
+        return FileRecord(*row) if row else None
+
+    def put(self, store: str, collection: str, record: FileRecord) -> None:
+        with self._db() as db:
+            db.execute("INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?)",
+                       (store, collection, record.source, record.version, record.chunks, record.pages,
+                        record.bytes, record.ingested_at or time.time()))
+
+    def remove(self, store: str, collection: str, source: str | None = None) -> None:
+        with self._db() as db:
+            if source is None:
+                db.execute("DELETE FROM files WHERE store=? AND collection=?", (store, collection))
+            else:
+                db.execute("DELETE FROM files WHERE store=? AND collection=? AND source=?",
+                           (store, collection, source))
+
+    def files(self, store: str, collection: str) -> list[FileRecord]:
+        with self._db() as db:
+            rows = db.execute("SELECT source, version, chunks, pages, bytes, ingested_at FROM files "
+                              "WHERE store=? AND collection=? ORDER BY source", (store, collection)).fetchall()
+        return [FileRecord(*r) for r in rows]

@@ -1,0 +1,233 @@
+"""The ingestion pipeline: files -> chunks -> vectors -> Chroma, incrementally and safely.
+
+>>> ing = Ingestor(IngestConfig())
+>>> report = ing.ingest(["docs/"], "manuals")        # per file: added/updated/unchanged/failed
+>>> ing.query("manuals", "how do I install packages?", k=5)
+
+Per file, in this order: hash the bytes (plus the splitter settings) -> skip if the manifest
+holds that version -> load and split -> embed -> upsert chunks with ids derived from (source,
+version, index) -> delete the source's chunks of other versions -> record the version. A crash
+at any point leaves chunks that the next run overwrites (same ids) or deletes (old version), and
+the file is only marked done at the end: exactly one copy of every chunk after a rerun.
+
+Parsing runs ahead in a worker thread while the previous file is embedded (ONNX Runtime
+releases the GIL), so PDF parsing overlaps with embedding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ingest.config import IngestConfig
+from ingest.loaders import Limits, LoadError, load_file
+from ingest.manifest import FileRecord, Manifest
+from ingest.splitters import split_documents
+from studio.errors import StudioError
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int, str], None]  # (files done, files total, current source)
+
+
+@dataclass
+class FileResult:
+    source: str
+    status: str  # added | updated | unchanged | failed
+    chunks: int = 0
+    error: str | None = None
+    pages: int | None = None
+
+
+@dataclass
+class IngestReport:
+    collection: str
+    files: list[FileResult]
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return {"collection": self.collection, "files": [asdict(f) for f in self.files],
+                "seconds": round(self.seconds, 3)}
+
+    def count(self, status: str) -> int:
+        return sum(f.status == status for f in self.files)
+
+
+@dataclass
+class _Prepared:
+    source: str
+    version: str = ""
+    size: int = 0
+    chunks: list = field(default_factory=list)
+    pages: int | None = None
+    error: str | None = None
+    unchanged: bool = False
+
+
+def discover(paths: Iterable[str | Path]) -> list[tuple[Path | None, str, str | None]]:
+    """(path, source name, refusal) for every file under ``paths``.
+
+    A file given directly is named by its file name; files in a folder by their path relative
+    to it. Hidden files are skipped; symlinks that lead outside the folder are refused.
+    """
+    found: list[tuple[Path | None, str, str | None]] = []
+    for raw in paths:
+        root = Path(raw).expanduser()
+        if root.is_file():
+            found.append((root, root.name, None))
+            continue
+        if not root.is_dir():
+            raise StudioError(f"{raw} does not exist; give files or folders to ingest")
+        real_root = root.resolve()
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in sorted(filenames):
+                if name.startswith("."):
+                    continue
+                path = Path(dirpath) / name
+                source = path.relative_to(root).as_posix()
+                if path.is_symlink():
+                    target = path.resolve()
+                    if not target.is_relative_to(real_root):
+                        found.append((None, source, "symlink leads outside the folder; not followed"))
+                        continue
+                found.append((path, source, None))
+    return found
+
+
+def chunk_id(source: str, version: str, index: int) -> str:
+    return f"{hashlib.sha1(source.encode()).hexdigest()[:16]}-{version[:24]}-{index:05d}"
+
+
+class Ingestor:
+    """Ingests into one store; holds the embedder so repeated calls reuse the loaded model."""
+
+    def __init__(self, cfg: IngestConfig | None = None, store=None, embedder=None, manifest: Manifest | None = None):
+        from ingest.store import Store
+
+        self.cfg = cfg or IngestConfig()
+        self.cfg.splitter.resolved()  # fail early on bad sizes
+        self.store = store or Store(self.cfg.chroma_url)
+        self._embedder = embedder
+        self.manifest = manifest or Manifest()
+        self.limits = Limits(max_file_mb=self.cfg.max_file_mb, max_pages=self.cfg.max_pages)
+
+    @property
+    def embedder(self):
+        if self._embedder is None:
+            from ingest.embeddings import MiniLMEmbeddings
+
+            self._embedder = MiniLMEmbeddings(engine=self.cfg.embed_engine)
+        return self._embedder
+
+    def _splitter_signature(self) -> str:
+        s = self.cfg.splitter
+        size, overlap = s.resolved()
+        return hashlib.sha1(f"{s.splitter}|{size}|{overlap}|{self.embedder.model_name}".encode()).hexdigest()[:8]
+
+    def _prepare(self, path: Path | None, source: str, refusal: str | None, collection: str, sig: str) -> _Prepared:
+        if refusal:
+            return _Prepared(source, error=f"{source}: {refusal}")
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            return _Prepared(source, error=f"{source}: cannot read ({exc.strerror})")
+        version = hashlib.sha256(data).hexdigest()[:16] + sig
+        known = self.manifest.get(self.store.location, collection, source)
+        if known and known.version == version:
+            return _Prepared(source, version, len(data), pages=known.pages, unchanged=True,
+                             chunks=[None] * known.chunks)
+        try:
+            docs = load_file(path, source, self.limits)
+            chunks = split_documents(docs, self.cfg.splitter)
+        except LoadError as exc:
+            return _Prepared(source, error=str(exc))
+        except Exception as exc:  # a parser bug on one odd file must not stop the batch
+            log.exception("unexpected failure reading %s", source)
+            return _Prepared(source, error=f"{source}: could not be read ({type(exc).__name__}: {exc})")
+        pages = max((d.metadata.get("page") or 0 for d in docs), default=0) or None
+        return _Prepared(source, version, len(data), chunks, pages)
+
+    def _commit(self, collection: str, prep: _Prepared) -> FileResult:
+        previous = self.manifest.get(self.store.location, collection, prep.source)
+        texts = [c.page_content for c in prep.chunks]
+        vectors = self.embedder.encode(texts)
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        metas = []
+        for c in prep.chunks:
+            meta = {k: v for k, v in c.metadata.items() if v is not None and v != ""}
+            meta.update(version=prep.version, ingested_at=now)
+            metas.append(meta)
+        ids = [chunk_id(prep.source, prep.version, c.metadata["chunk"]) for c in prep.chunks]
+        self.store.add_chunks(collection, ids, vectors, texts, metas)
+        self.store.delete_where(collection, {"$and": [{"source": prep.source}, {"version": {"$ne": prep.version}}]})
+        self.manifest.put(self.store.location, collection,
+                          FileRecord(prep.source, prep.version, len(ids), prep.pages, prep.size, time.time()))
+        status = "updated" if previous else "added"
+        return FileResult(prep.source, status, len(ids), None, prep.pages)
+
+    def ingest(self, paths: Iterable[str | Path], collection: str, progress: Progress | None = None) -> IngestReport:
+        """Ingest files and folders into ``collection``; one bad file fails alone."""
+        start = time.perf_counter()
+        self.store.collection(collection)  # validates the name, creates the collection
+        items = discover(paths)
+        sig = self._splitter_signature()
+        results: list[FileResult] = []
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="parse") as pool:
+            pending: list[Future] = []
+            queue = iter(items)
+
+            def refill() -> None:
+                for item in queue:
+                    pending.append(pool.submit(self._prepare, *item, collection, sig))
+                    if len(pending) >= max(1, self.cfg.prefetch):
+                        return
+
+            refill()
+            while pending:
+                prep: _Prepared = pending.pop(0).result()
+                refill()
+                if progress:
+                    progress(len(results), len(items), prep.source)
+                if prep.error:
+                    results.append(FileResult(prep.source, "failed", 0, prep.error))
+                elif prep.unchanged:
+                    results.append(FileResult(prep.source, "unchanged", len(prep.chunks), None, prep.pages))
+                else:
+                    results.append(self._commit(collection, prep))
+        if progress:
+            progress(len(results), len(items), "")
+        return IngestReport(collection, results, time.perf_counter() - start)
+
+    # --- reading and removing ----------------------------------------------------------------
+    def documents(self, collection: str) -> list[FileRecord]:
+        self.store.collection(collection, create=False)
+        return self.manifest.files(self.store.location, collection)
+
+    def remove(self, collection: str, source: str) -> int:
+        """Delete one document's chunks; returns how many chunks it had."""
+        record = self.manifest.get(self.store.location, collection, source)
+        if record is None:
+            known = ", ".join(r.source for r in self.documents(collection)[:10]) or "none"
+            raise StudioError(f"{collection!r} holds no document {source!r}; it holds: {known}")
+        self.store.delete_where(collection, {"source": source})
+        self.manifest.remove(self.store.location, collection, source)
+        return record.chunks
+
+    def delete_collection(self, collection: str) -> None:
+        self.store.delete_collection(collection)
+        self.manifest.remove(self.store.location, collection)
+
+    def query(self, collection: str, text: str, k: int = 5, where: dict | None = None):
+        if not text.strip():
+            raise StudioError("the query is empty; type what you are looking for")
+        if k < 1:
+            raise StudioError(f"k must be at least 1, got {k}")
+        return self.store.search(collection, self.embedder.encode([text])[0], k, where)

@@ -1,0 +1,182 @@
+"""`studio ingest`, `studio docs ...` and `studio query`: the Documents tab from a terminal."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime
+
+from studio.errors import StudioError
+
+
+def add_parsers(sub, load_config) -> None:
+    """Register the document commands on the main parser's subparsers."""
+
+    def store_opts(p: argparse.ArgumentParser, collection_required: bool = True) -> None:
+        p.add_argument("--collection", required=collection_required, help="Chroma collection name")
+        p.add_argument("--chroma-url", help="a Chroma server, e.g. http://127.0.0.1:8000 (default: embedded)")
+
+    ing = sub.add_parser("ingest", help="load files or folders, chunk, embed, store in Chroma",
+                         description="Exit code 1 when some files failed (the others are stored).")
+    ing.add_argument("paths", nargs="+", metavar="PATH", help="files or folders")
+    store_opts(ing)
+    ing.add_argument("--splitter", choices=["recursive", "sentence", "markdown", "token"])
+    ing.add_argument("--chunk-size", type=int, help="characters (tokens for --splitter token)")
+    ing.add_argument("--chunk-overlap", type=int)
+    ing.add_argument("--max-file-mb", type=float)
+    ing.add_argument("--max-pages", type=int)
+    ing.add_argument("--json", action="store_true")
+    ing.set_defaults(handler=lambda a: cmd_ingest(a, load_config(a)))
+
+    docs = sub.add_parser("docs", help="what a collection holds; remove documents")
+    dsub = docs.add_subparsers(dest="docs_command", metavar="ACTION", required=True)
+    ls = dsub.add_parser("list", help="the documents of a collection")
+    store_opts(ls)
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(handler=lambda a: cmd_docs_list(a, load_config(a)))
+    rm = dsub.add_parser("rm", help="remove one document (all its chunks)")
+    rm.add_argument("source", help="the document's source name, as `docs list` shows it")
+    store_opts(rm)
+    rm.set_defaults(handler=lambda a: cmd_docs_rm(a, load_config(a)))
+    cols = dsub.add_parser("collections", help="all collections with their sizes")
+    store_opts(cols, collection_required=False)
+    cols.add_argument("--json", action="store_true")
+    cols.set_defaults(handler=lambda a: cmd_collections(a, load_config(a)))
+    drop = dsub.add_parser("drop", help="delete a whole collection")
+    store_opts(drop)
+    drop.add_argument("--yes", action="store_true", help="really delete it")
+    drop.set_defaults(handler=lambda a: cmd_drop(a, load_config(a)))
+
+    q = sub.add_parser("query", help="retrieval only: the chunks closest to a question")
+    q.add_argument("text", nargs="?", help="what to look for (or --batch)")
+    store_opts(q)
+    q.add_argument("--k", type=int, default=5)
+    q.add_argument("--mode", choices=["dense"], default="dense", help="dense vectors (bm25/hybrid: the Chat issue)")
+    q.add_argument("--batch", metavar="FILE.jsonl", help='one {"q": ...} per line, answered one JSON line each')
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(handler=lambda a: cmd_query(a, load_config(a)))
+
+
+def make_ingestor(args, cfg):
+    from ingest.pipeline import Ingestor
+
+    ic = cfg.ingest
+    if getattr(args, "chroma_url", None):
+        ic.chroma_url = args.chroma_url
+    for key in ("splitter", "chunk_size", "chunk_overlap"):
+        value = getattr(args, key, None)
+        if value is not None:
+            setattr(ic.splitter, key, value)
+    for key in ("max_file_mb", "max_pages"):
+        value = getattr(args, key, None)
+        if value is not None:
+            setattr(ic, key, value)
+    return Ingestor(ic)
+
+
+def cmd_ingest(args, cfg) -> int:
+    from tqdm import tqdm
+
+    ing = make_ingestor(args, cfg)
+    bar = tqdm(total=0, unit="file", file=sys.stderr, disable=None, desc=f"ingest → {args.collection}")
+
+    def progress(done: int, total: int, source: str) -> None:
+        bar.total = total
+        bar.n = done
+        bar.set_postfix_str(source[-40:], refresh=True)
+
+    report = ing.ingest(args.paths, args.collection, progress)
+    bar.close()
+    if args.json:
+        print(json.dumps(report.to_dict()))
+    else:
+        for f in report.files:
+            detail = f.error if f.status == "failed" else f"{f.chunks} chunks"
+            print(f"{f.status:9} {f.source}  ({detail})")
+        counts = ", ".join(f"{report.count(s)} {s}" for s in ("added", "updated", "unchanged", "failed")
+                           if report.count(s))
+        print(f"{args.collection}: {counts or 'no files'} in {report.seconds:.1f} s")
+    return 1 if report.count("failed") else 0
+
+
+def cmd_docs_list(args, cfg) -> int:
+    ing = make_ingestor(args, cfg)
+    records = ing.documents(args.collection)
+    if args.json:
+        print(json.dumps({"collection": args.collection, "documents": [
+            {"source": r.source, "chunks": r.chunks, "pages": r.pages, "bytes": r.bytes,
+             "ingested_at": datetime.fromtimestamp(r.ingested_at).isoformat(timespec="seconds")}
+            for r in records]}))
+    else:
+        for r in records:
+            pages = f"{r.pages} pages, " if r.pages else ""
+            print(f"{r.source}  ({pages}{r.chunks} chunks)")
+        print(f"{len(records)} documents in {args.collection}")
+    return 0
+
+
+def cmd_docs_rm(args, cfg) -> int:
+    n = make_ingestor(args, cfg).remove(args.collection, args.source)
+    print(f"removed {args.source} ({n} chunks) from {args.collection}")
+    return 0
+
+
+def cmd_collections(args, cfg) -> int:
+    ing = make_ingestor(args, cfg)
+    rows = [{"collection": name, "chunks": ing.store.count(name), "documents": len(ing.documents(name))}
+            for name in ing.store.list_collections()]
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        for row in rows:
+            print(f"{row['collection']}  ({row['documents']} documents, {row['chunks']} chunks)")
+    return 0
+
+
+def cmd_drop(args, cfg) -> int:
+    if not args.yes:
+        raise StudioError(f"this deletes every chunk of {args.collection!r}; add --yes to confirm")
+    make_ingestor(args, cfg).delete_collection(args.collection)
+    print(f"deleted collection {args.collection}")
+    return 0
+
+
+def _read_batch(path: str) -> list[dict]:
+    try:
+        lines = open(path, encoding="utf-8").read().splitlines()
+    except OSError as exc:
+        raise StudioError(f"cannot read {path}: {exc.strerror}") from None
+    items = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise StudioError(f"{path} line {n} is not JSON ({exc.msg})") from None
+        if not isinstance(item, dict) or not isinstance(item.get("q"), str):
+            raise StudioError(f'{path} line {n} needs a "q" string')
+        items.append(item)
+    return items
+
+
+def cmd_query(args, cfg) -> int:
+    if bool(args.text) == bool(args.batch):
+        raise StudioError("give either a query TEXT or --batch FILE.jsonl")
+    ing = make_ingestor(args, cfg)
+    ing.store.collection(args.collection, create=False)  # a clear error for a missing collection
+    if args.batch:
+        for item in _read_batch(args.batch):
+            hits = ing.query(args.collection, item["q"], int(item.get("k", args.k)))
+            print(json.dumps({"q": item["q"], "hits": [h.to_dict() for h in hits]}), flush=True)
+        return 0
+    hits = ing.query(args.collection, args.text, args.k)
+    if args.json:
+        print(json.dumps({"hits": [h.to_dict() for h in hits]}))
+    else:
+        for i, h in enumerate(hits, 1):
+            where = f"{h.source} p.{h.page}" if h.page else h.source
+            snippet = " ".join(h.text.split())[:160]
+            print(f"[{i}] {where}  score {h.score:.3f}\n    {snippet}")
+    return 0
