@@ -42,5 +42,6 @@ class IngestConfig:
     max_file_mb: float = field(default=100.0, metadata={"help": "larger files fail alone"})
     max_pages: int = 3000
     chroma_url: str | None = field(default=None, metadata={"help": "a Chroma server; None = embedded"})
+    embed_model: str = field(default="minilm-l6-v2", metadata={"help": "a sentence-transformers folder"})
     embed_engine: str = field(default="auto", metadata={"help": "auto | onnx | torch"})
     prefetch: int = field(default=2, metadata={"help": "files parsed ahead of the embedder"})

@@ -124,13 +124,14 @@ class Ingestor:
         if self._embedder is None:
             from ingest.embeddings import MiniLMEmbeddings
 
-            self._embedder = MiniLMEmbeddings(engine=self.cfg.embed_engine)
+            self._embedder = MiniLMEmbeddings(self.cfg.embed_model, engine=self.cfg.embed_engine)
         return self._embedder
 
     def _splitter_signature(self) -> str:
         s = self.cfg.splitter
         size, overlap = s.resolved()
-        return hashlib.sha1(f"{s.splitter}|{size}|{overlap}|{self.embedder.model_name}".encode()).hexdigest()[:8]
+        # the configured model, not the loaded one: an unchanged corpus is checked without loading it
+        return hashlib.sha1(f"{s.splitter}|{size}|{overlap}|{self.cfg.embed_model}".encode()).hexdigest()[:8]
 
     def _prepare(self, path: Path | None, source: str, refusal: str | None, collection: str, sig: str) -> _Prepared:
         if refusal:

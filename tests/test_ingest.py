@@ -261,3 +261,28 @@ def test_cli_partial_failure_exits_1_and_reports(corpus):
     result = run_studio("ingest", str(corpus), "--collection", "cli-partial")
     assert result.returncode == 1
     assert "failed    broken.pdf" in result.stdout and "3 added, 1 failed" in result.stdout
+
+
+@pytest.mark.parametrize("name, ok", [("report.pdf", True), ("../../etc/passwd", True), (".env", False),
+                                      ("a..b.txt", False)])
+def test_upload_names_are_reduced_to_safe_file_names(name, ok):
+    from studio.ui.docs_tab import safe_name
+
+    if ok:
+        assert "/" not in safe_name(name) and ".." not in safe_name(name)
+    else:
+        with pytest.raises(StudioError, match="refusing the upload name"):
+            safe_name(name)
+
+
+def test_cli_collections_and_drop(corpus):
+    run_studio("ingest", str(corpus), "--collection", "cli-drop")
+    rows = {r["collection"]: r for r in json.loads(run_studio("docs", "collections", "--json").stdout)}
+    assert rows["cli-drop"]["documents"] == 3 and rows["cli-drop"]["chunks"] >= 3
+    refused = run_studio("docs", "drop", "--collection", "cli-drop")
+    assert refused.returncode == 2 and "--yes" in refused.stderr
+    assert run_studio("docs", "drop", "--collection", "cli-drop", "--yes").returncode == 0
+    rows = {r["collection"] for r in json.loads(run_studio("docs", "collections", "--json").stdout)}
+    assert "cli-drop" not in rows
+    gone = run_studio("docs", "list", "--collection", "cli-drop")
+    assert gone.returncode == 2 and "no collection 'cli-drop'" in gone.stderr

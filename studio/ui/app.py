@@ -15,11 +15,17 @@ import gradio as gr
 from studio.backends import BackendCache
 from studio.config import StudioConfig
 from studio.ui.chat_tab import build_chat_tab, header_text
+from studio.ui.docs_tab import DocsService, build_docs_tab
 
 log = logging.getLogger(__name__)
 
 CSS = """
 #chat-stats { font-size: 0.85em; opacity: 0.75; }
+.chunk, .hit { border: 1px solid var(--border-color-primary); border-radius: 6px; margin: 6px 0; padding: 6px; }
+.chunk-meta, .hit-meta { font-size: 0.8em; opacity: 0.75; }
+.chunk pre, .hit pre { white-space: pre-wrap; margin: 4px 0 0; font-size: 0.85em; }
+.chunk mark { background: #fde68a; }
+.docs-error { color: #b91c1c; }
 """
 
 
@@ -29,14 +35,18 @@ def make_backends(cfg: StudioConfig) -> BackendCache:
                         n_threads=c.n_threads or None, parallel=c.parallel, timeout=c.timeout)
 
 
-def build_app(cfg: StudioConfig, backends: BackendCache) -> gr.Blocks:
+def build_app(cfg: StudioConfig, backends: BackendCache, docs: DocsService | None = None) -> gr.Blocks:
     """The whole UI as a ``gr.Blocks`` (not launched)."""
+    docs = docs or DocsService(cfg.ingest)
     with gr.Blocks(title="GenAI Studio") as demo:
         header = gr.Markdown(header_text(backends, cfg), elem_id="studio-header")
         with gr.Tabs():
             with gr.Tab("Chat", id="chat"):
                 build_chat_tab(cfg, backends, header)
+            with gr.Tab("Documents", id="documents"):
+                docs_load, docs_outputs = build_docs_tab(cfg, docs)
         demo.load(lambda: header_text(backends, cfg), None, header)
+        demo.load(docs_load, None, docs_outputs)
     return demo
 
 
