@@ -43,6 +43,8 @@ class Hit:
     text: str
     id: str = ""
     headers: str = ""
+    bm25: float | None = None  # the BM25 score, when a keyword ranking found it
+    rrf: float | None = None  # the fused rank score, in hybrid retrieval
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

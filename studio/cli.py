@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     from studio import cli_docs
 
     cli_docs.add_parsers(sub, load_studio_config)
+    from studio import cli_rag
+
+    cli_rag.add_parsers(sub, load_studio_config, add_model_options)
 
     models = sub.add_parser("models", help="the bundled models and where they are")
     models.add_argument("--json", action="store_true")

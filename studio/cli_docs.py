@@ -52,7 +52,8 @@ def add_parsers(sub, load_config) -> None:
     q.add_argument("text", nargs="?", help="what to look for (or --batch)")
     store_opts(q)
     q.add_argument("--k", type=int, default=5)
-    q.add_argument("--mode", choices=["dense"], default="dense", help="dense vectors (bm25/hybrid: the Chat issue)")
+    q.add_argument("--mode", choices=["dense", "bm25", "hybrid"], default="hybrid",
+                   help="dense vectors, BM25 keywords, or both fused (default)")
     q.add_argument("--batch", metavar="FILE.jsonl", help='one {"q": ...} per line, answered one JSON line each')
     q.add_argument("--json", action="store_true")
     q.set_defaults(handler=lambda a: cmd_query(a, load_config(a)))
@@ -164,14 +165,17 @@ def _read_batch(path: str) -> list[dict]:
 def cmd_query(args, cfg) -> int:
     if bool(args.text) == bool(args.batch):
         raise StudioError("give either a query TEXT or --batch FILE.jsonl")
-    ing = make_ingestor(args, cfg)
-    ing.store.collection(args.collection, create=False)  # a clear error for a missing collection
+    from studio.rag.config import RetrievalConfig
+    from studio.rag.retriever import Retriever
+
+    retriever = Retriever(make_ingestor(args, cfg), args.collection, RetrievalConfig(k=args.k, mode=args.mode))
     if args.batch:
         for item in _read_batch(args.batch):
-            hits = ing.query(args.collection, item["q"], int(item.get("k", args.k)))
+            cfg_q = RetrievalConfig(k=int(item.get("k", args.k)), mode=args.mode)
+            hits = retriever.retrieve(item["q"], cfg=cfg_q)
             print(json.dumps({"q": item["q"], "hits": [h.to_dict() for h in hits]}), flush=True)
         return 0
-    hits = ing.query(args.collection, args.text, args.k)
+    hits = retriever.retrieve(args.text)
     if args.json:
         print(json.dumps({"hits": [h.to_dict() for h in hits]}))
     else:

@@ -96,6 +96,7 @@ class StudioConfig:
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     ingest: IngestConfig = field(default_factory=_ingest_config)  # noqa: F821
+    rag: RagConfig = field(default_factory=lambda: _late_types()["RagConfig"]())  # noqa: F821
 
 
 # Which dataclass each file under configs/ maps onto (by path relative to configs/; a folder
@@ -195,8 +196,10 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config", prefix:
 def _late_types() -> dict[str, type]:
     """Config classes defined outside this module, for forward references in hints."""
     from ingest.config import IngestConfig, SplitterConfig
+    from studio.rag.config import RagConfig, RetrievalConfig
 
-    return {"IngestConfig": IngestConfig, "SplitterConfig": SplitterConfig}
+    return {"IngestConfig": IngestConfig, "SplitterConfig": SplitterConfig, "RagConfig": RagConfig,
+            "RetrievalConfig": RetrievalConfig}
 
 
 def _coerce(hint: Any, value: Any, where: str, key: str) -> Any:

@@ -34,7 +34,7 @@ class LlamaCppBackend(ChatBackend):
     supports_json_schema = True
 
     def __init__(self, model: str = "smollm2-135m-instruct", n_ctx: int = 4096,
-                 n_threads: int = 0, parallel: int = 1, **_: object):
+                 n_threads: int = 0, parallel: int = 1, reuse_prompt_cache: bool = False, **_: object):
         spec = resolve_model(model)
         if spec.format != "gguf":
             raise StudioError(
@@ -46,6 +46,10 @@ class LlamaCppBackend(ChatBackend):
         super().__init__(spec.name)
         self.path = spec.path
         self.n_threads = n_threads or default_threads()
+        # Reusing the KV cache of a shared prompt prefix changes how the prompt is evaluated, and
+        # with it the logits slightly: the same request could then answer differently depending
+        # on what ran before. Off by default so the same seed and settings give the same text.
+        self.reuse_prompt_cache = reuse_prompt_cache
         self._pool: queue.Queue = queue.Queue()
         self._all = [self._load(n_ctx) for _ in range(parallel)]
         for llm in self._all:
@@ -71,6 +75,8 @@ class LlamaCppBackend(ChatBackend):
     def _chunks(self, messages: list[Message], settings: GenerationSettings) -> Iterator[Chunk]:
         llm = self._pool.get()
         try:
+            if not self.reuse_prompt_cache:
+                llm.reset()
             kwargs = dict(
                 messages=messages,
                 stream=True,

@@ -14,6 +14,7 @@ import gradio as gr
 
 from studio.backends import BackendCache
 from studio.config import StudioConfig
+from studio.ui.chat_rag import RagService
 from studio.ui.chat_tab import build_chat_tab, header_text
 from studio.ui.docs_tab import DocsService, build_docs_tab
 
@@ -26,6 +27,11 @@ CSS = """
 .chunk pre, .hit pre { white-space: pre-wrap; margin: 4px 0 0; font-size: 0.85em; }
 .chunk mark { background: #fde68a; }
 .docs-error { color: #b91c1c; }
+#chat-sources details { border: 1px solid var(--border-color-primary); border-radius: 6px; margin: 4px 0;
+                        padding: 4px 8px; }
+#chat-sources pre { white-space: pre-wrap; font-size: 0.85em; }
+#chat-sources mark { background: #fde68a; }
+#chat-sources .grounded, .sources-none { font-size: 0.85em; opacity: 0.8; }
 """
 
 
@@ -38,14 +44,16 @@ def make_backends(cfg: StudioConfig) -> BackendCache:
 def build_app(cfg: StudioConfig, backends: BackendCache, docs: DocsService | None = None) -> gr.Blocks:
     """The whole UI as a ``gr.Blocks`` (not launched)."""
     docs = docs or DocsService(cfg.ingest)
+    rag = RagService(docs, backends, cfg.rag)
     with gr.Blocks(title="GenAI Studio") as demo:
         header = gr.Markdown(header_text(backends, cfg), elem_id="studio-header")
         with gr.Tabs():
             with gr.Tab("Chat", id="chat"):
-                build_chat_tab(cfg, backends, header)
+                chat_load, chat_outputs = build_chat_tab(cfg, backends, header, rag)
             with gr.Tab("Documents", id="documents"):
                 docs_load, docs_outputs = build_docs_tab(cfg, docs)
         demo.load(lambda: header_text(backends, cfg), None, header)
+        demo.load(chat_load, None, chat_outputs)
         demo.load(docs_load, None, docs_outputs)
     return demo
 
@@ -60,10 +68,13 @@ def serve(cfg: StudioConfig) -> None:
     s = cfg.server
     auth = s.login()
     backends = make_backends(cfg)
-    if s.preload and cfg.chat.backend != "openai":
-        log.info("loading %s (%s)", cfg.chat.model, cfg.chat.backend)
-        backends.get(cfg.chat.backend, cfg.chat.model)
-    demo = build_app(cfg, backends)
+    docs = DocsService(cfg.ingest)
+    if s.preload:
+        if cfg.chat.backend != "openai":
+            log.info("loading %s (%s)", cfg.chat.model, cfg.chat.backend)
+            backends.get(cfg.chat.backend, cfg.chat.model)
+        docs.collections()  # open the store now, so the first page load lists collections at once
+    demo = build_app(cfg, backends, docs)
     demo.queue(default_concurrency_limit=s.concurrency)
     chatter = io.StringIO()  # gradio prints its own share advice (download a binary): keep it for -v
     with contextlib.redirect_stdout(chatter):

@@ -1,19 +1,23 @@
-"""The Chat tab: pick a backend and model, set generation options, chat with streamed replies.
+"""The Chat tab: plain or grounded chat, streamed, with citations, sources and saved sessions.
 
-The handler turns widget values into a backend choice and :class:`GenerationSettings`, calls
-``backend.stream`` and turns the pieces into chat messages; all model work stays in the core.
+The handler turns widget values into a backend choice, :class:`GenerationSettings` and (with a
+collection) a :class:`RagChain`, streams from the core and turns the pieces into messages.
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import gradio as gr
 
 from studio.backends import BACKENDS, BackendCache, GenerationSettings
 from studio.config import StudioConfig
 from studio.errors import StudioError
+from studio.rag.sessions import Sessions
 from studio.registry import BUNDLED
+from studio.ui.chat_rag import NO_COLLECTION, RagService, linkify, sources_html
 
 CHAT_MODELS = [name for name, (_, _, fmt, _) in BUNDLED.items() if fmt == "gguf"]
 
@@ -27,23 +31,40 @@ def header_text(backends: BackendCache, cfg: StudioConfig) -> str:
     return f"**GenAI Studio** · default model: {cfg.chat.model} ({cfg.chat.backend}), loads on first message"
 
 
-def build_chat_tab(cfg: StudioConfig, backends: BackendCache, header: gr.Markdown) -> None:
-    """Widgets and events of the Chat tab (call inside a ``gr.Tab``)."""
-    gen = cfg.generation
+def session_choices(sessions: Sessions) -> list[tuple[str, str]]:
+    return [(s.title + (f" [{s.collection}]" if s.collection else ""), s.id) for s in sessions.list()]
+
+
+def build_chat_tab(cfg: StudioConfig, backends: BackendCache, header: gr.Markdown, rag: RagService):
+    """Widgets and events of the Chat tab; returns (fn, outputs) to run when a page loads."""
+    gen, rc = cfg.generation, cfg.rag
+    sessions = Sessions()
     with gr.Row():
         with gr.Column(scale=3):
-            chatbot = gr.Chatbot(label="Chat", height=480, elem_id="chatbot", buttons=["copy", "copy_all"],
-                                 placeholder="Ask the model anything. Replies stream as they are generated.")
+            chatbot = gr.Chatbot(label="Chat", height=460, elem_id="chatbot", buttons=["copy", "copy_all"],
+                                 placeholder="Ask the model anything, or pick a collection to get answers "
+                                             "grounded in your documents, with citations.")
             with gr.Row():
                 box = gr.Textbox(placeholder="Type a message and press Enter", show_label=False,
                                  scale=5, elem_id="chat-input", autofocus=True)
                 send = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send")
             with gr.Row():
                 stop = gr.Button("Stop", variant="stop", elem_id="chat-stop")
-                clear = gr.Button("Clear", elem_id="chat-clear")
+                clear = gr.Button("New chat", elem_id="chat-clear")
             stats = gr.Markdown("", elem_id="chat-stats")
+            sources = gr.HTML("", elem_id="chat-sources", label="Sources")
         with gr.Column(scale=1):
-            with gr.Accordion("Model", open=True):
+            with gr.Accordion("Documents", open=True):
+                collection = gr.Dropdown([NO_COLLECTION], value=NO_COLLECTION, label="Collection",
+                                         elem_id="chat-collection",
+                                         info="answers come from this collection, with citations")
+                mode = gr.Radio(["hybrid", "dense", "bm25"], value=rc.retrieval.mode, label="Retrieval")
+                k = gr.Slider(1, 10, value=rc.retrieval.k, step=1, label="Chunks retrieved (k)")
+                min_score = gr.Slider(0, 1, value=rc.min_score, step=0.05, label="Answer only above similarity",
+                                      info="below it the studio says the documents do not say")
+                style = gr.Radio(["hybrid", "generative", "extractive"], value=rc.style, label="Answer style",
+                                 info="hybrid: model answer + quotes; extractive: quotes only")
+            with gr.Accordion("Model", open=False):
                 backend = gr.Dropdown(list(BACKENDS), value=cfg.chat.backend, label="Backend",
                                       elem_id="chat-backend")
                 model = gr.Dropdown(CHAT_MODELS, value=cfg.chat.model, label="Model",
@@ -52,47 +73,131 @@ def build_chat_tab(cfg: StudioConfig, backends: BackendCache, header: gr.Markdow
                                          "for openai, the endpoint's model (blank = its first)")
                 base_url = gr.Textbox(cfg.chat.base_url or "", label="Base URL (openai backend)",
                                       placeholder="http://127.0.0.1:8000/v1")
-                system = gr.Textbox(cfg.chat.system_prompt or "", label="System prompt", lines=2,
+                system = gr.Textbox(cfg.chat.system_prompt or "", label="System prompt (plain chat)", lines=2,
                                     placeholder="empty = the model's own default")
             with gr.Accordion("Generation", open=False):
                 temperature = gr.Slider(0, 2, value=gen.temperature, step=0.05, label="Temperature",
-                                        info="0 = greedy (deterministic)")
+                                        info="0 = greedy (deterministic); grounded answers use 0")
                 top_p = gr.Slider(0.05, 1, value=gen.top_p, step=0.05, label="Top-p")
                 top_k = gr.Slider(0, 200, value=gen.top_k, step=1, label="Top-k (0 = off)")
                 max_tokens = gr.Slider(16, 2048, value=gen.max_tokens, step=16, label="Max new tokens")
                 seed = gr.Number(gen.seed, precision=0, label="Seed")
+            with gr.Accordion("Sessions", open=False):
+                session_pick = gr.Dropdown([], label="Saved chats", elem_id="chat-session")
+                title = gr.Textbox(label="Title", elem_id="chat-session-title")
+                with gr.Row():
+                    rename = gr.Button("Rename", size="sm")
+                    delete = gr.Button("Delete", size="sm", variant="stop")
+                with gr.Row():
+                    export_md = gr.Button("Export .md", size="sm")
+                    export_json = gr.Button("Export .json", size="sm")
+                export_file = gr.File(label="Export", visible=False)
     history = gr.State([])
+    session_id = gr.State(None)
 
-    def respond(message: str, convo: list, backend_name: str, model_name: str, url: str, sys_prompt: str,
-                temp: float, tp: float, tk: float, max_new: float, seed_value: float) -> Iterator:
+    def respond(message, convo, sid, coll, mode_v, k_v, min_v, style_v, backend_name, model_name, url,
+                sys_prompt, temp, tp, tk, max_new, seed_value) -> Iterator:
         message = (message or "").strip()
         if not message:
             gr.Warning("Type a message first.")
-            yield gr.skip(), convo, "", gr.skip(), gr.skip()
+            yield gr.skip(), convo, sid, "", gr.skip(), gr.skip(), gr.skip(), gr.skip()
             return
+        grounded = coll and coll != NO_COLLECTION
+        sid = sid or sessions.create(collection=coll if grounded else None).id
         turn = [*convo, {"role": "user", "content": message}]
         shown = [*turn, {"role": "assistant", "content": ""}]
-        yield shown, convo, "", gr.skip(), "*loading the model…*" if not backends.loaded() else ""
+        yield shown, convo, sid, "", gr.skip(), "*working…*", "", gr.skip()
         try:
+            chat = backends.get(backend_name, model_name or None, url or None) if style_v != "extractive" \
+                or not grounded else None
             settings = GenerationSettings(temperature=float(temp), top_p=float(tp), top_k=int(tk),
                                           max_tokens=int(max_new), seed=int(seed_value or 0))
-            chat = backends.get(backend_name, model_name or None, url or None)
-            prompt = ([{"role": "system", "content": sys_prompt}] if sys_prompt.strip() else []) + turn
-            stream = chat.stream(prompt, settings)
+            if grounded:
+                settings.temperature = 0.0 if float(temp) == gen.temperature else float(temp)
+                settings.max_tokens = min(int(max_new), rc.max_tokens)
+                settings.stop = ["\n\n", "<context>", "Question:"]
+                chain = rag.chain(coll, chat, k_v, mode_v, min_v, style_v, settings)
+                stream = chain.stream(message, convo)
+            else:
+                prompt = ([{"role": "system", "content": sys_prompt}] if sys_prompt.strip() else []) + turn
+                stream = chat.stream(prompt, settings)
             for _ in stream:
                 shown[-1]["content"] = stream.text
                 # the state keeps the partial reply too, so Stop leaves what the user saw
-                yield shown, [dict(m) for m in shown], "", header_text(backends, cfg), ""
+                yield shown, [dict(m) for m in shown], sid, "", header_text(backends, cfg), "", gr.skip(), gr.skip()
         except StudioError as exc:
             raise gr.Error(str(exc)) from None
-        done = [*turn, {"role": "assistant", "content": stream.text}]
-        rate = f"{stream.completion_tokens} tokens · {stream.seconds:.1f} s · {stream.tokens_per_second:.0f} tok/s"
-        yield done, done, "", header_text(backends, cfg), f"{chat.describe()} · {rate}"
+        if grounded:
+            res = stream.result
+            reply, cites = res.answer, [c.__dict__ for c in res.citations]
+            shown[-1]["content"] = linkify(reply, len(res.hits))
+            g = f" · groundedness {res.groundedness:.2f}" if res.groundedness is not None else ""
+            line = f"{coll} · {len(res.citations)} citations{g} · {res.seconds:.1f} s"
+            panel = sources_html(res)
+        else:
+            reply, cites, panel = stream.text, [], ""
+            line = (f"{chat.describe()} · {stream.completion_tokens} tokens · {stream.seconds:.1f} s · "
+                    f"{stream.tokens_per_second:.0f} tok/s")
+        sessions.add_message(sid, "user", message)
+        sessions.add_message(sid, "assistant", reply, citations=cites)
+        done = [*turn, {"role": "assistant", "content": reply}]
+        yield (shown, done, sid, "", header_text(backends, cfg), line, panel,
+               gr.update(choices=session_choices(sessions), value=sid))
 
-    inputs = [box, history, backend, model, base_url, system, temperature, top_p, top_k, max_tokens, seed]
-    outputs = [chatbot, history, box, header, stats]
+    def new_chat():
+        return [], [], None, "", "", gr.update(value=None)
+
+    def open_session(sid):
+        if not sid:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        msgs = sessions.messages(sid)
+        convo = [{"role": m["role"], "content": m["content"]} for m in msgs]
+        s = sessions.get(sid)
+        return convo, convo, sid, s.title, gr.update(value=s.collection or NO_COLLECTION)
+
+    def rename_session(sid, new_title):
+        if not sid:
+            raise gr.Error("Open or start a chat first.")
+        try:
+            sessions.rename(sid, new_title)
+        except StudioError as exc:
+            raise gr.Error(str(exc)) from None
+        return gr.update(choices=session_choices(sessions), value=sid)
+
+    def delete_session(sid):
+        if sid:
+            sessions.delete(sid)
+        return [], [], None, gr.update(choices=session_choices(sessions), value=None), ""
+
+    def export(sid, fmt):
+        if not sid:
+            raise gr.Error("Open or start a chat first.")
+        import json
+
+        text = json.dumps(sessions.export_json(sid), indent=2) if fmt == "json" else sessions.export_markdown(sid)
+        path = Path(tempfile.mkdtemp(prefix="studio-export-")) / f"chat-{sid}.{fmt}"
+        path.write_text(text, encoding="utf-8")
+        return gr.update(value=str(path), visible=True)
+
+    inputs = [box, history, session_id, collection, mode, k, min_score, style, backend, model, base_url, system,
+              temperature, top_p, top_k, max_tokens, seed]
+    outputs = [chatbot, history, session_id, box, header, stats, sources, session_pick]
     on_submit = box.submit(respond, inputs, outputs)
     on_click = send.click(respond, inputs, outputs)
     # Stop cancels the running generation; the backend frees its model when the stream closes.
     stop.click(None, None, None, cancels=[on_submit, on_click])
-    clear.click(lambda: ([], [], ""), None, [chatbot, history, stats], cancels=[on_submit, on_click])
+    clear.click(new_chat, None, [chatbot, history, session_id, stats, sources, session_pick],
+                cancels=[on_submit, on_click])
+    session_pick.input(open_session, session_pick, [chatbot, history, session_id, title, collection])
+    rename.click(rename_session, [session_id, title], session_pick)
+    delete.click(delete_session, session_id, [chatbot, history, session_id, session_pick, stats])
+    export_md.click(lambda sid: export(sid, "md"), session_id, export_file)
+    export_json.click(lambda sid: export(sid, "json"), session_id, export_file)
+
+    def on_load():
+        names = rag.docs.collections()
+        count = f"{len(names)} collection{'s' if len(names) != 1 else ''} in this studio"
+        return (gr.update(choices=[NO_COLLECTION, *names], info=f"{count}; answers come with citations"),
+                gr.update(choices=session_choices(sessions)))
+
+    return on_load, [collection, session_pick]

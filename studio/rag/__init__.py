@@ -1,0 +1,1 @@
+"""Grounded answers over a collection: retrieval, prompts, the chain, citations, sessions."""

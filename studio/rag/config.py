@@ -1,0 +1,56 @@
+"""RAG settings (light: importing this loads no model, index or database)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from studio.errors import StudioError
+
+STYLES = ("hybrid", "generative", "extractive")
+MODES = ("dense", "bm25", "hybrid")
+
+
+@dataclass
+class RetrievalConfig:
+    """How many chunks to bring, found how."""
+
+    k: int = 5
+    mode: str = field(default="hybrid", metadata={"help": "dense | bm25 | hybrid"})
+    fetch_k: int = field(default=20, metadata={"help": "candidates per ranking before fusion/MMR"})
+    mmr: bool = False
+    mmr_lambda: float = 0.7
+    score_threshold: float = field(default=0.0, metadata={"help": "minimum cosine similarity of a hit"})
+    rrf_k: int = 60
+
+    def check(self) -> RetrievalConfig:
+        if self.mode not in MODES:
+            raise StudioError(f"unknown retrieval mode {self.mode!r}; choose one of: {', '.join(MODES)}")
+        if self.k < 1:
+            raise StudioError(f"k must be at least 1, got {self.k}")
+        if not 0 <= self.mmr_lambda <= 1:
+            raise StudioError(f"mmr_lambda must be between 0 and 1, got {self.mmr_lambda}")
+        return self
+
+
+@dataclass
+class RagConfig:
+    """How the chain retrieves and answers (``rag`` section of configs/studio.yaml)."""
+
+    retrieval: RetrievalConfig = field(default_factory=lambda: RetrievalConfig(k=4, mode="hybrid"))
+    style: str = field(default="hybrid", metadata={"help": "hybrid | generative | extractive"})
+    min_score: float = field(default=0.30, metadata={"help": "best chunk's cosine needed to answer"})
+    quotes: int = field(default=2, metadata={"help": "at most this many quotes (hybrid, extractive)"})
+    quote_ratio: float = field(default=0.8, metadata={"help": "a further quote must score this share of the best"})
+    quote_same_passage: bool = field(default=True, metadata={"help": "further quotes only from the first's passage"})
+    sentence_window: int = field(default=2, metadata={"help": "sentences per quote"})
+    keyword_weight: float = field(default=0.6, metadata={"help": "weight of keyword overlap in quote choice"})
+    max_tokens: int = 120
+    condense: str = field(default="concat", metadata={"help": "concat | llm | off"})
+
+    def check(self) -> RagConfig:
+        if self.style not in STYLES:
+            raise StudioError(f"unknown answer style {self.style!r}; choose one of: {', '.join(STYLES)}")
+        if self.condense not in ("concat", "llm", "off"):
+            raise StudioError(f"condense must be concat, llm or off, not {self.condense!r}")
+        self.retrieval.check()
+        return self

@@ -1,0 +1,129 @@
+"""Chat sessions kept in SQLite under ``$STUDIO_HOME/sessions.sqlite``.
+
+>>> s = Sessions()
+>>> sid = s.create(collection="manuals").id
+>>> s.add_message(sid, "user", "How do I cite R?")
+>>> s.add_message(sid, "assistant", "Use citation() [1]", citations=[{...}])
+>>> s.export_markdown(sid)
+
+A session is titled after its first question until renamed. Every call opens its own
+connection, so sessions are safe to use from several UI threads and processes at once.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+
+from studio.env import studio_home
+from studio.errors import StudioError
+
+SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, title TEXT NOT NULL, collection TEXT,
+       created REAL NOT NULL, updated REAL NOT NULL, titled INTEGER NOT NULL DEFAULT 0)""",
+    """CREATE TABLE IF NOT EXISTS messages (session TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+       seq INTEGER NOT NULL, role TEXT NOT NULL, content TEXT NOT NULL, citations TEXT, meta TEXT,
+       created REAL NOT NULL, PRIMARY KEY (session, seq))""",
+]
+
+
+@dataclass
+class Session:
+    id: str
+    title: str
+    collection: str | None
+    created: float
+    updated: float
+
+
+class Sessions:
+    def __init__(self, path: Path | None = None):
+        self.path = path or studio_home() / "sessions.sqlite"
+        with self._db() as db:
+            for stmt in SCHEMA:
+                db.execute(stmt)
+
+    def _db(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=30)
+        db.execute("PRAGMA foreign_keys=ON")
+        db.execute("PRAGMA journal_mode=WAL")
+        return db
+
+    def create(self, title: str = "New chat", collection: str | None = None) -> Session:
+        now = time.time()
+        session = Session(uuid.uuid4().hex[:12], title, collection, now, now)
+        with self._db() as db:
+            db.execute("INSERT INTO sessions VALUES (?,?,?,?,?,0)",
+                       (session.id, title, collection, now, now))
+        return session
+
+    def get(self, sid: str) -> Session:
+        with self._db() as db:
+            row = db.execute("SELECT id, title, collection, created, updated FROM sessions WHERE id=?",
+                             (sid,)).fetchone()
+        if row is None:
+            raise StudioError(f"no chat session {sid!r}; `studio sessions list` shows them")
+        return Session(*row)
+
+    def list(self) -> list[Session]:
+        with self._db() as db:
+            rows = db.execute("SELECT id, title, collection, created, updated FROM sessions "
+                              "ORDER BY updated DESC").fetchall()
+        return [Session(*r) for r in rows]
+
+    def rename(self, sid: str, title: str) -> None:
+        if not title.strip():
+            raise StudioError("a session title cannot be empty")
+        self.get(sid)
+        with self._db() as db:
+            db.execute("UPDATE sessions SET title=?, titled=1 WHERE id=?", (title.strip(), sid))
+
+    def delete(self, sid: str) -> None:
+        self.get(sid)
+        with self._db() as db:
+            db.execute("DELETE FROM sessions WHERE id=?", (sid,))
+
+    def add_message(self, sid: str, role: str, content: str, citations: list | None = None,
+                    meta: dict | None = None) -> None:
+        now = time.time()
+        with self._db() as db:
+            titled = db.execute("SELECT titled FROM sessions WHERE id=?", (sid,)).fetchone()
+            if titled is None:
+                raise StudioError(f"no chat session {sid!r}")
+            seq = db.execute("SELECT COALESCE(MAX(seq), -1) + 1 FROM messages WHERE session=?", (sid,)).fetchone()[0]
+            db.execute("INSERT INTO messages VALUES (?,?,?,?,?,?,?)",
+                       (sid, seq, role, content, json.dumps(citations or []), json.dumps(meta or {}), now))
+            db.execute("UPDATE sessions SET updated=? WHERE id=?", (now, sid))
+            if role == "user" and not titled[0]:
+                title = " ".join(content.split())
+                title = title if len(title) <= 60 else title[:57].rsplit(" ", 1)[0] + "…"
+                db.execute("UPDATE sessions SET title=?, titled=1 WHERE id=?", (title, sid))
+
+    def messages(self, sid: str) -> list[dict]:
+        with self._db() as db:
+            rows = db.execute("SELECT role, content, citations, meta, created FROM messages WHERE session=? "
+                              "ORDER BY seq", (sid,)).fetchall()
+        return [{"role": r, "content": c, "citations": json.loads(ci), "meta": json.loads(m), "created": t}
+                for r, c, ci, m, t in rows]
+
+    def export_json(self, sid: str) -> dict:
+        return {**asdict(self.get(sid)), "messages": self.messages(sid)}
+
+    def export_markdown(self, sid: str) -> str:
+        session = self.get(sid)
+        when = datetime.fromtimestamp(session.created).strftime("%Y-%m-%d %H:%M")
+        lines = [f"# {session.title}", "",
+                 f"*{when}" + (f" · collection `{session.collection}`" if session.collection else "") + "*", ""]
+        for msg in self.messages(sid):
+            lines += [f"**{'You' if msg['role'] == 'user' else 'Studio'}:** {msg['content']}", ""]
+            for c in msg["citations"]:
+                page = f", page {c['page']}" if c.get("page") else ""
+                lines.append(f"- [{c['n']}] {c['source']}{page}")
+            if msg["citations"]:
+                lines.append("")
+        return "\n".join(lines)

@@ -1,0 +1,71 @@
+"""Grounded chat for the Chat tab: chains per collection, citation links, the sources panel."""
+
+from __future__ import annotations
+
+import html
+import re
+import threading
+
+from studio.backends import BackendCache
+from studio.rag.config import RagConfig, RetrievalConfig
+
+NO_COLLECTION = "(none: plain chat)"
+_CITE = re.compile(r"\[(\d{1,2})\]")
+
+
+class RagService:
+    """Builds :class:`RagChain`s over the Documents tab's ingestor and the loaded chat backends."""
+
+    def __init__(self, docs, backends: BackendCache, cfg: RagConfig):
+        self.docs = docs
+        self.backends = backends
+        self.cfg = cfg
+        self._lock = threading.Lock()
+
+    def chain(self, collection: str, backend, k: int, mode: str, min_score: float, style: str, settings):
+        from studio.rag.chain import RagChain
+        from studio.rag.retriever import Retriever
+
+        rag = RagConfig(**{**self.cfg.__dict__,
+                           "retrieval": RetrievalConfig(**{**self.cfg.retrieval.__dict__, "k": int(k), "mode": mode}),
+                           "min_score": float(min_score), "style": style}).check()
+        retriever = Retriever(self.docs.ingestor(), collection, rag.retrieval)
+        return RagChain(retriever, None if style == "extractive" else backend, rag, settings)
+
+
+def linkify(answer: str, available: int) -> str:
+    """Turn ``[n]`` into Markdown links to the sources panel's entry n."""
+    return _CITE.sub(lambda m: f"[[{m.group(1)}]](#chat-src-{m.group(1)})" if 1 <= int(m.group(1)) <= available
+                     else m.group(0), answer)
+
+
+def _mark(text: str, quote: str) -> str:
+    """The passage with the quoted sentences highlighted (whitespace-insensitive)."""
+    if not quote:
+        return html.escape(text)
+    words = [re.escape(w) for w in quote.rstrip(" …").split()[:40]]
+    match = re.search(r"\s+".join(words), text) if words else None
+    if not match:
+        return html.escape(text)
+    a, b = match.span()
+    return html.escape(text[:a]) + "<mark>" + html.escape(text[a:b]) + "</mark>" + html.escape(text[b:])
+
+
+def sources_html(result) -> str:
+    """The sources panel: each cited passage with file, page and the quoted text marked."""
+    if result is None:
+        return ""
+    if not result.answerable:
+        closest = result.hits[0] if result.hits else None
+        hint = (f" The closest passage was in {html.escape(closest.source)}"
+                + (f", page {closest.page}" if closest.page else "") + f" (similarity {closest.score:.2f}).")
+        return "<p class='sources-none'>No passage in this collection answers the question." + (
+            hint if closest else "") + "</p>"
+    parts = []
+    for c in result.citations:
+        where = f"{html.escape(c.source)} · page {c.page}" if c.page else html.escape(c.source)
+        parts.append(f"<details id='chat-src-{c.n}' class='source' open><summary>[{c.n}] {where}</summary>"
+                     f"<pre>{_mark(c.text, c.quote)}</pre></details>")
+    grounded = (f"<p class='grounded'>groundedness {result.groundedness:.2f}</p>"
+                if result.groundedness is not None else "")
+    return grounded + "\n".join(parts)
