@@ -44,6 +44,14 @@ class GenerationSettings:
         if self.max_tokens < 1:
             raise StudioError(f"max_tokens must be at least 1, got {self.max_tokens}")
 
+    def request_fields(self) -> dict[str, Any]:
+        """The OpenAI chat-completions fields these settings map to (llama-cpp-python takes the same)."""
+        fields: dict[str, Any] = dict(temperature=self.temperature, top_p=self.top_p, max_tokens=self.max_tokens,
+                                      seed=self.seed, stop=self.stop or None)
+        if self.json_schema is not None:
+            fields["response_format"] = {"type": "json_object", "schema": self.json_schema}
+        return fields
+
 
 @dataclass
 class Chunk:

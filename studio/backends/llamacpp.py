@@ -77,18 +77,7 @@ class LlamaCppBackend(ChatBackend):
         try:
             if not self.reuse_prompt_cache:
                 llm.reset()
-            kwargs = dict(
-                messages=messages,
-                stream=True,
-                temperature=settings.temperature,
-                top_p=settings.top_p,
-                top_k=settings.top_k,
-                max_tokens=settings.max_tokens,
-                seed=settings.seed,
-                stop=settings.stop or None,
-            )
-            if settings.json_schema is not None:
-                kwargs["response_format"] = {"type": "json_object", "schema": settings.json_schema}
+            kwargs = dict(messages=messages, stream=True, top_k=settings.top_k, **settings.request_fields())
             for part in llm.create_chat_completion(**kwargs):
                 delta = part["choices"][0]["delta"]
                 text = delta.get("content") or ""

@@ -56,20 +56,9 @@ class OpenAIBackend(ChatBackend):
         return f"{self.model_name} ({self.name} at {self.base_url})"
 
     def _chunks(self, messages: list[Message], settings: GenerationSettings) -> Iterator[Chunk]:
-        body: dict = {"top_k": settings.top_k}
-        kwargs = dict(
-            model=self.model_name,
-            messages=messages,
-            stream=True,
-            temperature=settings.temperature,
-            top_p=settings.top_p,
-            max_tokens=settings.max_tokens,
-            seed=settings.seed,
-            stop=settings.stop or None,
-            extra_body=body,
-        )
-        if settings.json_schema is not None:
-            kwargs["response_format"] = {"type": "json_object", "schema": settings.json_schema}
+        # top_k is not an OpenAI field: llama.cpp's server and vLLM read it from the body
+        kwargs = dict(model=self.model_name, messages=messages, stream=True, extra_body={"top_k": settings.top_k},
+                      **settings.request_fields())
         try:
             stream = self.client.chat.completions.create(**kwargs)
             with stream:
