@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     from studio import cli_rag
 
     cli_rag.add_parsers(sub, load_studio_config, add_model_options)
+    from studio import cli_sample
+
+    cli_sample.add_parsers(sub)
 
     models = sub.add_parser("models", help="the bundled models and where they are")
     models.add_argument("--json", action="store_true")

@@ -101,8 +101,9 @@ class StudioConfig:
 
 # Which dataclass each file under configs/ maps onto (by path relative to configs/; a folder
 # entry ends with "/"). Later features add their folders here.
-CONFIG_KINDS: dict[str, type] = {
+CONFIG_KINDS: dict[str, type | str] = {
     "studio.yaml": StudioConfig,
+    "sampling/": "generative.sampling_runs:SamplingConfig",  # imported only when asked for
 }
 
 
@@ -111,6 +112,11 @@ def config_class_for(path: str | Path, root: str | Path = "configs") -> type:
     rel = Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
     for key, cls in CONFIG_KINDS.items():
         if rel == key or (key.endswith("/") and rel.startswith(key)):
+            if isinstance(cls, str):
+                import importlib
+
+                module, name = cls.split(":")
+                return getattr(importlib.import_module(module), name)
             return cls
     raise StudioError(f"no config kind is registered for {rel}; known: {', '.join(CONFIG_KINDS)}")
 
