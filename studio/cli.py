@@ -71,7 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     from studio import cli_rag
 
     cli_rag.add_parsers(sub, load_studio_config, add_model_options)
-    from studio import cli_sample
+    from studio import cli_prompt, cli_sample
+
+    cli_prompt.add_parsers(sub, load_studio_config, add_model_options)
 
     cli_sample.add_parsers(sub)
 
@@ -198,6 +200,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("studio: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader (e.g. `| head`) went away: nothing left to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def entry() -> None:

@@ -104,6 +104,7 @@ class StudioConfig:
 CONFIG_KINDS: dict[str, type | str] = {
     "studio.yaml": StudioConfig,
     "sampling/": "generative.sampling_runs:SamplingConfig",  # imported only when asked for
+    "prompts/": "studio.prompting.bench:PromptSuite",
 }
 
 

@@ -17,6 +17,7 @@ from studio.config import StudioConfig
 from studio.ui.chat_rag import RagService
 from studio.ui.chat_tab import build_chat_tab, header_text
 from studio.ui.docs_tab import DocsService, build_docs_tab
+from studio.ui.prompt_tab import build_prompt_tab
 from studio.ui.sampling_tab import build_sampling_tab
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,8 @@ def build_app(cfg: StudioConfig, backends: BackendCache, docs: DocsService | Non
                 chat_load, chat_outputs = build_chat_tab(cfg, backends, header, rag)
             with gr.Tab("Documents", id="documents"):
                 docs_load, docs_outputs = build_docs_tab(cfg, docs)
+            with gr.Tab("Prompt Lab", id="prompt-lab"):
+                build_prompt_tab(cfg, backends)
             with gr.Tab("Sampling", id="sampling"):
                 build_sampling_tab()
         demo.load(lambda: header_text(backends, cfg), None, header)

@@ -1,0 +1,1 @@
+"""The Prompt Lab core: techniques, answer extraction, voting, cached runs."""
