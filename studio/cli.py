@@ -191,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     handler: Handler = getattr(args, "handler", None) or cmd_serve
     if args.command is None:  # plain `studio` serves the UI with the configured defaults
-        args = parser.parse_args([*(argv or sys.argv[1:]), "serve"])
+        args = parser.parse_args([*(sys.argv[1:] if argv is None else argv), "serve"])
     try:
         return handler(args)
     except StudioError as exc:

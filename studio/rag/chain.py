@@ -219,8 +219,6 @@ class RagChain:
         hits = self.retriever.retrieve(standalone, sources)
         answerable = bool(hits) and hits[0].score >= self.cfg.min_score
         quotes = self.select_quotes(standalone, hits) if answerable and self.cfg.style != "generative" else []
-        clean_hits = [Hit(**{**h.to_dict(), "text": " ".join(s for s in split_sentences(h.text)
-                                                              if not looks_like_instruction(s))}) for h in hits]
 
         generated: list[str] = []  # the model's part of the answer (citations are parsed there only)
 
@@ -230,7 +228,7 @@ class RagChain:
                 return
             if self.cfg.style != "extractive":
                 passages = ([(q.n, q.text) for q in quotes] if self.cfg.style == "hybrid"
-                            else [(n, h.text) for n, h in enumerate(clean_hits, 1)])
+                            else [(n, _without_instructions(h.text)) for n, h in enumerate(hits, 1)])
                 for piece in self.backend.stream(answer_messages(question, passages), self.settings):
                     generated.append(piece)
                     yield piece
@@ -267,6 +265,11 @@ class RagChain:
             yield from self.stream(inp["question"], inp.get("history"), inp.get("sources"))
 
         return RunnableLambda(answer).with_config(run_name="studio_rag")
+
+
+def _without_instructions(text: str) -> str:
+    """A passage with its instruction-like sentences taken out (what a generative answer reads)."""
+    return " ".join(s for s in split_sentences(text) if not looks_like_instruction(s))
 
 
 def _similar(a: str, b: str, threshold: float = 0.5) -> bool:

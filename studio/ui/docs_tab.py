@@ -203,8 +203,12 @@ def build_docs_tab(cfg: StudioConfig, service: DocsService):
         return listing_update(name)
 
     def on_search(name, text, k_value):
-        try:
-            return hits_html(service.ingestor().query(name, text, int(k_value)))
+        from studio.rag.config import RetrievalConfig
+        from studio.rag.retriever import Retriever
+
+        try:  # the same retrieval as `studio query` (hybrid), so the tab and the CLI agree
+            retriever = Retriever(service.ingestor(), name, RetrievalConfig(k=int(k_value), mode="hybrid"))
+            return hits_html(retriever.retrieve(text))
         except StudioError as exc:
             raise gr.Error(str(exc)) from None
 
