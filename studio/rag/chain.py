@@ -12,6 +12,9 @@ Answer styles (``RagConfig.style``):
 - ``generative``: the model answers from whole chunks (for larger models).
 - ``extractive``: no model call; the best sentences, quoted and cited.
 
+Groundedness: the model-written part of the answer (quotes are verbatim) is scored sentence by
+sentence against the retrieved chunks by ``eval.groundedness`` (``groundedness_scorer``).
+
 A question is ``answerable`` when the best retrieved chunk's cosine similarity reaches
 ``min_score``; otherwise the answer is the plain refusal and no model is called.
 """
@@ -21,7 +24,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -68,6 +71,8 @@ class AskResult:
     hits: list[Hit]
     seconds: float = 0.0
     first_token_seconds: float | None = None
+    sentences: list[dict] = field(default_factory=list)  # per-sentence groundedness of scored_text
+    scored_text: str = ""  # what groundedness judged: the model's words (quotes are verbatim)
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -100,19 +105,6 @@ def supported_citations(text: str, passages: list[str], min_support: float = 0.5
 def drop_citations(text: str, keep: list[int]) -> str:
     """Remove [n] markers not in ``keep`` (invented, or pointing at a passage that does not say it)."""
     return _CITE.sub(lambda m: m.group(0) if int(m.group(1)) in keep else "", text)
-
-
-def lexical_support(answer: str, context: str) -> float:
-    """Interim groundedness: share of answer sentences whose content words mostly occur in the context.
-
-    A sentence counts as supported when >= 60% of its content tokens appear in the context.
-    """
-    ctx = set(tokenize(context))
-    sentences = [s for s in split_sentences(_CITE.sub("", answer)) if tokenize(s)]
-    if not sentences:
-        return 0.0
-    supported = sum(len([t for t in tokenize(s) if t in ctx]) / len(tokenize(s)) >= 0.6 for s in sentences)
-    return round(supported / len(sentences), 4)
 
 
 class AnswerStream:
@@ -246,11 +238,23 @@ class RagChain:
             quote_for = {q.n: q.text for q in reversed(quotes)}
             citations = [Citation(n, hits[n - 1].source, hits[n - 1].page, hits[n - 1].chunk, hits[n - 1].text,
                                   quote_for.get(n, "")) for n in cited]
-            context = " ".join(h.text for h in hits)
-            grounded = None if refused else lexical_support(answer, context)
-            return AskResult(question, answer.strip(), citations, not refused, grounded, standalone, hits)
+            result = AskResult(question, answer.strip(), citations, not refused, None, standalone, hits)
+            if not refused:
+                self.judge(result, drop_citations(model_text, []).strip() if model_text else answer.strip())
+            return result
 
         return AnswerStream(pieces(), finish)
+
+    def judge(self, result: AskResult, text: str) -> None:
+        """Fill the result's groundedness and per-sentence scores: ``text`` against the retrieved chunks."""
+        from eval.groundedness import claims, get_scorer
+
+        if not claims(text):  # the model claimed nothing of substance: judge the quotes it came with
+            text = result.answer
+        scored = get_scorer(self.cfg.groundedness_scorer).score("\n\n".join(h.text for h in result.hits), text)
+        result.groundedness = scored.score
+        result.sentences = [asdict(x) for x in scored.sentences]
+        result.scored_text = text
 
     def ask(self, question: str, history: list[dict] | None = None, sources: list[str] | None = None) -> AskResult:
         return self.stream(question, history, sources).consume()

@@ -1,0 +1,257 @@
+"""The eval harness: groundedness scorers, RAG metrics, suites, reports, CLI and calibration."""
+
+import json
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from eval import calibration, metrics
+from eval.groundedness import LLMScorer, claims, get_scorer
+from eval.suite import EvalSuite, compare, junit, load_suite, run_suite
+from studio.errors import StudioError
+from tests.conftest import run_studio
+
+CONTEXT = ("The function seq() has five arguments. When neither by nor length is given, the default step by=1 "
+           "is assumed. A related function is rep(), which replicates an object.")
+SUPPORTED = "seq() has five arguments."
+CHANGED = "seq() has seven arguments."
+UNRELATED = "Photosynthesis in chloroplasts converts sunlight into glucose."
+
+
+# --- groundedness --------------------------------------------------------------------------------------
+
+def test_claims_drop_citations_and_lead_ins():
+    assert claims("The answer is: seq() has five arguments [1]. From the documents:") == [
+        "seq() has five arguments."]
+
+
+@pytest.mark.parametrize("scorer", ["judge", "lexical", "embedding"])
+def test_each_scorer_ranks_supported_above_unsupported(scorer):
+    judge = get_scorer(scorer)
+    good = judge.score(CONTEXT, SUPPORTED)
+    bad = judge.score(CONTEXT, UNRELATED)
+    assert 0 <= bad.score < good.score <= 1
+    assert good.sentences[0].supported and not bad.sentences[0].supported
+
+
+def test_judge_flags_the_one_unsupported_sentence():
+    g = get_scorer("judge").score(CONTEXT, f"{SUPPORTED} {UNRELATED}")
+    assert [s.supported for s in g.sentences] == [True, False]
+    assert g.unsupported == [UNRELATED]
+    assert g.score == pytest.approx((g.sentences[0].score + g.sentences[1].score) / 2, abs=1e-4)
+    assert "five arguments" in g.sentences[0].evidence
+
+
+def test_judge_notices_a_changed_number():
+    judge = get_scorer("judge")
+    assert judge.score(CONTEXT, CHANGED).score < judge.score(CONTEXT, SUPPORTED).score
+
+
+def test_unknown_scorer_and_missing_nli_folder_are_clear(tmp_path):
+    with pytest.raises(StudioError, match="choose one of"):
+        get_scorer("oracle")
+    with pytest.raises(StudioError, match="no NLI model folder"):
+        get_scorer(f"nli:{tmp_path}/nothing")
+
+
+def test_nli_scorer_runs_a_local_cross_encoder(tmp_path):
+    from sentence_transformers import CrossEncoder
+
+    from studio.registry import resolve_model
+
+    # a cross-encoder built from the bundled MiniLM (untrained head): the plumbing, not the quality
+    model = CrossEncoder(str(resolve_model("minilm-l6-v2").path), num_labels=3, device="cpu")
+    model.model.config.id2label = {0: "contradiction", 1: "entailment", 2: "neutral"}
+    model.save_pretrained(str(tmp_path / "nli"))
+    g = get_scorer(f"nli:{tmp_path / 'nli'}").score(CONTEXT, f"{SUPPORTED} {UNRELATED}")
+    assert len(g.sentences) == 2 and all(0 <= s.score <= 1 for s in g.sentences)
+
+
+def test_llm_judge_always_answers_in_json(llamacpp):
+    judge = LLMScorer(llamacpp)
+    g = judge.score(CONTEXT, f"{SUPPORTED} {UNRELATED} rep() replicates an object.")
+    assert len(g.sentences) == 3
+    assert all(s.score in (0.0, 1.0) for s in g.sentences)  # parsed every time, never an error
+
+
+# --- RAG metrics ---------------------------------------------------------------------------------------
+
+def test_average_precision_by_hand():
+    assert metrics.average_precision([1, 0, 1]) == pytest.approx((1 / 1 + 2 / 3) / 2)
+    assert metrics.average_precision([0, 0]) == 0.0
+
+
+def test_context_precision_rewards_relevant_chunks_first():
+    reference = "seq() has five arguments."
+    relevant, other = CONTEXT, "Chloroplasts hold chlorophyll. Leaves are green."
+    assert metrics.context_precision(reference, [relevant, other]) == 1.0
+    assert metrics.context_precision(reference, [other, relevant]) == 0.5
+
+
+def test_context_recall_counts_supported_reference_sentences():
+    reference = f"{SUPPORTED} {UNRELATED}"
+    assert metrics.context_recall(reference, [CONTEXT]) == pytest.approx(
+        get_scorer("judge").score(CONTEXT, reference).score)
+    assert metrics.context_recall(SUPPORTED, [CONTEXT]) > 0.5 > metrics.context_recall(UNRELATED, [CONTEXT])
+
+
+def test_answer_relevance_prefers_an_on_topic_answer(llamacpp):
+    q = "How many arguments does seq() take?"
+    on, off = "seq() takes five arguments.", "Paris is the capital of France."
+    assert metrics.answer_relevance(q, on) > metrics.answer_relevance(q, off)
+    ragas = metrics.answer_relevance(q, on, backend=llamacpp, n=2)
+    assert 0 <= ragas <= 1
+    assert ragas == metrics.answer_relevance(q, on, backend=llamacpp, n=2)  # seeded: repeatable
+
+
+def test_rubric_is_json_constrained(llamacpp):
+    value = metrics.rubric("What is the capital of France?", "Paris.", "Names the right city.", llamacpp)
+    assert value in (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+# --- suites and reports --------------------------------------------------------------------------------
+
+def answers_suite(**kw) -> EvalSuite:
+    cases = [
+        {"id": "good", "question": "How many arguments does seq() have?", "answer": SUPPORTED,
+         "contexts": [CONTEXT], "reference": SUPPORTED, "expected": "five"},
+        {"id": "bad", "question": "How many arguments does seq() have?", "answer": UNRELATED,
+         "contexts": [CONTEXT], "reference": SUPPORTED, "expected": "five"},
+    ]
+    return EvalSuite(name="answers", pipeline="answers", cases=cases,
+                     metrics=["groundedness", "context_recall", "contains"], **kw).check_valid()
+
+
+def test_suite_scores_cases_and_applies_thresholds(tmp_path):
+    report = run_suite(answers_suite(thresholds={"contains": 0.9}), tmp_path)
+    good, bad = report["cases"]
+    assert good["metrics"]["contains"] == 1.0 and bad["metrics"]["contains"] == 0.0
+    assert good["metrics"]["groundedness"] > bad["metrics"]["groundedness"]
+    assert bad["unsupported"] == [UNRELATED] and not bad["passed"] and good["passed"]
+    assert report["metrics"]["contains"] == 0.5 and not report["passed"]
+    assert report["threshold_failures"] == {"contains": {"value": 0.5, "threshold": 0.9}}
+    for name in ("report.json", "report.md", "report.html", "config.yaml"):
+        assert (tmp_path / name).is_file()
+    assert "FAILED" in (tmp_path / "report.md").read_text()
+    assert 'class="bad"' in (tmp_path / "report.html").read_text()
+
+
+def test_junit_lists_cases_and_metric_failures(tmp_path):
+    report = run_suite(answers_suite(thresholds={"contains": 0.9}))
+    root = ET.fromstring(junit(report))
+    suite = root.find("testsuite")
+    names = [t.get("name") for t in suite.iter("testcase")]
+    assert names == ["good", "bad", "groundedness", "context_recall", "contains"]
+    failed = [t.get("name") for t in suite.iter("testcase") if t.find("failure") is not None]
+    assert failed == ["bad", "contains"] and suite.get("failures") == "2"
+
+
+def test_compare_lists_regressions():
+    before = run_suite(answers_suite())
+    after = json.loads(json.dumps(before))
+    after["cases"][0]["metrics"]["contains"] = 0.0
+    after["metrics"]["contains"] = 0.0
+    result = compare(after, before)
+    assert {(r["metric"], r["case"]) for r in result["regressions"]} == {("contains", None), ("contains", "good")}
+    assert compare(before, before)["regressions"] == []
+
+
+def test_bad_suites_are_refused(tmp_path):
+    with pytest.raises(StudioError, match="unknown metric 'bleu'"):
+        EvalSuite(metrics=["bleu"], cases=[{"question": "q"}]).check_valid()
+    with pytest.raises(StudioError, match="no cases"):
+        EvalSuite().check_valid()
+    with pytest.raises(StudioError, match="thresholds name metrics"):
+        EvalSuite(metrics=["contains"], thresholds={"groundedness": 0.5}, cases=[{"question": "q"}]).check_valid()
+    bad = tmp_path / "s.yaml"
+    bad.write_text("name: x\ndataset: missing.jsonl\n")
+    with pytest.raises(StudioError, match="missing.jsonl not found"):
+        load_suite(bad)
+
+
+def test_prompt_pipeline_with_checks(llamacpp, tmp_path):
+    suite = tmp_path / "p.yaml"
+    suite.write_text(
+        "name: capitals\npipeline: prompt\ntechnique: zero-shot\nmetrics: [contains]\n"
+        "cases:\n  - {question: \"What is the capital of France?\", expected: Paris}\n")
+    report = run_suite(load_suite(suite))
+    assert report["cases"][0]["metrics"]["contains"] == 1.0 and report["passed"]
+
+
+def test_rag_suite_twice_gives_identical_scores(tmp_path):
+    args = ["eval", "run", "configs/eval/rag_smoke.yaml", "--json"]
+    first = run_studio(*args, "--out", str(tmp_path / "a"))
+    second = run_studio(*args, "--out", str(tmp_path / "b"), "--baseline", str(tmp_path / "a"),
+                        "--junit", str(tmp_path / "junit.xml"))
+    assert first.returncode == 0, first.stderr[-2000:]
+    a, b = json.loads(first.stdout), json.loads(second.stdout)
+    assert a["metrics"] == b["metrics"] and [c["answer"] for c in a["cases"]] == [c["answer"] for c in b["cases"]]
+    assert set(a["metrics"]) == {"groundedness", "answer_relevance", "context_precision", "context_recall", "contains"}
+    assert b["comparison"]["regressions"] == [] and second.returncode == 0
+    assert ET.parse(tmp_path / "junit.xml").getroot().find("testsuite").get("failures") == "0"
+
+
+def test_cli_fail_under_exit_code(tmp_path):
+    suite = tmp_path / "s.yaml"
+    suite.write_text(
+        "name: s\npipeline: answers\nmetrics: [groundedness, contains]\ncases:\n"
+        f"  - {{question: q, answer: {json.dumps(SUPPORTED)}, contexts: [{json.dumps(CONTEXT)}], expected: five}}\n")
+    ok = run_studio("eval", "run", str(suite), "--out", str(tmp_path / "r1"), "--fail-under", "0.5")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "PASSED" in ok.stdout
+    failing = run_studio("eval", "run", str(suite), "--out", str(tmp_path / "r2"), "--fail-under", "0.99")
+    assert failing.returncode == 1 and "FAILED" in failing.stdout
+    bad = run_studio("eval", "run", str(tmp_path / "none.yaml"))
+    assert bad.returncode == 2 and "not found" in bad.stderr and "Traceback" not in bad.stderr
+
+
+# --- `studio eval groundedness` ---------------------------------------------------------------------------
+
+def test_cli_groundedness_adds_scores_in_order(tmp_path):
+    rows = [{"id": 1, "context": CONTEXT, "answer": SUPPORTED}, {"id": 2, "context": CONTEXT, "answer": UNRELATED}]
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    out = tmp_path / "out.jsonl"
+    res = run_studio("eval", "groundedness", str(src), "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    scored = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [r["id"] for r in scored] == [1, 2] and scored[0]["context"] == CONTEXT
+    assert 0 <= scored[1]["score"] < scored[0]["score"] <= 1
+    same = run_studio("eval", "groundedness", "--batch", str(src), "--scorer", "lexical")
+    assert [json.loads(x)["scorer"] for x in same.stdout.splitlines()] == ["lexical", "lexical"]
+    src.write_text('{"context": "x"}\n')
+    bad = run_studio("eval", "groundedness", str(src))
+    assert bad.returncode == 2 and "line" in bad.stderr and "answer" in bad.stderr
+
+
+# --- calibration ---------------------------------------------------------------------------------------
+
+def test_auroc_by_hand():
+    assert calibration.auroc([1, 1, 0, 0], [0.9, 0.8, 0.3, 0.1]) == 1.0
+    assert calibration.auroc([1, 0], [0.5, 0.5]) == 0.5
+    assert calibration.auroc([1, 1, 0, 0], [0.9, 0.2, 0.3, 0.1]) == 0.75
+
+
+def test_judge_beats_both_baselines_on_hand_written_claim_pairs():
+    r = calibration.calibrate(get_scorer("judge"), calibration.load_set("r-manuals"))
+    assert r["pairs"] == 84
+    assert r["auroc"] >= 0.8 > r["lexical_auroc"] and r["auroc"] > r["length_auroc"]
+    assert r["pairs_per_second"] >= 20
+
+
+def test_cli_calibrate_on_a_file_of_labelled_pairs(tmp_path):
+    f = tmp_path / "pairs.jsonl"
+    f.write_text("\n".join(json.dumps(r) for r in [
+        {"context": CONTEXT, "answer": SUPPORTED, "label": 1}, {"context": CONTEXT, "answer": UNRELATED, "label": 0},
+        {"context": CONTEXT, "answer": "rep() replicates an object.", "label": 1},
+        {"context": CONTEXT, "answer": "rep() deletes an object forever.", "label": 0}]))
+    res = run_studio("eval", "calibrate", "--set", str(f), "--json")
+    assert res.returncode == 0, res.stderr
+    row = json.loads(res.stdout)["sets"][str(f)]
+    assert row["pairs"] == 4 and row["auroc"] == 1.0
+
+
+def test_halueval_rows_for_fitting_never_overlap_evaluation():
+    test_ctx = {p.context for p in calibration.halueval("dialogue", 50)}
+    train_ctx = {p.context for p in calibration.halueval("dialogue", 50, offset=calibration.TRAIN_OFFSET)}
+    assert len(test_ctx) > 40 and not test_ctx & train_ctx
