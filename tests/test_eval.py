@@ -255,3 +255,33 @@ def test_halueval_rows_for_fitting_never_overlap_evaluation():
     test_ctx = {p.context for p in calibration.halueval("dialogue", 50)}
     train_ctx = {p.context for p in calibration.halueval("dialogue", 50, offset=calibration.TRAIN_OFFSET)}
     assert len(test_ctx) > 40 and not test_ctx & train_ctx
+
+
+# --- the Chat tab's answer check ----------------------------------------------------------------------------
+
+def test_chat_highlights_the_unsupported_sentence():
+    from studio.ui.chat_rag import highlight_unsupported
+
+    reply = f"{SUPPORTED} [1] {UNRELATED} [2]"
+    g = get_scorer("judge").score(CONTEXT, reply)
+    marked = highlight_unsupported(reply, [s.__dict__ for s in g.sentences])
+    assert marked.count("<mark") == 1
+    inside = marked.split("<mark", 1)[1].split("</mark>")[0]
+    assert "Photosynthesis" in inside and "five arguments" not in inside
+
+
+def test_rag_answer_carries_per_sentence_groundedness(llamacpp, tmp_path):
+    from ingest.config import IngestConfig
+    from ingest.pipeline import Ingestor
+    from studio.rag.chain import RagChain
+    from studio.rag.retriever import Retriever
+    from tests.pdfgen import make_pdf
+
+    pdf = make_pdf(tmp_path / "falls.pdf", ["Angel Falls in Venezuela is the highest waterfall, 979 metres high."])
+    ing = Ingestor(IngestConfig())
+    ing.ingest([pdf], "eval-falls")
+    res = RagChain(Retriever(ing, "eval-falls"), llamacpp).ask("How high is Angel Falls?")
+    assert res.answerable and res.sentences
+    assert res.groundedness == pytest.approx(sum(s["score"] for s in res.sentences) / len(res.sentences), abs=1e-3)
+    assert res.groundedness == get_scorer("judge").score("\n\n".join(h.text for h in res.hits),
+                                                          res.scored_text).score

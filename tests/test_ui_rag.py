@@ -1,5 +1,7 @@
 """Grounded chat in a real browser: pick a collection, ask, see the cited page and the passage."""
 
+import re
+
 import pytest
 
 from tests.conftest import run_studio
@@ -51,6 +53,9 @@ def test_grounded_answer_cites_the_right_page(browser, studio_server, geo_collec
     assert "979" in bot.inner_text()
     link = bot.locator("a[href='#chat-src-1']")
     assert link.count() >= 1  # the citation number is a link to its source
+    check = page.locator("#chat-sources .answer-check")  # each answer sentence judged against the sources
+    assert re.search(r"groundedness \d\.\d\d · ", check.inner_text())
+    assert check.locator("li.supported, li.unsupported").count() >= 1
     # a question the documents cannot answer is refused plainly
     ask(page, "Who wrote the novel Moby-Dick?")
     page.wait_for_function(

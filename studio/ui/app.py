@@ -17,6 +17,7 @@ from studio.config import StudioConfig
 from studio.ui.chat_rag import RagService
 from studio.ui.chat_tab import build_chat_tab, header_text
 from studio.ui.docs_tab import DocsService, build_docs_tab
+from studio.ui.eval_tab import build_eval_tab
 from studio.ui.prompt_tab import build_prompt_tab
 from studio.ui.sampling_tab import build_sampling_tab
 
@@ -34,6 +35,8 @@ CSS = """
 #chat-sources pre { white-space: pre-wrap; font-size: 0.85em; }
 #chat-sources mark { background: #fde68a; }
 #chat-sources .grounded, .sources-none { font-size: 0.85em; opacity: 0.8; }
+.answer-check li.unsupported, mark.unsupported, .eval-answer .unsupported { background: #ffd6d6; color: #000; }
+.answer-check li.supported, .eval-answer .supported { background: #e3f7e3; color: #000; }
 """
 
 
@@ -58,6 +61,8 @@ def build_app(cfg: StudioConfig, backends: BackendCache, docs: DocsService | Non
                 build_prompt_tab(cfg, backends)
             with gr.Tab("Sampling", id="sampling"):
                 build_sampling_tab()
+            with gr.Tab("Eval", id="eval"):
+                build_eval_tab()
         demo.load(lambda: header_text(backends, cfg), None, header)
         demo.load(chat_load, None, chat_outputs)
         demo.load(docs_load, None, docs_outputs)

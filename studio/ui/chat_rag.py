@@ -66,6 +66,34 @@ def sources_html(result) -> str:
         where = f"{html.escape(c.source)} · page {c.page}" if c.page else html.escape(c.source)
         parts.append(f"<details id='chat-src-{c.n}' class='source' open><summary>[{c.n}] {where}</summary>"
                      f"<pre>{_mark(c.text, c.quote)}</pre></details>")
-    grounded = (f"<p class='grounded'>groundedness {result.groundedness:.2f}</p>"
-                if result.groundedness is not None else "")
-    return grounded + "\n".join(parts)
+    return answer_check_html(result) + "\n".join(parts)
+
+
+def answer_check_html(result) -> str:
+    """The groundedness score and each judged sentence, unsupported ones highlighted."""
+    if result.groundedness is None:
+        return ""
+    sents = result.sentences or []
+    bad = sum(not s["supported"] for s in sents)
+    items = "".join(
+        f"<li class='{'supported' if s['supported'] else 'unsupported'}' title='support {s['score']:.2f}'>"
+        f"{html.escape(s['text'])}</li>" for s in sents)
+    note = (f"{bad} of {len(sents)} sentences not supported by the sources" if bad
+            else f"all {len(sents)} sentences supported by the sources")
+    return (f"<div class='answer-check'><p class='grounded'>groundedness {result.groundedness:.2f} · {note}</p>"
+            f"<ul>{items}</ul></div>")
+
+
+def highlight_unsupported(reply: str, sentences: list[dict]) -> str:
+    """The reply with each unsupported sentence wrapped in ``<mark class="unsupported">``."""
+    for s in sentences:
+        if s["supported"]:
+            continue
+        words = [re.escape(w) for w in s["text"].split()]
+        pattern = r"(?:\s*\[\d{1,2}\])?\s+".join(words)
+        match = re.search(pattern, reply) if words else None
+        if match:
+            a, b = match.span()
+            reply = (reply[:a] + "<mark class='unsupported' title='not supported by the sources'>" + reply[a:b]
+                     + "</mark>" + reply[b:])
+    return reply

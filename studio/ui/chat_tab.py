@@ -17,7 +17,7 @@ from studio.config import StudioConfig
 from studio.errors import StudioError
 from studio.rag.sessions import Sessions
 from studio.registry import BUNDLED
-from studio.ui.chat_rag import NO_COLLECTION, RagService, linkify, sources_html
+from studio.ui.chat_rag import NO_COLLECTION, RagService, highlight_unsupported, linkify, sources_html
 
 CHAT_MODELS = [name for name, (_, _, fmt, _) in BUNDLED.items() if fmt == "gguf"]
 
@@ -130,7 +130,7 @@ def build_chat_tab(cfg: StudioConfig, backends: BackendCache, header: gr.Markdow
         if grounded:
             res = stream.result
             reply, cites = res.answer, [c.__dict__ for c in res.citations]
-            shown[-1]["content"] = linkify(reply, len(res.hits))
+            shown[-1]["content"] = linkify(highlight_unsupported(reply, res.sentences), len(res.hits))
             g = f" · groundedness {res.groundedness:.2f}" if res.groundedness is not None else ""
             line = f"{coll} · {len(res.citations)} citations{g} · {res.seconds:.1f} s"
             panel = sources_html(res)

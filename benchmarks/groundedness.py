@@ -1,0 +1,48 @@
+"""Groundedness scorers side by side: answer length alone, lexical overlap, and ours (the judge).
+
+AUROC of supported vs unsupported answers on HaluEval dialogue, summarization and QA (rows
+0..N-1; the judge was fitted on rows from 5000 on) and on 42 hand-written claim pairs over real
+R manual pages (same sentence, one fact changed). Also the judge's speed in pairs per second.
+
+    .venv/bin/python benchmarks/groundedness.py [--n 1000] [--scorers judge,embedding]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from eval import calibration  # noqa: E402
+from eval.groundedness import get_scorer  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=1000, help="HaluEval rows per set (each gives 2 pairs)")
+    ap.add_argument("--scorers", default="judge", help="comma-separated scorers to measure (default: judge)")
+    ap.add_argument("--json", metavar="FILE", help="also write the figures here")
+    args = ap.parse_args()
+    sets = ["halueval-dialogue", "halueval-summarization", "halueval-qa", "r-manuals"]
+    goals = {"halueval-dialogue": 0.80, "halueval-summarization": 0.80, "r-manuals": 0.85}
+    out = {}
+    for scorer in args.scorers.split(","):
+        judge = get_scorer(scorer)
+        print(f"\nscorer: {scorer}")
+        print(f"{'set':<24}{'pairs':>6}{'length':>8}{'lexical':>9}{'ours':>7}{'goal':>6}{'acc':>7}{'pairs/s':>9}")
+        for name in sets:
+            r = calibration.calibrate(judge, calibration.load_set(name, args.n))
+            out.setdefault(scorer, {})[name] = r
+            goal = goals.get(name)
+            print(f"{name:<24}{r['pairs']:>6}{r['length_auroc']:>8.3f}{r['lexical_auroc']:>9.3f}{r['auroc']:>7.3f}"
+                  f"{(f'{goal:.2f}' if goal else '-'):>6}{r['accuracy']:>7.3f}{r['pairs_per_second']:>9.0f}",
+                  flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
