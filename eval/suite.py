@@ -252,6 +252,19 @@ def run_suite(suite: EvalSuite, out_dir: str | Path | None = None,
     return report
 
 
+def new_run_dir(name: str) -> Path:
+    """A fresh run folder under $STUDIO_HOME/eval/: NAME-YYYYmmdd-HHMMSS[-n], never an existing one."""
+    from studio.env import home_dir
+
+    base = home_dir() / "eval" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out, n = base, 1
+    while out.exists():
+        n += 1
+        out = base.with_name(f"{base.name}-{n}")
+    out.mkdir(parents=True)
+    return out
+
+
 def apply_fail_under(report: dict, floor: float) -> dict:
     """Every metric's mean must reach ``floor`` (on top of the suite's own thresholds)."""
     for m, v in report["metrics"].items():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 
 from studio.errors import StudioError
@@ -56,11 +55,19 @@ def _progress(i: int, n: int, what: str) -> None:
 
 
 def cmd_run(args) -> int:
-    from eval.suite import apply_fail_under, compare, junit, load_report, load_suite, run_suite, write_reports
-    from studio.env import home_dir
+    from eval.suite import (
+        apply_fail_under,
+        compare,
+        junit,
+        load_report,
+        load_suite,
+        new_run_dir,
+        run_suite,
+        write_reports,
+    )
 
     suite = load_suite(args.suite, args.overrides)
-    out = Path(args.out) if args.out else home_dir() / "eval" / f"{suite.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = Path(args.out) if args.out else new_run_dir(suite.name)
     baseline = load_report(args.baseline) if args.baseline else None
     report = run_suite(suite, out, progress=None if args.json else _progress)
     if args.fail_under is not None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import html
 import json
-import time
 from pathlib import Path
 
 import gradio as gr
@@ -145,15 +144,15 @@ def build_eval_tab() -> None:
             g_run = gr.Button("Score", elem_id="eval-g-run")
         g_out = gr.HTML(elem_id="eval-g-out")
 
-    def do_run(name, file, over, base, progress=gr.Progress()):
-        from eval.suite import compare, load_report, load_suite, run_suite, write_reports
+    def do_run(name, file, over, base, progress=gr.Progress()):  # noqa: B008 (Gradio injects it)
+        from eval.suite import compare, load_report, load_suite, new_run_dir, run_suite, write_reports
 
         path = file if file else suites.get(name)
         if not path:
             raise gr.Error("Pick a suite or upload a suite file.")
         try:
             s = load_suite(path, over.split())
-            out = runs_dir() / f"{s.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+            out = new_run_dir(s.name)
             progress(0, desc="starting")
             report = run_suite(s, out, progress=lambda i, n, what: progress((i, n), desc=what, unit="cases"))
         except StudioError as exc:
