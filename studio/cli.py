@@ -76,9 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     cli_prompt.add_parsers(sub, load_studio_config, add_model_options)
 
     cli_sample.add_parsers(sub)
-    from studio import cli_eval
+    from studio import cli_eval, cli_generate
 
     cli_eval.add_parsers(sub)
+    cli_generate.add_parsers(sub)
 
     models = sub.add_parser("models", help="the bundled models and where they are")
     models.add_argument("--json", action="store_true")

@@ -106,6 +106,7 @@ CONFIG_KINDS: dict[str, type | str] = {
     "sampling/": "generative.sampling_runs:SamplingConfig",  # imported only when asked for
     "prompts/": "studio.prompting.bench:PromptSuite",
     "eval/": "eval.suite:EvalSuite",
+    "generative/": "generative.train:GenConfig",
 }
 
 

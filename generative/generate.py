@@ -1,0 +1,111 @@
+"""Drawing from trained generators: sample grids, DDPM/DDIM with trajectories, VAE latent walks.
+
+>>> gen = load_generator("runs/vae_digits")       # a finished (or checkpointed) run folder
+>>> images = gen.sample(64, seed=0)                # (64, C, H, W) in [-1, 1]
+>>> gen.interpolate(a, b, n=10)                    # VAE: decode along the line between two codes
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from studio.errors import StudioError
+
+
+@torch.no_grad()
+def ddpm_sample(unet, train_scheduler, n: int, seed: int = 0, steps: int | None = None, sampler: str = "ddpm",
+                keep: int = 0) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Reverse diffusion from pure noise. ``sampler``: ddpm (``steps`` defaults to T) or ddim.
+    Returns the images and ``keep`` evenly spaced intermediate x_t (the trajectory)."""
+    from diffusers import DDIMScheduler, DDPMScheduler
+
+    if sampler not in ("ddpm", "ddim"):
+        raise StudioError(f"sampler must be ddpm or ddim, not {sampler!r}")
+    cls = DDPMScheduler if sampler == "ddpm" else DDIMScheduler
+    sched = cls.from_config(train_scheduler.config)
+    sched.set_timesteps(steps or train_scheduler.config.num_train_timesteps)
+    g = torch.Generator().manual_seed(seed)
+    size, ch = unet.config.sample_size, unet.config.in_channels
+    x = torch.randn(n, ch, size, size, generator=g)
+    timesteps = list(sched.timesteps)
+    marks = {int(i * (len(timesteps) - 1) / max(1, keep - 1)) for i in range(keep)} if keep else set()
+    frames = []
+    unet.eval()
+    for i, t in enumerate(timesteps):
+        eps = unet(x, t).sample
+        x = sched.step(eps, t, x, generator=g).prev_sample if sampler == "ddpm" else sched.step(eps, t, x).prev_sample
+        if i in marks:
+            frames.append(x.clamp(-1, 1).clone())
+    return x.clamp(-1, 1), frames
+
+
+class LoadedGenerator:
+    def __init__(self, run_dir: Path):
+        from generative.train import GenConfig
+        from studio.config import load_config
+
+        self.run_dir = Path(run_dir)
+        if not (self.run_dir / "config.yaml").is_file():
+            raise StudioError(f"{self.run_dir} is not a generator run folder (no config.yaml)")
+        self.cfg = load_config(GenConfig, self.run_dir / "config.yaml")
+        self.kind = self.cfg.model
+        if self.kind == "ddpm" and (self.run_dir / "pipeline").is_dir():
+            from diffusers import DDPMPipeline
+
+            pipe = DDPMPipeline.from_pretrained(str(self.run_dir / "pipeline"))
+            self.model, self.scheduler = pipe.unet.eval(), pipe.scheduler
+        elif self.kind != "ddpm" and (self.run_dir / "model").is_dir():
+            from generative.models import load_torch_model
+
+            self.model = load_torch_model(self.run_dir / "model")
+        elif (self.run_dir / "checkpoint.pt").is_file():  # an unfinished run: its last checkpoint
+            from generative.train import Trainer
+
+            t = Trainer(self.cfg)
+            t.model.load_state_dict(torch.load(self.run_dir / "checkpoint.pt", weights_only=False)["modules"]["model"])
+            self.model = t.model.eval()
+            self.scheduler = getattr(t, "scheduler", None)
+        else:
+            raise StudioError(f"{self.run_dir} has no trained model yet (no model/, pipeline/ or checkpoint.pt)")
+
+    @torch.no_grad()
+    def sample(self, n: int, seed: int = 0, steps: int | None = None, sampler: str = "ddpm") -> torch.Tensor:
+        g = torch.Generator().manual_seed(seed)
+        if self.kind == "vae":
+            return self.model.decode(torch.randn(n, self.model.z_dim, generator=g))
+        if self.kind == "gan":
+            return self.model(torch.randn(n, self.model.z_dim, generator=g))
+        return ddpm_sample(self.model, self.scheduler, n, seed, steps, sampler)[0]
+
+    @torch.no_grad()
+    def trajectory(self, n: int = 8, seed: int = 0, steps: int | None = None, sampler: str = "ddpm",
+                   frames: int = 10) -> list[torch.Tensor]:
+        if self.kind != "ddpm":
+            raise StudioError("the denoising trajectory is for DDPM runs")
+        return ddpm_sample(self.model, self.scheduler, n, seed, steps, sampler, keep=frames)[1]
+
+    @torch.no_grad()
+    def interpolate(self, a: torch.Tensor, b: torch.Tensor, n: int = 10) -> torch.Tensor:
+        """VAE: decode z = (1 - t) mu(a) + t mu(b) for n values of t in [0, 1]."""
+        if self.kind != "vae":
+            raise StudioError("latent interpolation is for VAE runs")
+        za, zb = self.model.encode(a[None])[0], self.model.encode(b[None])[0]
+        t = torch.linspace(0, 1, n)[:, None]
+        return self.model.decode((1 - t) * za + t * zb)
+
+    @torch.no_grad()
+    def latent_map(self, n: int = 10, span: float = 2.5) -> torch.Tensor:
+        """VAE: decode an n x n grid over the first two latent dimensions (the rest at 0)."""
+        if self.kind != "vae":
+            raise StudioError("the latent map is for VAE runs")
+        v = torch.linspace(-span, span, n)
+        z = torch.zeros(n * n, self.model.z_dim)
+        z[:, 0] = v.repeat(n)
+        z[:, 1] = v.repeat_interleave(n)
+        return self.model.decode(z)
+
+
+def load_generator(run_dir: str | Path) -> LoadedGenerator:
+    return LoadedGenerator(Path(run_dir))

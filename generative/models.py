@@ -1,0 +1,123 @@
+"""The generators: a convolutional VAE, a DCGAN, and a DDPM on diffusers' UNet2DModel.
+
+VAE (Kingma & Welling): q(z|x) = N(mu(x), diag sigma^2(x)); z = mu + sigma * eps (the
+reparameterization), eps ~ N(0, I). Per image the loss is the negative ELBO
+    L = E_q[-log p(x|z)] + beta * KL(q(z|x) || N(0, I)),
+    KL = -1/2 * sum_j (1 + log sigma_j^2 - mu_j^2 - sigma_j^2),
+with a Bernoulli decoder on pixels in [0, 1] (binary cross-entropy, summed over pixels).
+
+DCGAN (Radford et al.): transposed-conv generator and conv discriminator with batch norm,
+LeakyReLU(0.2) in D, Adam(lr 2e-4, beta1 0.5), and one-sided label smoothing (real = 0.9).
+
+DDPM (Ho et al.): x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps; the UNet learns eps from (x_t, t)
+with loss ||eps - eps_theta(x_t, t)||^2. Sampled with DDPMScheduler (all T steps) or
+DDIMScheduler (fewer, deterministic steps); saved as a diffusers DDPMPipeline folder.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from studio.errors import StudioError
+
+
+class ConvVAE(nn.Module):
+    def __init__(self, channels: int = 1, size: int = 16, z_dim: int = 16, width: int = 32):
+        super().__init__()
+        if size % 4:
+            raise StudioError(f"image size must be a multiple of 4, got {size}")
+        self.channels, self.size, self.z_dim, self.width = channels, size, z_dim, width
+        s = size // 4
+        self.enc = nn.Sequential(nn.Conv2d(channels, width, 4, 2, 1), nn.ReLU(),
+                                 nn.Conv2d(width, 2 * width, 4, 2, 1), nn.ReLU(), nn.Flatten())
+        self.mu = nn.Linear(2 * width * s * s, z_dim)
+        self.logvar = nn.Linear(2 * width * s * s, z_dim)
+        self.dec_in = nn.Linear(z_dim, 2 * width * s * s)
+        self.dec = nn.Sequential(nn.ReLU(), nn.Unflatten(1, (2 * width, s, s)),
+                                 nn.ConvTranspose2d(2 * width, width, 4, 2, 1), nn.ReLU(),
+                                 nn.ConvTranspose2d(width, channels, 4, 2, 1))
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.enc(x)
+        return self.mu(h), self.logvar(h).clamp(-10, 10)
+
+    def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
+        return self.dec(self.dec_in(z))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Images in [-1, 1]."""
+        return torch.sigmoid(self.decode_logits(z)) * 2 - 1
+
+    def loss(self, x: torch.Tensor, beta: float = 1.0) -> dict[str, torch.Tensor]:
+        mu, logvar = self.encode(x)
+        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+        target = (x + 1) / 2
+        recon = F.binary_cross_entropy_with_logits(self.decode_logits(z), target, reduction="sum") / len(x)
+        kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum()) / len(x)
+        return {"loss": recon + beta * kl, "recon": recon, "kl": kl}
+
+    def config(self) -> dict:
+        return {"kind": "vae", "channels": self.channels, "size": self.size, "z_dim": self.z_dim, "width": self.width}
+
+
+class Generator(nn.Module):
+    def __init__(self, channels: int = 1, size: int = 16, z_dim: int = 32, width: int = 64):
+        super().__init__()
+        self.channels, self.size, self.z_dim, self.width = channels, size, z_dim, width
+        s = size // 4
+        self.net = nn.Sequential(
+            nn.Linear(z_dim, 2 * width * s * s), nn.Unflatten(1, (2 * width, s, s)), nn.BatchNorm2d(2 * width),
+            nn.ReLU(), nn.ConvTranspose2d(2 * width, width, 4, 2, 1), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.ConvTranspose2d(width, channels, 4, 2, 1), nn.Tanh())
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
+
+    def config(self) -> dict:
+        return {"kind": "gan", "channels": self.channels, "size": self.size, "z_dim": self.z_dim, "width": self.width}
+
+
+class Discriminator(nn.Module):
+    def __init__(self, channels: int = 1, size: int = 16, width: int = 64):
+        super().__init__()
+        s = size // 4
+        self.net = nn.Sequential(
+            nn.Conv2d(channels, width, 4, 2, 1), nn.LeakyReLU(0.2),
+            nn.Conv2d(width, 2 * width, 4, 2, 1), nn.BatchNorm2d(2 * width), nn.LeakyReLU(0.2),
+            nn.Flatten(), nn.Linear(2 * width * s * s, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)[:, 0]
+
+
+def make_unet(channels: int, size: int, width: int = 32):
+    from diffusers import UNet2DModel
+
+    return UNet2DModel(sample_size=size, in_channels=channels, out_channels=channels, layers_per_block=1,
+                       block_out_channels=(width, 2 * width, 2 * width),
+                       down_block_types=("DownBlock2D", "DownBlock2D", "DownBlock2D"),
+                       up_block_types=("UpBlock2D", "UpBlock2D", "UpBlock2D"), norm_num_groups=8)
+
+
+def save_torch_model(model: nn.Module, folder: Path) -> None:
+    """A plain PyTorch model folder: config.json + model.safetensors."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(model.config(), indent=1))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
+
+
+def load_torch_model(folder: Path) -> nn.Module:
+    from safetensors.torch import load_file
+
+    cfg = json.loads((folder / "config.json").read_text())
+    kind = cfg.pop("kind")
+    model = ConvVAE(**cfg) if kind == "vae" else Generator(**cfg)
+    model.load_state_dict(load_file(str(folder / "model.safetensors")))
+    return model.eval()

@@ -1,0 +1,281 @@
+"""Training runs for the generators: run folder, events, checkpoints, cancel and resume.
+
+A run folder holds ``config.yaml`` (resolved), ``events.jsonl`` (one line per logged step:
+step, seconds, losses), ``status.json`` (state, step, error), ``checkpoint.pt`` (model, optimizer
+and RNG state, written every ``checkpoint_every`` steps and when stopped), ``samples/`` (PNG grids
+marked synthetic) and, at the end, ``model/`` (VAE/GAN: config.json + model.safetensors) or
+``pipeline/`` (DDPM: a diffusers DDPMPipeline folder).
+
+SIGTERM or SIGINT (what ``studio jobs cancel`` sends) stops the loop after the current step; a
+checkpoint is saved and the state becomes ``cancelled``. ``resume`` continues from the checkpoint
+with the same step counter and RNG state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from generative.data import load_images
+from generative.images import save_grid
+from generative.models import ConvVAE, Discriminator, Generator, make_unet, save_torch_model
+from studio.errors import StudioError
+
+MODELS = ("vae", "gan", "ddpm")
+
+
+@dataclass
+class DataConfig:
+    name: str = field(default="digits", metadata={"help": "digits | fashion | folder"})
+    size: int = 16
+    channels: int = 1
+    path: str | None = None
+    limit: int | None = None
+
+
+@dataclass
+class GenConfig:
+    """A generator training run (``configs/generative/*.yaml``)."""
+
+    model: str = field(default="vae", metadata={"help": "vae | gan | ddpm"})
+    data: DataConfig = field(default_factory=DataConfig)
+    seed: int = 0
+    steps: int = 2000
+    budget_seconds: float = field(default=0.0, metadata={"help": "stop after this much training time (0 = off)"})
+    batch_size: int = 64
+    lr: float = 1e-3
+    width: int = 32
+    z_dim: int = 16
+    beta: float = field(default=1.0, metadata={"help": "VAE: weight of the KL term"})
+    timesteps: int = field(default=1000, metadata={"help": "DDPM: diffusion steps T"})
+    log_every: int = 10
+    sample_every: int = 200
+    checkpoint_every: int = 200
+    n_samples: int = 64
+    threads: int = 0
+
+    def check(self) -> GenConfig:
+        if self.model not in MODELS:
+            raise StudioError(f"unknown model {self.model!r}; choose one of: {', '.join(MODELS)}")
+        if self.steps < 1 or self.batch_size < 1:
+            raise StudioError("steps and batch_size must be at least 1")
+        if self.data.size % 4 or self.data.size < 8:
+            raise StudioError(f"data.size must be a multiple of 4 and at least 8, got {self.data.size}")
+        if self.data.channels not in (1, 3):
+            raise StudioError(f"data.channels must be 1 or 3, got {self.data.channels}")
+        return self
+
+
+def read_status(run_dir: Path) -> dict:
+    try:
+        return json.loads((Path(run_dir) / "status.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def read_events(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / "events.jsonl"
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue  # a line cut by a kill
+    return out
+
+
+class Trainer:
+    """Builds the model and optimizers for ``cfg``; ``train_step`` does one update."""
+
+    def __init__(self, cfg: GenConfig):
+        self.cfg = cfg
+        d = cfg.data
+        ch, size = d.channels, d.size
+        if cfg.model == "vae":
+            self.model = ConvVAE(ch, size, cfg.z_dim, cfg.width)
+            self.opts = [torch.optim.Adam(self.model.parameters(), lr=cfg.lr)]
+        elif cfg.model == "gan":
+            self.model = Generator(ch, size, cfg.z_dim, 2 * cfg.width)
+            self.disc = Discriminator(ch, size, 2 * cfg.width)
+            self.opts = [torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=(0.5, 0.999)),
+                         torch.optim.Adam(self.disc.parameters(), lr=cfg.lr, betas=(0.5, 0.999))]
+        else:
+            from diffusers import DDPMScheduler
+
+            self.model = make_unet(ch, size, cfg.width)
+            self.scheduler = DDPMScheduler(num_train_timesteps=cfg.timesteps)
+            self.opts = [torch.optim.AdamW(self.model.parameters(), lr=cfg.lr)]
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {"model": self.model, **({"disc": self.disc} if self.cfg.model == "gan" else {})}
+
+    def train_step(self, x: torch.Tensor) -> dict[str, float]:
+        cfg = self.cfg
+        if cfg.model == "vae":
+            out = self.model.loss(x, cfg.beta)
+            self.opts[0].zero_grad()
+            out["loss"].backward()
+            self.opts[0].step()
+            return {k: float(v.detach()) for k, v in out.items()}
+        if cfg.model == "gan":
+            bce = torch.nn.functional.binary_cross_entropy_with_logits
+            z = torch.randn(len(x), cfg.z_dim)
+            fake = self.model(z)
+            d_loss = bce(self.disc(x), torch.full((len(x),), 0.9)) + bce(self.disc(fake.detach()),
+                                                                         torch.zeros(len(x)))
+            self.opts[1].zero_grad()
+            d_loss.backward()
+            self.opts[1].step()
+            g_loss = bce(self.disc(fake), torch.ones(len(x)))
+            self.opts[0].zero_grad()
+            g_loss.backward()
+            self.opts[0].step()
+            g, d = float(g_loss.detach()), float(d_loss.detach())
+            return {"loss": g + d, "g_loss": g, "d_loss": d}
+        noise = torch.randn_like(x)
+        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (len(x),))
+        noisy = self.scheduler.add_noise(x, noise, t)
+        loss = torch.nn.functional.mse_loss(self.model(noisy, t).sample, noise)
+        self.opts[0].zero_grad()
+        loss.backward()
+        self.opts[0].step()
+        return {"loss": float(loss.detach())}
+
+    @torch.no_grad()
+    def sample(self, n: int, seed: int = 0, steps: int = 50, sampler: str = "ddim") -> torch.Tensor:
+        """n images in [-1, 1] (DDPM: ``sampler`` at ``steps`` steps)."""
+        from generative.generate import ddpm_sample
+
+        for m in self.modules().values():
+            m.eval()
+        try:
+            g = torch.Generator().manual_seed(seed)
+            if self.cfg.model == "vae":
+                return self.model.decode(torch.randn(n, self.cfg.z_dim, generator=g))
+            if self.cfg.model == "gan":
+                return self.model(torch.randn(n, self.cfg.z_dim, generator=g))
+            return ddpm_sample(self.model, self.scheduler, n, seed, steps, sampler)[0]
+        finally:
+            for m in self.modules().values():
+                m.train()
+
+    # --- checkpoints -------------------------------------------------------------------------------------
+    def state(self, step: int, batch_rng: np.random.Generator) -> dict:
+        return {"step": step, "modules": {k: m.state_dict() for k, m in self.modules().items()},
+                "opts": [o.state_dict() for o in self.opts], "torch_rng": torch.get_rng_state(),
+                "batch_rng": batch_rng.bit_generator.state}
+
+    def load(self, state: dict, batch_rng: np.random.Generator) -> int:
+        for k, m in self.modules().items():
+            m.load_state_dict(state["modules"][k])
+        for o, s in zip(self.opts, state["opts"], strict=True):
+            o.load_state_dict(s)
+        torch.set_rng_state(state["torch_rng"])
+        batch_rng.bit_generator.state = state["batch_rng"]
+        return int(state["step"])
+
+    def save_final(self, run_dir: Path) -> Path:
+        if self.cfg.model == "ddpm":
+            from diffusers import DDPMPipeline
+
+            out = run_dir / "pipeline"
+            DDPMPipeline(unet=self.model, scheduler=self.scheduler).save_pretrained(str(out))
+            return out
+        out = run_dir / "model"
+        save_torch_model(self.model, out)
+        return out
+
+
+def _write_status(run_dir: Path, **fields) -> None:
+    status = {**read_status(run_dir), **fields, "updated": time.time()}
+    tmp = run_dir / "status.json.tmp"
+    tmp.write_text(json.dumps(status))
+    os.replace(tmp, run_dir / "status.json")
+
+
+def _save_checkpoint(trainer: Trainer, step: int, rng: np.random.Generator, run_dir: Path) -> None:
+    tmp = run_dir / "checkpoint.pt.tmp"
+    torch.save(trainer.state(step, rng), tmp)
+    os.replace(tmp, run_dir / "checkpoint.pt")  # a kill never leaves a half-written checkpoint
+
+
+def train(cfg: GenConfig, run_dir: str | Path, resume: bool = False, progress=None) -> dict:
+    """Train (or resume) into ``run_dir``; returns the final status."""
+    from studio.config import load_config, save_config
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if resume:
+        if not (run_dir / "checkpoint.pt").is_file():
+            raise StudioError(f"nothing to resume in {run_dir}: no checkpoint.pt")
+        cfg = load_config(GenConfig, run_dir / "config.yaml")
+    cfg.check()
+    save_config(cfg, run_dir / "config.yaml")
+    torch.manual_seed(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    x, _ = load_images(cfg.data.name, cfg.data.size, cfg.data.channels, cfg.data.path, limit=cfg.data.limit)
+    trainer = Trainer(cfg)
+    rng = np.random.default_rng(cfg.seed)
+    step = 0
+    if resume:
+        step = trainer.load(torch.load(run_dir / "checkpoint.pt", weights_only=False), rng)
+    stop = {"signal": None}
+
+    def on_signal(signum, _frame):
+        stop["signal"] = signum
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    (run_dir / "samples").mkdir(exist_ok=True)
+    _write_status(run_dir, state="running", step=step, pid=os.getpid(), steps=cfg.steps, error=None,
+                  model=cfg.model, dataset=cfg.data.name)
+    start = time.perf_counter()
+    elapsed0 = read_status(run_dir).get("train_seconds", 0.0) if resume else 0.0
+    state = "finished"
+    try:
+        with open(run_dir / "events.jsonl", "a") as events:
+            while step < cfg.steps:
+                idx = rng.integers(0, len(x), cfg.batch_size)
+                losses = trainer.train_step(x[idx])
+                step += 1
+                if not all(np.isfinite(v) for v in losses.values()):
+                    raise StudioError(f"the loss became {losses} at step {step}; lower lr")
+                elapsed = elapsed0 + time.perf_counter() - start
+                if step % cfg.log_every == 0 or step == 1:
+                    events.write(json.dumps({"step": step, "seconds": round(elapsed, 2),
+                                             **{k: round(v, 5) for k, v in losses.items()}}) + "\n")
+                    events.flush()
+                    _write_status(run_dir, step=step, train_seconds=round(elapsed, 2))
+                    if progress:
+                        progress(step, cfg.steps, losses)
+                if step % cfg.sample_every == 0:
+                    save_grid(trainer.sample(cfg.n_samples, cfg.seed), run_dir / "samples" / f"step_{step:06d}.png",
+                              cfg.model, step)
+                if step % cfg.checkpoint_every == 0:
+                    _save_checkpoint(trainer, step, rng, run_dir)
+                if stop["signal"] is not None:
+                    state = "cancelled"
+                    break
+                if cfg.budget_seconds and elapsed >= cfg.budget_seconds:
+                    break
+        _save_checkpoint(trainer, step, rng, run_dir)
+        if state == "finished":
+            save_grid(trainer.sample(cfg.n_samples, cfg.seed), run_dir / "samples" / "final.png", cfg.model, step)
+            trainer.save_final(run_dir)
+        _write_status(run_dir, state=state, step=step, train_seconds=round(elapsed0 + time.perf_counter() - start, 2))
+    except BaseException as exc:
+        _write_status(run_dir, state="failed", step=step, error=f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    return read_status(run_dir)

@@ -1,0 +1,218 @@
+"""Background jobs: each one a subprocess running the same `studio` command a user would type.
+
+The registry is SQLite under STUDIO_HOME (``jobs.sqlite``), so it survives a restart of the
+studio. A job's truth is its run folder's ``status.json`` (written by the training loop); the
+registry mirrors it whenever jobs are listed (:meth:`Jobs.refresh`). A running job whose process
+is gone while its status still says "running" was killed or crashed: it is marked failed.
+
+At most ``max_running`` jobs run at once (``STUDIO_MAX_JOBS``, default 1); the rest wait as
+``queued`` and start when a slot frees (a finishing job starts the next one itself).
+
+>>> jobs = Jobs()
+>>> job = jobs.submit("generate", ["generate", "train", "run/config.yaml", "--run-dir", "run"], "run")
+>>> jobs.cancel(job.id)       # SIGTERM: the loop stops after its step and checkpoints
+>>> jobs.resume(job.id)       # continues from the checkpoint, same step counter
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from studio.env import home_dir
+from studio.errors import StudioError
+
+FINAL = ("finished", "cancelled", "failed")
+
+
+@dataclass
+class Job:
+    id: str
+    kind: str
+    run_dir: str
+    argv: list[str]
+    state: str
+    pid: int | None
+    created: float
+    started: float | None
+    ended: float | None
+    error: str | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def studio_command() -> list[str]:
+    exe = Path(sys.executable).with_name("studio")
+    return [str(exe)] if exe.is_file() else [sys.executable, "-m", "studio.cli"]
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a finished child not yet reaped is a zombie: not alive
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ")[-1][:1] != "Z"
+    except OSError:
+        return True
+
+
+class Jobs:
+    def __init__(self, db: Path | None = None, max_running: int | None = None):
+        self.db = Path(db) if db else home_dir() / "jobs.sqlite"
+        self.max_running = max_running or int(os.environ.get("STUDIO_MAX_JOBS", "1"))
+        with self._conn() as c:
+            c.execute("""CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, kind TEXT, run_dir TEXT, argv TEXT,
+                         state TEXT, pid INTEGER, created REAL, started REAL, ended REAL, error TEXT)""")
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.db, timeout=30, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        return conn
+
+    def _row(self, r) -> Job:
+        return Job(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5], r[6], r[7], r[8], r[9])
+
+    def _set(self, job_id: str, **fields) -> None:
+        cols = ", ".join(f"{k} = ?" for k in fields)
+        with self._conn() as c:
+            c.execute(f"UPDATE jobs SET {cols} WHERE id = ?", [*fields.values(), job_id])
+
+    # --- registry ------------------------------------------------------------------------------------
+    def register(self, kind: str, argv: list[str], run_dir: str | Path, state: str = "queued",
+                 pid: int | None = None) -> Job:
+        job_id = uuid.uuid4().hex[:8]
+        now = time.time()
+        with self._conn() as c:
+            c.execute("INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                      (job_id, kind, str(run_dir), json.dumps(argv), state, pid, now,
+                       now if state == "running" else None, None, None))
+        return self.get(job_id)
+
+    def get(self, job_id: str) -> Job:
+        with self._conn() as c:
+            rows = c.execute("SELECT * FROM jobs WHERE id = ? OR id LIKE ?", (job_id, f"{job_id}%")).fetchall()
+        if not rows:
+            raise StudioError(f"no job {job_id!r}; `studio jobs list` shows them")
+        if len(rows) > 1:
+            raise StudioError(f"{job_id!r} matches {len(rows)} jobs; give more of the id")
+        return self._row(rows[0])
+
+    def list(self) -> list[Job]:
+        self.refresh()
+        with self._conn() as c:
+            return [self._row(r) for r in c.execute("SELECT * FROM jobs ORDER BY created DESC").fetchall()]
+
+    def finish(self, job_id: str, state: str, error: str | None = None) -> None:
+        self._set(job_id, state=state, ended=time.time(), error=error, pid=None)
+
+    def refresh(self) -> None:
+        """Mirror each running job's status.json; mark dead ones failed; start queued jobs."""
+        with self._conn() as c:
+            running = [self._row(r) for r in c.execute("SELECT * FROM jobs WHERE state = 'running'").fetchall()]
+        for job in running:
+            if _alive(job.pid):
+                continue
+            status = _status(job.run_dir)
+            state = status.get("state")
+            if state in FINAL:
+                self.finish(job.id, state, status.get("error"))
+            else:
+                log = Path(job.run_dir) / "job.log"
+                tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.is_file() else []
+                self.finish(job.id, "failed", "the process ended without finishing (killed or crashed)"
+                            + (f": {tail[0]}" if tail else ""))
+        self.pump()
+
+    def pump(self) -> None:
+        """Start queued jobs, oldest first, while fewer than ``max_running`` run."""
+        while True:
+            with self._conn() as c:
+                c.execute("BEGIN IMMEDIATE")
+                n = c.execute("SELECT COUNT(*) FROM jobs WHERE state = 'running'").fetchone()[0]
+                row = c.execute("SELECT * FROM jobs WHERE state = 'queued' ORDER BY created LIMIT 1").fetchone()
+                if n >= self.max_running or row is None:
+                    c.execute("COMMIT")
+                    return
+                job = self._row(row)
+                c.execute("UPDATE jobs SET state = 'running', started = ? WHERE id = ?", (time.time(), job.id))
+                c.execute("COMMIT")
+            self._spawn(job)
+
+    def _spawn(self, job: Job) -> None:
+        Path(job.run_dir).mkdir(parents=True, exist_ok=True)
+        log = open(Path(job.run_dir) / "job.log", "ab")
+        env = {**os.environ, "STUDIO_JOB_ID": job.id}
+        proc = subprocess.Popen([*studio_command(), *job.argv], stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        log.close()
+        self._set(job.id, pid=proc.pid)
+
+    # --- user actions --------------------------------------------------------------------------------
+    def submit(self, kind: str, argv: list[str], run_dir: str | Path) -> Job:
+        job = self.register(kind, argv, run_dir)
+        self.pump()
+        return self.get(job.id)
+
+    def cancel(self, job_id: str) -> Job:
+        job = self.get(job_id)
+        if job.state == "queued":
+            self.finish(job.id, "cancelled")
+        elif job.state == "running" and job.pid:
+            try:
+                os.kill(job.pid, signal.SIGTERM)  # the loop checkpoints and exits; refresh() records it
+            except ProcessLookupError:
+                pass
+        elif job.state in FINAL:
+            raise StudioError(f"job {job.id} already {job.state}")
+        return self.get(job.id)
+
+    def wait(self, job_id: str, timeout: float = 300, states: tuple[str, ...] = FINAL) -> Job:
+        end = time.time() + timeout
+        while time.time() < end:
+            self.refresh()
+            job = self.get(job_id)
+            if job.state in states:
+                return job
+            time.sleep(0.3)
+        raise StudioError(f"job {job_id} still {self.get(job_id).state} after {timeout:.0f} s")
+
+    def resume(self, job_id: str) -> Job:
+        job = self.get(job_id)
+        if job.state not in ("cancelled", "failed"):
+            raise StudioError(f"job {job.id} is {job.state}; only a cancelled or failed job can be resumed")
+        if not (Path(job.run_dir) / "checkpoint.pt").is_file():
+            raise StudioError(f"job {job.id} has no checkpoint to resume from; start it again instead")
+        argv = [a for a in job.argv if a != "--resume"] + ["--resume"]
+        with self._conn() as c:
+            c.execute("UPDATE jobs SET state = 'queued', argv = ?, error = NULL, ended = NULL WHERE id = ?",
+                      (json.dumps(argv), job.id))
+        self.pump()
+        return self.get(job.id)
+
+    def tail(self, job_id: str, n: int = 10) -> list[str]:
+        job = self.get(job_id)
+        events = Path(job.run_dir) / "events.jsonl"
+        lines = events.read_text().splitlines() if events.is_file() else []
+        return lines[-n:]
+
+
+def _status(run_dir: str) -> dict:
+    try:
+        return json.loads((Path(run_dir) / "status.json").read_text())
+    except (OSError, ValueError):
+        return {}

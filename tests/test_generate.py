@@ -1,0 +1,205 @@
+"""Generators (VAE, DCGAN, DDPM), their data, run folders, and the background job runner."""
+
+import json
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from generative.data import load_images, load_toy
+from generative.generate import load_generator
+from generative.images import save_gif
+from generative.train import GenConfig, Trainer, read_events, read_status, train
+from studio.errors import StudioError
+from studio.jobs import Jobs
+from tests.conftest import run_studio
+
+TINY = dict(steps=60, batch_size=32, width=16, log_every=5, sample_every=30, checkpoint_every=30, n_samples=16)
+
+
+def tiny(model: str, **kw) -> GenConfig:
+    lr = {"vae": 2e-3, "gan": 1e-3, "ddpm": 2e-3}[model]
+    return GenConfig(model=model, lr=lr, **{**TINY, **kw}).check()
+
+
+# --- data ------------------------------------------------------------------------------------------------
+
+def test_digits_and_fashion_load_as_scaled_tensors():
+    x, y = load_images("digits", size=16)
+    assert x.shape == (1437, 1, 16, 16) and x.min() >= -1 and x.max() <= 1 and set(y.tolist()) == set(range(10))
+    held, _ = load_images("digits", size=16, split="test")
+    assert len(held) == 1797 - 1437
+    f, fy = load_images("fashion", size=28, limit=500)
+    assert f.shape == (500, 1, 28, 28) and fy.max() <= 9
+    assert f.float().std() > 0.3  # real pictures, not a blank array
+
+
+def test_image_folder_and_its_errors(tmp_path):
+    for i in range(3):
+        Image.fromarray(np.full((20, 30, 3), 60 * i, np.uint8)).save(tmp_path / f"im{i}.png")
+    x, _ = load_images("folder", size=12, channels=3, path=str(tmp_path))
+    assert x.shape == (3, 3, 12, 12)
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    with pytest.raises(StudioError, match="cannot read image .*broken.png"):
+        load_images("folder", size=12, path=str(tmp_path))
+    with pytest.raises(StudioError, match="does not exist"):
+        load_images("folder", path=str(tmp_path / "nope"))
+    with pytest.raises(StudioError, match="dataset-fashion-mnist"):
+        load_images("fashion", path=str(tmp_path))
+
+
+def test_toys():
+    for name in ("gmm", "moons", "rings"):
+        pts = load_toy(name, n=500, seed=1)
+        assert pts.shape == (500, 2) and pts.abs().max() < 3
+    assert torch.equal(load_toy("moons", 100, seed=3), load_toy("moons", 100, seed=3))
+
+
+# --- models ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("model", ["vae", "ddpm"])
+def test_loss_falls(model, tmp_path):
+    status = train(tiny(model, steps=120 if model == "ddpm" else 60), tmp_path)
+    losses = [e["loss"] for e in read_events(tmp_path)]
+    assert status["state"] == "finished"
+    assert np.mean(losses[-4:]) < 0.8 * losses[0]
+
+
+def test_gan_learns_the_data(tmp_path):
+    x, _ = load_images("digits", size=16)
+    cfg = tiny("gan", steps=150)
+    torch.manual_seed(0)
+    before = Trainer(cfg).sample(256, seed=1)
+    train(cfg, tmp_path)
+    after = load_generator(tmp_path).sample(256, seed=1)
+    gap = lambda s: float((s.mean(0) - x.mean(0)).abs().mean())  # noqa: E731
+    assert gap(after) < 0.5 * gap(before)  # the mean generated image moved onto the data's
+    ev = read_events(tmp_path)[-1]
+    assert {"g_loss", "d_loss"} <= set(ev)
+
+
+def test_shapes_and_save_load_round_trip(tmp_path):
+    from diffusers import DDPMPipeline
+
+    train(tiny("ddpm", steps=20), tmp_path / "ddpm")
+    pipe = DDPMPipeline.from_pretrained(str(tmp_path / "ddpm" / "pipeline"))  # loads without the studio
+    out = pipe(batch_size=2, num_inference_steps=5, generator=torch.Generator().manual_seed(0), output_type="np")
+    assert out.images.shape == (2, 16, 16, 1)
+    gen = load_generator(tmp_path / "ddpm")
+    fast = gen.sample(4, seed=0, steps=10, sampler="ddim")
+    assert fast.shape == (4, 1, 16, 16) and torch.equal(fast, gen.sample(4, seed=0, steps=10, sampler="ddim"))
+    frames = gen.trajectory(4, seed=0, steps=10, sampler="ddim", frames=5)
+    assert len(frames) == 5 and frames[0].std() > frames[-1].std() * 0.5
+    train(tiny("vae", steps=10), tmp_path / "vae")
+    vae = load_generator(tmp_path / "vae")
+    x, _ = load_images("digits", size=16, limit=2)
+    assert vae.interpolate(x[0], x[1], n=7).shape == (7, 1, 16, 16)
+    assert vae.latent_map(5).shape == (25, 1, 16, 16)
+    with pytest.raises(StudioError, match="for VAE runs"):
+        gen.interpolate(x[0], x[1])
+
+
+def test_every_written_image_is_marked_synthetic(tmp_path):
+    train(tiny("vae", steps=30), tmp_path)
+    pngs = sorted((tmp_path / "samples").glob("*.png"))
+    assert [p.name for p in pngs] == ["final.png", "step_000030.png"]
+    for p in pngs:
+        assert Image.open(p).text["synthetic"] == "true"
+        assert "not real data" in Image.open(p).text["Description"]
+    gif = save_gif([torch.zeros(4, 1, 8, 8), torch.ones(4, 1, 8, 8)], tmp_path / "t.gif")
+    assert b"not real data" in gif.read_bytes()
+
+
+def test_config_and_seed_written_next_to_outputs(tmp_path):
+    train(tiny("vae", steps=10, seed=7), tmp_path)
+    from studio.config import load_config
+
+    assert load_config(GenConfig, tmp_path / "config.yaml").seed == 7
+    a = load_generator(tmp_path).sample(4, seed=3)
+    assert torch.equal(a, load_generator(tmp_path).sample(4, seed=3))
+
+
+def test_bad_config_is_refused():
+    with pytest.raises(StudioError, match="unknown model"):
+        GenConfig(model="flow").check()
+    with pytest.raises(StudioError, match="multiple of 4"):
+        GenConfig(data=GenConfig().data.__class__(size=10)).check()
+
+
+# --- jobs ------------------------------------------------------------------------------------------------
+
+def background(tmp_path, name, *overrides):
+    res = run_studio("generate", "train", "configs/generative/ddpm_digits.yaml", "width=16", "batch_size=16",
+                     "log_every=5", "checkpoint_every=10", "sample_every=100000", *overrides,
+                     "--run-dir", str(tmp_path / name), "--background", "--json")
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)
+
+
+def wait_step(run_dir, step, timeout=120):
+    end = time.time() + timeout
+    while time.time() < end:
+        if read_status(run_dir).get("step", 0) >= step:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{run_dir} never reached step {step}")
+
+
+def test_cancel_then_resume_continues_from_the_saved_step(tmp_path):
+    job = background(tmp_path, "run", "steps=100000")
+    run_dir = tmp_path / "run"
+    wait_step(run_dir, 30)
+    assert run_studio("jobs", "cancel", job["job_id"]).returncode == 0
+    jobs = Jobs()
+    assert jobs.wait(job["job_id"], 60).state == "cancelled"
+    stopped = read_status(run_dir)["step"]
+    saved = torch.load(run_dir / "checkpoint.pt", weights_only=False)["step"]
+    assert saved == stopped >= 30
+    # resume with a smaller goal: edit the run's config, as a user would
+    cfg = (run_dir / "config.yaml").read_text().replace("steps: 100000", f"steps: {stopped + 20}")
+    (run_dir / "config.yaml").write_text(cfg)
+    assert run_studio("jobs", "resume", job["job_id"]).returncode == 0
+    assert jobs.wait(job["job_id"], 120).state == "finished"
+    steps = [e["step"] for e in read_events(run_dir)]
+    after = steps[steps.index(max(s for s in steps if s <= stopped)) + 1:]
+    assert after and stopped < after[0] <= stopped + 5  # the counter went on, not from 0
+    assert read_status(run_dir)["step"] == stopped + 20
+    assert (run_dir / "pipeline" / "model_index.json").is_file()
+    listed = run_studio("jobs", "list", "--json")
+    assert any(j["id"] == job["job_id"] and j["state"] == "finished" for j in json.loads(listed.stdout))
+
+
+def test_a_killed_job_is_marked_failed(tmp_path):
+    job = background(tmp_path, "killed", "steps=100000")
+    wait_step(tmp_path / "killed", 5)
+    jobs = Jobs()
+    os.kill(jobs.get(job["job_id"]).pid, signal.SIGKILL)
+    done = jobs.wait(job["job_id"], 30)
+    assert done.state == "failed" and "killed or crashed" in done.error
+    shown = json.loads(run_studio("jobs", "show", job["job_id"], "--json").stdout)
+    assert shown["state"] == "failed"
+
+
+def test_jobs_queue_beyond_the_limit(tmp_path):
+    first = background(tmp_path, "q1", "steps=40")
+    second = background(tmp_path, "q2", "steps=40")
+    assert first["status"] == "running" and second["status"] == "queued"  # STUDIO_MAX_JOBS defaults to 1
+    jobs = Jobs()
+    assert jobs.wait(second["job_id"], 120).state == "finished"
+    assert jobs.get(first["job_id"]).state == "finished"
+    assert read_status(tmp_path / "q2")["step"] == 40
+
+
+def test_cli_sample_and_bad_run(tmp_path):
+    train(tiny("ddpm", steps=10), tmp_path / "d")
+    out = run_studio("generate", "sample", str(tmp_path / "d"), "--n", "9", "--out", str(tmp_path / "g.png"),
+                     "--sampler", "ddim", "--steps", "8", "--trajectory", str(tmp_path / "t.gif"))
+    assert out.returncode == 0, out.stderr
+    assert "9 samples from ddpm (ddim, 8 steps)" in out.stdout
+    assert Image.open(tmp_path / "g.png").text["synthetic"] == "true" and (tmp_path / "t.gif").stat().st_size > 0
+    bad = run_studio("generate", "sample", str(tmp_path), "--n", "4", "--out", str(tmp_path / "x.png"))
+    assert bad.returncode == 2 and "not a generator run folder" in bad.stderr and "Traceback" not in bad.stderr
