@@ -59,6 +59,7 @@ class GenConfig:
     sample_every: int = 200
     checkpoint_every: int = 200
     n_samples: int = 64
+    metrics: bool = field(default=True, metadata={"help": "classifier-Frechet etc. at each sample (digits, fashion)"})
     threads: int = 0
 
     def check(self) -> GenConfig:
@@ -195,6 +196,35 @@ class Trainer:
         return out
 
 
+_JUDGES: dict = {}
+
+
+def log_metrics(cfg: GenConfig, trainer: Trainer, step: int, run_dir: Path) -> dict | None:
+    """Classifier-Frechet distance, confidence and nearest-neighbour ratio of 256 samples -> metrics.jsonl."""
+    if not cfg.metrics or cfg.data.name not in ("digits", "fashion"):
+        return None
+    from generative.metrics import Judge
+
+    key = (cfg.data.name, cfg.data.size, cfg.data.channels, cfg.data.path)
+    if key not in _JUDGES:
+        _JUDGES[key] = Judge(*key)
+    row = {"step": step, **_JUDGES[key].score(trainer.sample(256, cfg.seed + 1))}
+    with open(run_dir / "metrics.jsonl", "a") as fh:
+        fh.write(json.dumps(row) + "\n")
+    return row
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / "metrics.jsonl"
+    rows = []
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue
+    return rows
+
+
 def _write_status(run_dir: Path, **fields) -> None:
     status = {**read_status(run_dir), **fields, "updated": time.time()}
     tmp = run_dir / "status.json.tmp"
@@ -260,6 +290,7 @@ def train(cfg: GenConfig, run_dir: str | Path, resume: bool = False, progress=No
                 if step % cfg.sample_every == 0:
                     save_grid(trainer.sample(cfg.n_samples, cfg.seed), run_dir / "samples" / f"step_{step:06d}.png",
                               cfg.model, step)
+                    log_metrics(cfg, trainer, step, run_dir)
                 if step % cfg.checkpoint_every == 0:
                     _save_checkpoint(trainer, step, rng, run_dir)
                 if stop["signal"] is not None:
@@ -270,6 +301,8 @@ def train(cfg: GenConfig, run_dir: str | Path, resume: bool = False, progress=No
         _save_checkpoint(trainer, step, rng, run_dir)
         if state == "finished":
             save_grid(trainer.sample(cfg.n_samples, cfg.seed), run_dir / "samples" / "final.png", cfg.model, step)
+            if step % cfg.sample_every:  # not logged at this step yet
+                log_metrics(cfg, trainer, step, run_dir)
             trainer.save_final(run_dir)
         _write_status(run_dir, state=state, step=step, train_seconds=round(elapsed0 + time.perf_counter() - start, 2))
     except BaseException as exc:

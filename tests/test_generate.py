@@ -203,3 +203,26 @@ def test_cli_sample_and_bad_run(tmp_path):
     assert Image.open(tmp_path / "g.png").text["synthetic"] == "true" and (tmp_path / "t.gif").stat().st_size > 0
     bad = run_studio("generate", "sample", str(tmp_path), "--n", "4", "--out", str(tmp_path / "x.png"))
     assert bad.returncode == 2 and "not a generator run folder" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_classifier_metrics_rank_real_above_noise_and_catch_copies(tmp_path):
+    from generative.metrics import Judge
+
+    judge = Judge("digits", 16)
+    held, _ = load_images("digits", 16, split="test")
+    train_x, _ = load_images("digits", 16)
+    mu, sd = train_x.mean(0), train_x.std(0)
+    noise = (mu + sd * torch.randn(300, *mu.shape, generator=torch.Generator().manual_seed(0))).clamp(-1, 1)
+    real, fake = judge.score(held[:300]), judge.score(noise)
+    assert real["fd"] < 0.1 * fake["fd"] and real["confidence"] > fake["confidence"]
+    assert judge.score(train_x[:300])["nn_ratio"] == 0.0  # copies of training images: memorization
+    assert fake["nn_ratio"] > 1.5
+
+
+def test_training_logs_metrics(tmp_path):
+    from generative.train import read_metrics
+
+    train(tiny("vae", steps=70), tmp_path)
+    rows = read_metrics(tmp_path)
+    assert [r["step"] for r in rows] == [30, 60, 70]  # at each sample grid and at the end
+    assert all({"fd", "confidence", "nn_ratio"} <= set(r) for r in rows)
