@@ -41,6 +41,30 @@ def ddpm_sample(unet, train_scheduler, n: int, seed: int = 0, steps: int | None 
     return x.clamp(-1, 1), frames
 
 
+@torch.no_grad()
+def toy_ddpm_sample(model, train_scheduler, n: int, seed: int = 0, steps: int | None = None, sampler: str = "ddpm",
+                    keep: int = 0) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Reverse diffusion for 2-D points with an MLP denoiser (same schedulers as the images)."""
+    from diffusers import DDIMScheduler, DDPMScheduler
+
+    if sampler not in ("ddpm", "ddim"):
+        raise StudioError(f"sampler must be ddpm or ddim, not {sampler!r}")
+    sched = (DDPMScheduler if sampler == "ddpm" else DDIMScheduler).from_config(train_scheduler.config)
+    sched.set_timesteps(steps or train_scheduler.config.num_train_timesteps)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, model.dim, generator=g)
+    timesteps = list(sched.timesteps)
+    marks = {int(i * (len(timesteps) - 1) / max(1, keep - 1)) for i in range(keep)} if keep else set()
+    frames = []
+    model.eval()
+    for i, t in enumerate(timesteps):
+        eps = model(x, t)
+        x = sched.step(eps, t, x, generator=g).prev_sample if sampler == "ddpm" else sched.step(eps, t, x).prev_sample
+        if i in marks:
+            frames.append(x.clone())
+    return x, frames
+
+
 class LoadedGenerator:
     def __init__(self, run_dir: Path):
         from generative.train import GenConfig
@@ -51,7 +75,18 @@ class LoadedGenerator:
             raise StudioError(f"{self.run_dir} is not a generator run folder (no config.yaml)")
         self.cfg = load_config(GenConfig, self.run_dir / "config.yaml")
         self.kind = self.cfg.model
-        if self.kind == "ddpm" and (self.run_dir / "pipeline").is_dir():
+        from generative.data import TOYS
+
+        self.toy = self.cfg.data.name in TOYS
+        if self.toy and (self.run_dir / "model").is_dir():
+            from generative.models import load_torch_model
+
+            self.model = load_torch_model(self.run_dir / "model")
+            if self.kind == "ddpm":
+                from diffusers import DDPMScheduler
+
+                self.scheduler = DDPMScheduler.from_pretrained(str(self.run_dir / "model" / "scheduler"))
+        elif self.kind == "ddpm" and (self.run_dir / "pipeline").is_dir():
             from diffusers import DDPMPipeline
 
             pipe = DDPMPipeline.from_pretrained(str(self.run_dir / "pipeline"))
@@ -77,6 +112,8 @@ class LoadedGenerator:
             return self.model.decode(torch.randn(n, self.model.z_dim, generator=g))
         if self.kind == "gan":
             return self.model(torch.randn(n, self.model.z_dim, generator=g))
+        if self.toy:
+            return toy_ddpm_sample(self.model, self.scheduler, n, seed, steps, sampler)[0]
         return ddpm_sample(self.model, self.scheduler, n, seed, steps, sampler)[0]
 
     @torch.no_grad()
@@ -84,6 +121,8 @@ class LoadedGenerator:
                    frames: int = 10) -> list[torch.Tensor]:
         if self.kind != "ddpm":
             raise StudioError("the denoising trajectory is for DDPM runs")
+        if self.toy:
+            return toy_ddpm_sample(self.model, self.scheduler, n, seed, steps, sampler, keep=frames)[1]
         return ddpm_sample(self.model, self.scheduler, n, seed, steps, sampler, keep=frames)[1]
 
     @torch.no_grad()

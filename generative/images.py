@@ -65,3 +65,28 @@ def save_gif(frames: list[torch.Tensor], path: Path, nrow: int | None = None, sc
     pics = [_pil(grid(f, nrow, scale=scale)).convert("P") for f in frames]
     pics[0].save(path, save_all=True, append_images=pics[1:], duration=ms, loop=0, comment=NOTICE.encode())
     return Path(path)
+
+
+def save_scatter(points: torch.Tensor, path: Path, model: str, step: int | None = None,
+                 real: torch.Tensor | None = None) -> Path:
+    """A scatter plot of 2-D samples (over real points in grey), marked synthetic like the grids."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(4, 4))
+    if real is not None:
+        ax.scatter(real[:, 0], real[:, 1], s=3, c="#bbb", label="real")
+    p = points.detach().numpy()
+    ax.scatter(p[:, 0], p[:, 1], s=3, c="#d62", label="generated (synthetic)")
+    ax.set_xlim(-3, 3)
+    ax.set_ylim(-3, 3)
+    ax.legend(fontsize=7, loc="upper right")
+    ax.set_title(f"{model}" + (f", step {step}" if step is not None else ""), fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80, pil_kwargs={"pnginfo": png_info(model, step)})
+    plt.close(fig)
+    return path

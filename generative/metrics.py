@@ -8,7 +8,8 @@
 - ``nn_ratio``: median distance of each generated image to its nearest training image, divided by
   the same for held-out real images. Far below 1 means the generator copies training images.
 
-The classifier is cached under ``$STUDIO_HOME/cache/classifiers/``.
+The classifier is cached under ``$STUDIO_HOME/cache/classifiers/``. For 2-D toys: ``mmd``, the
+squared maximum mean discrepancy between 1,000 samples and 1,000 fresh points (RBF kernel).
 """
 
 from __future__ import annotations
@@ -86,3 +87,13 @@ class Judge:
         nn_dist = float(torch.cdist(images.flatten(1), self.train).min(1).values.median())
         return {"fd": round(frechet(f, self.real_feats), 4), "confidence": round(float(probs.max(1).values.mean()), 4),
                 "nn_ratio": round(nn_dist / self.real_nn, 4)}
+
+
+def mmd(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Squared maximum mean discrepancy with an RBF kernel (median-distance bandwidth), for point clouds."""
+    x = torch.cat([a, b])
+    d2 = torch.cdist(x, x) ** 2
+    h = d2[d2 > 0].median()
+    k = torch.exp(-d2 / h)
+    n = len(a)
+    return float(k[:n, :n].mean() + k[n:, n:].mean() - 2 * k[:n, n:].mean())

@@ -118,6 +118,88 @@ def load_torch_model(folder: Path) -> nn.Module:
 
     cfg = json.loads((folder / "config.json").read_text())
     kind = cfg.pop("kind")
-    model = ConvVAE(**cfg) if kind == "vae" else Generator(**cfg)
+    model = _KINDS[kind](**cfg)
     model.load_state_dict(load_file(str(folder / "model.safetensors")))
     return model.eval()
+
+
+# --- 2-D toys: the same three models on points instead of images -------------------------------------------
+def _mlp(sizes: list[int], act=nn.SiLU) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for a, b in zip(sizes[:-1], sizes[1:], strict=True):
+        layers += [nn.Linear(a, b), act()]
+    return nn.Sequential(*layers[:-1])
+
+
+class MLPVAE(nn.Module):
+    """VAE on points: Gaussian decoder with fixed sigma, so recon = ||x - x_hat||^2 / (2 sigma^2)."""
+
+    sigma = 0.1
+
+    def __init__(self, dim: int = 2, z_dim: int = 2, width: int = 128):
+        super().__init__()
+        self.dim, self.z_dim, self.width = dim, z_dim, width
+        self.enc = _mlp([dim, width, width])
+        self.act = nn.SiLU()
+        self.mu, self.logvar = nn.Linear(width, z_dim), nn.Linear(width, z_dim)
+        self.dec = _mlp([z_dim, width, width, dim])
+
+    def encode(self, x):
+        h = self.act(self.enc(x))
+        return self.mu(h), self.logvar(h).clamp(-10, 10)
+
+    def decode(self, z):
+        return self.dec(z)
+
+    def loss(self, x, beta: float = 1.0):
+        mu, logvar = self.encode(x)
+        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+        recon = ((self.decode(z) - x) ** 2).sum(1).mean() / (2 * self.sigma ** 2)
+        kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(1)).mean()
+        return {"loss": recon + beta * kl, "recon": recon, "kl": kl}
+
+    def config(self) -> dict:
+        return {"kind": "vae_mlp", "dim": self.dim, "z_dim": self.z_dim, "width": self.width}
+
+
+class MLPGenerator(nn.Module):
+    def __init__(self, dim: int = 2, z_dim: int = 8, width: int = 128):
+        super().__init__()
+        self.dim, self.z_dim, self.width = dim, z_dim, width
+        self.net = _mlp([z_dim, width, width, dim], act=lambda: nn.LeakyReLU(0.2))
+
+    def forward(self, z):
+        return self.net(z)
+
+    def config(self) -> dict:
+        return {"kind": "gan_mlp", "dim": self.dim, "z_dim": self.z_dim, "width": self.width}
+
+
+class MLPDiscriminator(nn.Module):
+    def __init__(self, dim: int = 2, width: int = 128):
+        super().__init__()
+        self.net = _mlp([dim, width, width, 1], act=lambda: nn.LeakyReLU(0.2))
+
+    def forward(self, x):
+        return self.net(x)[:, 0]
+
+
+class MLPDenoiser(nn.Module):
+    """eps_theta(x_t, t) for points: an MLP on x_t and a sinusoidal embedding of t."""
+
+    def __init__(self, dim: int = 2, width: int = 128, t_dim: int = 32):
+        super().__init__()
+        self.dim, self.width, self.t_dim = dim, width, t_dim
+        self.net = _mlp([dim + t_dim, width, width, width, dim])
+
+    def forward(self, x, t):
+        t = torch.as_tensor(t, dtype=torch.float32).reshape(-1).expand(len(x))
+        freqs = torch.exp(-torch.arange(self.t_dim // 2) * (9.2 / (self.t_dim // 2)))
+        ang = t[:, None] * freqs[None]
+        return self.net(torch.cat([x, torch.sin(ang), torch.cos(ang)], 1))
+
+    def config(self) -> dict:
+        return {"kind": "ddpm_mlp", "dim": self.dim, "width": self.width, "t_dim": self.t_dim}
+
+
+_KINDS = {"vae": ConvVAE, "gan": Generator, "vae_mlp": MLPVAE, "gan_mlp": MLPGenerator, "ddpm_mlp": MLPDenoiser}

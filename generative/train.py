@@ -23,9 +23,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from generative.data import load_images
-from generative.images import save_grid
-from generative.models import ConvVAE, Discriminator, Generator, make_unet, save_torch_model
+from generative.data import TOYS, load_images, load_toy
+from generative.images import save_grid, save_scatter
+from generative.models import (
+    MLPVAE,
+    ConvVAE,
+    Discriminator,
+    Generator,
+    MLPDenoiser,
+    MLPDiscriminator,
+    MLPGenerator,
+    make_unet,
+    save_torch_model,
+)
 from studio.errors import StudioError
 
 MODELS = ("vae", "gan", "ddpm")
@@ -33,7 +43,7 @@ MODELS = ("vae", "gan", "ddpm")
 
 @dataclass
 class DataConfig:
-    name: str = field(default="digits", metadata={"help": "digits | fashion | folder"})
+    name: str = field(default="digits", metadata={"help": "digits | fashion | folder | gmm | moons | rings"})
     size: int = 16
     channels: int = 1
     path: str | None = None
@@ -67,6 +77,8 @@ class GenConfig:
             raise StudioError(f"unknown model {self.model!r}; choose one of: {', '.join(MODELS)}")
         if self.steps < 1 or self.batch_size < 1:
             raise StudioError("steps and batch_size must be at least 1")
+        if self.data.name in TOYS:
+            return self
         if self.data.size % 4 or self.data.size < 8:
             raise StudioError(f"data.size must be a multiple of 4 and at least 8, got {self.data.size}")
         if self.data.channels not in (1, 3):
@@ -101,7 +113,10 @@ class Trainer:
         self.cfg = cfg
         d = cfg.data
         ch, size = d.channels, d.size
-        if cfg.model == "vae":
+        self.toy = d.name in TOYS
+        if self.toy:
+            self._init_toy(cfg)
+        elif cfg.model == "vae":
             self.model = ConvVAE(ch, size, cfg.z_dim, cfg.width)
             self.opts = [torch.optim.Adam(self.model.parameters(), lr=cfg.lr)]
         elif cfg.model == "gan":
@@ -115,6 +130,35 @@ class Trainer:
             self.model = make_unet(ch, size, cfg.width)
             self.scheduler = DDPMScheduler(num_train_timesteps=cfg.timesteps)
             self.opts = [torch.optim.AdamW(self.model.parameters(), lr=cfg.lr)]
+
+    def _init_toy(self, cfg: GenConfig) -> None:
+        width = 4 * cfg.width
+        if cfg.model == "vae":
+            self.model = MLPVAE(2, 2, width)
+            self.opts = [torch.optim.Adam(self.model.parameters(), lr=cfg.lr)]
+        elif cfg.model == "gan":
+            self.model, self.disc = MLPGenerator(2, cfg.z_dim, width), MLPDiscriminator(2, width)
+            self.opts = [torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=(0.5, 0.999)),
+                         torch.optim.Adam(self.disc.parameters(), lr=cfg.lr, betas=(0.5, 0.999))]
+        else:
+            from diffusers import DDPMScheduler
+
+            self.model = MLPDenoiser(2, width)
+            self.scheduler = DDPMScheduler(num_train_timesteps=cfg.timesteps)
+            self.opts = [torch.optim.AdamW(self.model.parameters(), lr=cfg.lr)]
+
+    def data(self) -> torch.Tensor:
+        d = self.cfg.data
+        if self.toy:
+            return load_toy(d.name, n=d.limit or 4000, seed=self.cfg.seed)
+        return load_images(d.name, d.size, d.channels, d.path, limit=d.limit)[0]
+
+    def save_samples(self, path: Path, step: int) -> Path:
+        n = 1000 if self.toy else self.cfg.n_samples
+        samples = self.sample(n, self.cfg.seed)
+        if self.toy:
+            return save_scatter(samples, path, self.cfg.model, step, real=load_toy(self.cfg.data.name, 1000, seed=99))
+        return save_grid(samples, path, self.cfg.model, step)
 
     def modules(self) -> dict[str, torch.nn.Module]:
         return {"model": self.model, **({"disc": self.disc} if self.cfg.model == "gan" else {})}
@@ -145,7 +189,8 @@ class Trainer:
         noise = torch.randn_like(x)
         t = torch.randint(0, self.scheduler.config.num_train_timesteps, (len(x),))
         noisy = self.scheduler.add_noise(x, noise, t)
-        loss = torch.nn.functional.mse_loss(self.model(noisy, t).sample, noise)
+        pred = self.model(noisy, t) if self.toy else self.model(noisy, t).sample
+        loss = torch.nn.functional.mse_loss(pred, noise)
         self.opts[0].zero_grad()
         loss.backward()
         self.opts[0].step()
@@ -154,16 +199,18 @@ class Trainer:
     @torch.no_grad()
     def sample(self, n: int, seed: int = 0, steps: int = 50, sampler: str = "ddim") -> torch.Tensor:
         """n images in [-1, 1] (DDPM: ``sampler`` at ``steps`` steps)."""
-        from generative.generate import ddpm_sample
+        from generative.generate import ddpm_sample, toy_ddpm_sample
 
         for m in self.modules().values():
             m.eval()
         try:
             g = torch.Generator().manual_seed(seed)
             if self.cfg.model == "vae":
-                return self.model.decode(torch.randn(n, self.cfg.z_dim, generator=g))
+                return self.model.decode(torch.randn(n, self.model.z_dim, generator=g))
             if self.cfg.model == "gan":
-                return self.model(torch.randn(n, self.cfg.z_dim, generator=g))
+                return self.model(torch.randn(n, self.model.z_dim, generator=g))
+            if self.toy:
+                return toy_ddpm_sample(self.model, self.scheduler, n, seed, steps, sampler)[0]
             return ddpm_sample(self.model, self.scheduler, n, seed, steps, sampler)[0]
         finally:
             for m in self.modules().values():
@@ -185,6 +232,11 @@ class Trainer:
         return int(state["step"])
 
     def save_final(self, run_dir: Path) -> Path:
+        if self.toy:  # an MLP in safetensors; DDPM's noise schedule in diffusers' scheduler format
+            save_torch_model(self.model, run_dir / "model")
+            if self.cfg.model == "ddpm":
+                self.scheduler.save_pretrained(str(run_dir / "model" / "scheduler"))
+            return run_dir / "model"
         if self.cfg.model == "ddpm":
             from diffusers import DDPMPipeline
 
@@ -201,9 +253,16 @@ _JUDGES: dict = {}
 
 def log_metrics(cfg: GenConfig, trainer: Trainer, step: int, run_dir: Path) -> dict | None:
     """Classifier-Frechet distance, confidence and nearest-neighbour ratio of 256 samples -> metrics.jsonl."""
-    if not cfg.metrics or cfg.data.name not in ("digits", "fashion"):
+    if not cfg.metrics or cfg.data.name not in ("digits", "fashion", *TOYS):
         return None
-    from generative.metrics import Judge
+    from generative.metrics import Judge, mmd
+
+    if trainer.toy:
+        fresh = load_toy(cfg.data.name, 1000, seed=98)
+        row = {"step": step, "mmd": round(mmd(trainer.sample(1000, cfg.seed + 1), fresh), 5)}
+        with open(run_dir / "metrics.jsonl", "a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        return row
 
     key = (cfg.data.name, cfg.data.size, cfg.data.channels, cfg.data.path)
     if key not in _JUDGES:
@@ -253,8 +312,8 @@ def train(cfg: GenConfig, run_dir: str | Path, resume: bool = False, progress=No
     torch.manual_seed(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    x, _ = load_images(cfg.data.name, cfg.data.size, cfg.data.channels, cfg.data.path, limit=cfg.data.limit)
     trainer = Trainer(cfg)
+    x = trainer.data()
     rng = np.random.default_rng(cfg.seed)
     step = 0
     if resume:
@@ -288,8 +347,7 @@ def train(cfg: GenConfig, run_dir: str | Path, resume: bool = False, progress=No
                     if progress:
                         progress(step, cfg.steps, losses)
                 if step % cfg.sample_every == 0:
-                    save_grid(trainer.sample(cfg.n_samples, cfg.seed), run_dir / "samples" / f"step_{step:06d}.png",
-                              cfg.model, step)
+                    trainer.save_samples(run_dir / "samples" / f"step_{step:06d}.png", step)
                     log_metrics(cfg, trainer, step, run_dir)
                 if step % cfg.checkpoint_every == 0:
                     _save_checkpoint(trainer, step, rng, run_dir)
@@ -300,7 +358,7 @@ def train(cfg: GenConfig, run_dir: str | Path, resume: bool = False, progress=No
                     break
         _save_checkpoint(trainer, step, rng, run_dir)
         if state == "finished":
-            save_grid(trainer.sample(cfg.n_samples, cfg.seed), run_dir / "samples" / "final.png", cfg.model, step)
+            trainer.save_samples(run_dir / "samples" / "final.png", step)
             if step % cfg.sample_every:  # not logged at this step yet
                 log_metrics(cfg, trainer, step, run_dir)
             trainer.save_final(run_dir)

@@ -226,3 +226,22 @@ def test_training_logs_metrics(tmp_path):
     rows = read_metrics(tmp_path)
     assert [r["step"] for r in rows] == [30, 60, 70]  # at each sample grid and at the end
     assert all({"fd", "confidence", "nn_ratio"} <= set(r) for r in rows)
+
+
+@pytest.mark.parametrize("model", ["vae", "gan", "ddpm"])
+def test_toy_models_learn_the_moons(model, tmp_path):
+    from generative.data import load_toy
+    from generative.metrics import mmd
+    from generative.train import DataConfig, read_metrics
+
+    cfg = GenConfig(model=model, data=DataConfig(name="moons"), steps=400, lr=1e-3, batch_size=256,
+                    sample_every=400, checkpoint_every=400, log_every=20)
+    untrained = Trainer(cfg).sample(1000, seed=1)
+    train(cfg, tmp_path)
+    gen = load_generator(tmp_path)  # model/ folder (+ the diffusers scheduler for DDPM)
+    after = gen.sample(1000, seed=1, steps=100, sampler="ddim")
+    real = load_toy("moons", 1000, seed=7)
+    assert after.shape == (1000, 2)
+    assert mmd(after, real) < 0.5 * mmd(untrained, real)
+    assert read_metrics(tmp_path)[-1]["mmd"] < 0.1
+    assert Image.open(tmp_path / "samples" / "final.png").text["synthetic"] == "true"

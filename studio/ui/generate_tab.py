@@ -67,14 +67,15 @@ def latest_grid(run_dir: Path) -> str | None:
 
 
 def build_generate_tab() -> None:
-    from generative.data import IMAGE_DATASETS
+    from generative.data import IMAGE_DATASETS, TOYS
 
     gr.Markdown(NOTICE, elem_id="gen-notice")
     with gr.Row():
         with gr.Column(scale=2):
             model = gr.Radio(["vae", "gan", "ddpm"], value="vae", label="Model", elem_id="gen-model")
             with gr.Row():
-                dataset = gr.Dropdown(list(IMAGE_DATASETS), value="digits", label="Dataset", elem_id="gen-data")
+                dataset = gr.Dropdown([*IMAGE_DATASETS, *TOYS], value="digits",
+                                      label="Dataset (gmm, moons, rings: 2-D toys)", elem_id="gen-data")
                 size = gr.Dropdown([8, 12, 16, 20, 24, 28, 32], value=16, label="Image size")
             path = gr.Textbox("", label="Folder of images (folder dataset) or IDX folder (fashion)",
                               placeholder="/path/to/images")
@@ -148,7 +149,8 @@ def build_generate_tab() -> None:
                             checkpoint_every=max(10, min(200, int(st) // 20))).check()
             from generative.data import load_images
 
-            load_images(d, int(sz), 1, p.strip() or None, limit=2)  # a bad dataset fails here, not in the job
+            if d in IMAGE_DATASETS:  # a bad dataset fails here, not in the job
+                load_images(d, int(sz), 1, p.strip() or None, limit=2)
         except StudioError as exc:
             raise gr.Error(str(exc)) from None
         rd = default_run_dir(m, d)
@@ -199,6 +201,15 @@ def build_generate_tab() -> None:
         from generative.images import save_grid
 
         gen, rd = loaded(job_id)
+        if gen.toy:
+            from generative.data import load_toy
+            from generative.images import save_scatter
+
+            pts = load_toy(gen.cfg.data.name, 2, seed=5)
+            a = save_scatter(gen.interpolate(pts[0], pts[1], n=50), rd / "outputs" / "interpolation.png", "vae")
+            b = save_scatter(gen.latent_map(30), rd / "outputs" / "latent_map.png", "vae",
+                             real=load_toy(gen.cfg.data.name, 1000, seed=6))
+            return str(a), str(b), "Left: decoded along a line between two points' codes. Right: a z1 x z2 grid."
         x, _ = load_images(gen.cfg.data.name, gen.cfg.data.size, gen.cfg.data.channels, gen.cfg.data.path,
                            split="test" if gen.cfg.data.name == "digits" else "train", limit=2)
         a = save_grid(gen.interpolate(x[0], x[-1], n=10), rd / "outputs" / "interpolation.png", "vae", nrow=10)
@@ -209,6 +220,12 @@ def build_generate_tab() -> None:
         from generative.images import save_gif, save_grid
 
         gen, rd = loaded(job_id)
+        if gen.toy:
+            from generative.images import save_scatter
+
+            frames = gen.trajectory(1000, 0, int(stp), smp, frames=6)
+            paths = [save_scatter(f, rd / "outputs" / f"trajectory_{i}.png", "ddpm") for i, f in enumerate(frames)]
+            return str(paths[0]), str(paths[-1]), f"left: early x_t; right: the samples ({smp}, {int(stp)} steps)"
         frames = gen.trajectory(8, 0, int(stp), smp, frames=10)
         strip = save_grid(__import__("torch").cat([f[:1] for f in frames]), rd / "outputs" / "trajectory.png",
                           "ddpm", nrow=len(frames))
