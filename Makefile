@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test eval-smoke lint bench clean
+.PHONY: run test test-finetune eval-smoke lint bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# real LoRA runs on the bundled models (about 15 minutes); kept out of `make test` while Fine-tune is built
+test-finetune: $(STAMP)
+	$(BIN)/python -m pytest -m finetune tests/test_finetune.py
 
 # the grounded-QA suite over the R FAQ with the bundled models; fails on a threshold or a regression
 eval-smoke: $(STAMP)

@@ -1,7 +1,7 @@
 """Sample quality without Inception: a small classifier trained once per dataset and image size.
 
 - ``fd``: the Frechet distance between Gaussians fitted to the classifier's 64-d features of
-  generated and real images, ||mu_g - mu_r||^2 + Tr(S_g + S_r - 2 (S_g S_r)^(1/2)). It is FID's
+  generated and real (training) images, ||mu_g - mu_r||^2 + Tr(S_g + S_r - 2 (S_g S_r)^(1/2)). It is FID's
   formula on a small digit/fashion classifier's features, NOT Inception FID: compare numbers only
   with each other, on the same dataset and size.
 - ``confidence``: the classifier's mean top-class probability on generated images.
@@ -65,14 +65,17 @@ def frechet(a: np.ndarray, b: np.ndarray) -> float:
 
 
 class Judge:
-    """Scores generated images against a dataset: ``Judge("digits", 16).score(images)``."""
+    """Scores generated images against a dataset: ``Judge("digits", 16).score(images)``.
+
+    The reference is the training images (up to 5,000), so held-out real images get a real,
+    non-zero distance to compare with (what a perfect generator would reach)."""
 
     def __init__(self, dataset: str, size: int, channels: int = 1, path: str | None = None, n_real: int = 1000):
         self.model = classifier(dataset, size, channels, path)
         train, _ = load_images(dataset, size, channels, path, limit=5000)
         held, _ = load_images(dataset, size, channels, path, split="test", limit=n_real)
         self.train = train.flatten(1)
-        self.real_feats = self.feats(held)
+        self.real_feats = self.feats(train)
         self.held = held
         self.real_nn = float(torch.cdist(held.flatten(1), self.train).min(1).values.median())
 

@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from studio.env import apply_offline_defaults
 from studio.errors import StudioError
@@ -43,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="GenAI Studio: local-first RAG, prompting, fine-tuning and generative models. "
         "With no command, starts the web UI.",
     )
-    parser.add_argument("--config", help="a studio YAML (default: $STUDIO_CONFIG or built-in defaults)")
+    parser.add_argument("--config", dest="studio_config",
+                        help="a studio YAML (default: $STUDIO_CONFIG or built-in defaults)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config key, e.g. --set generation.temperature=0.2")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging on stderr")
@@ -76,10 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     cli_prompt.add_parsers(sub, load_studio_config, add_model_options)
 
     cli_sample.add_parsers(sub)
-    from studio import cli_eval, cli_generate
+    from studio import cli_eval, cli_finetune, cli_generate
 
     cli_eval.add_parsers(sub)
     cli_generate.add_parsers(sub)
+    cli_finetune.add_parsers(sub)
 
     models = sub.add_parser("models", help="the bundled models and where they are")
     models.add_argument("--json", action="store_true")
@@ -90,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
 def load_studio_config(args: argparse.Namespace):
     from studio.config import StudioConfig, load_config
 
-    return load_config(StudioConfig, args.config or os.environ.get("STUDIO_CONFIG"), args.set)
+    return load_config(StudioConfig, getattr(args, "studio_config", None) or os.environ.get("STUDIO_CONFIG"), args.set)
 
 
 def backend_from_args(args: argparse.Namespace, cfg):
@@ -189,6 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     apply_offline_defaults()
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "studio_config", None):  # background jobs and their children read the same config
+        os.environ["STUDIO_CONFIG"] = str(Path(args.studio_config).resolve())
     logging.basicConfig(
         level=logging.WARNING - 10 * min(args.verbose, 2), stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

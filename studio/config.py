@@ -82,6 +82,13 @@ class ServerConfig:
         return user, password
 
 
+@dataclass
+class JobsConfig:
+    """Background jobs (training runs)."""
+
+    max_running: int = field(default=1, metadata={"help": "jobs running at once; the rest queue"})
+
+
 def _ingest_config():
     from ingest.config import IngestConfig  # light: no model or Chroma import
 
@@ -97,6 +104,7 @@ class StudioConfig:
     server: ServerConfig = field(default_factory=ServerConfig)
     ingest: IngestConfig = field(default_factory=_ingest_config)  # noqa: F821
     rag: RagConfig = field(default_factory=lambda: _late_types()["RagConfig"]())  # noqa: F821
+    jobs: JobsConfig = field(default_factory=JobsConfig)
 
 
 # Which dataclass each file under configs/ maps onto (by path relative to configs/; a folder
@@ -107,6 +115,7 @@ CONFIG_KINDS: dict[str, type | str] = {
     "prompts/": "studio.prompting.bench:PromptSuite",
     "eval/": "eval.suite:EvalSuite",
     "generative/": "generative.train:GenConfig",
+    "finetune/": "finetune.train:FinetuneConfig",
 }
 
 

@@ -5,7 +5,8 @@ studio. A job's truth is its run folder's ``status.json`` (written by the traini
 registry mirrors it whenever jobs are listed (:meth:`Jobs.refresh`). A running job whose process
 is gone while its status still says "running" was killed or crashed: it is marked failed.
 
-At most ``max_running`` jobs run at once (``STUDIO_MAX_JOBS``, default 1); the rest wait as
+At most ``max_running`` jobs run at once (``jobs.max_running`` in the studio config, or
+``STUDIO_MAX_JOBS``; default 1); the rest wait as
 ``queued`` and start when a slot frees (a finishing job starts the next one itself).
 
 >>> jobs = Jobs()
@@ -74,7 +75,7 @@ def _alive(pid: int | None) -> bool:
 class Jobs:
     def __init__(self, db: Path | None = None, max_running: int | None = None):
         self.db = Path(db) if db else home_dir() / "jobs.sqlite"
-        self.max_running = max_running or int(os.environ.get("STUDIO_MAX_JOBS", "1"))
+        self.max_running = max_running or _configured_limit()
         with self._conn() as c:
             c.execute("""CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, kind TEXT, run_dir TEXT, argv TEXT,
                          state TEXT, pid INTEGER, created REAL, started REAL, ended REAL, error TEXT)""")
@@ -195,7 +196,8 @@ class Jobs:
         job = self.get(job_id)
         if job.state not in ("cancelled", "failed"):
             raise StudioError(f"job {job.id} is {job.state}; only a cancelled or failed job can be resumed")
-        if not (Path(job.run_dir) / "checkpoint.pt").is_file():
+        rd = Path(job.run_dir)
+        if not (rd / "checkpoint.pt").is_file() and not any((rd / "checkpoints").glob("checkpoint-*")):
             raise StudioError(f"job {job.id} has no checkpoint to resume from; start it again instead")
         argv = [a for a in job.argv if a != "--resume"] + ["--resume"]
         with self._conn() as c:
@@ -209,6 +211,15 @@ class Jobs:
         events = Path(job.run_dir) / "events.jsonl"
         lines = events.read_text().splitlines() if events.is_file() else []
         return lines[-n:]
+
+
+def _configured_limit() -> int:
+    """STUDIO_MAX_JOBS, else ``jobs.max_running`` of the studio config (STUDIO_CONFIG), else 1."""
+    if os.environ.get("STUDIO_MAX_JOBS"):
+        return max(1, int(os.environ["STUDIO_MAX_JOBS"]))
+    from studio.config import StudioConfig, load_config
+
+    return max(1, load_config(StudioConfig, os.environ.get("STUDIO_CONFIG")).jobs.max_running)
 
 
 def _status(run_dir: str) -> dict:

@@ -245,3 +245,13 @@ def test_toy_models_learn_the_moons(model, tmp_path):
     assert mmd(after, real) < 0.5 * mmd(untrained, real)
     assert read_metrics(tmp_path)[-1]["mmd"] < 0.1
     assert Image.open(tmp_path / "samples" / "final.png").text["synthetic"] == "true"
+
+
+def test_job_limit_comes_from_the_studio_config(tmp_path, monkeypatch):
+    cfg = tmp_path / "studio.yaml"
+    cfg.write_text("jobs:\n  max_running: 3\n")
+    monkeypatch.delenv("STUDIO_MAX_JOBS", raising=False)
+    monkeypatch.setenv("STUDIO_CONFIG", str(cfg))
+    assert Jobs(tmp_path / "j.sqlite").max_running == 3
+    monkeypatch.setenv("STUDIO_MAX_JOBS", "2")
+    assert Jobs(tmp_path / "j.sqlite").max_running == 2

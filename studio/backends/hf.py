@@ -78,18 +78,26 @@ def load_model_and_tokenizer(spec: ModelSpec):
 
 
 class HFBackend(ChatBackend):
-    """Chat with a transformers causal LM: ``HFBackend("smollm2-135m-instruct")`` or a folder."""
+    """Chat with a transformers causal LM: ``HFBackend("smollm2-135m-instruct")`` or a folder;
+    ``adapter=RUN/adapter`` applies a LoRA adapter from a fine-tune run."""
 
     name = "hf"
 
-    def __init__(self, model: str = "smollm2-135m-instruct", n_threads: int = 0, **_: object):
+    def __init__(self, model: str = "smollm2-135m-instruct", n_threads: int = 0, adapter: str | None = None,
+                 **_: object):
         import torch
 
         spec = resolve_model(model)
-        super().__init__(spec.name)
+        super().__init__(spec.name + (f"+{Path(adapter).parent.name}" if adapter else ""))
         if n_threads:
             torch.set_num_threads(n_threads)
         self.model, self.tokenizer = load_model_and_tokenizer(spec)
+        if adapter:  # a PEFT LoRA adapter (a fine-tune run's adapter/ folder)
+            if not (Path(adapter) / "adapter_config.json").is_file():
+                raise StudioError(f"{adapter} is not a PEFT adapter folder (no adapter_config.json)")
+            from peft import PeftModel
+
+            self.model = PeftModel.from_pretrained(self.model, str(adapter))
         self.model.eval()
         if self.tokenizer.chat_template is None:
             raise StudioError(f"{model} has no chat template; use a chat/instruct model")

@@ -77,6 +77,7 @@ def build_generate_tab() -> None:
                 dataset = gr.Dropdown([*IMAGE_DATASETS, *TOYS], value="digits",
                                       label="Dataset (gmm, moons, rings: 2-D toys)", elem_id="gen-data")
                 size = gr.Dropdown([8, 12, 16, 20, 24, 28, 32], value=16, label="Image size")
+                channels = gr.Radio([("grayscale", 1), ("RGB", 3)], value=1, label="Colour")
             path = gr.Textbox("", label="Folder of images (folder dataset) or IDX folder (fashion)",
                               placeholder="/path/to/images")
             with gr.Row():
@@ -107,6 +108,7 @@ def build_generate_tab() -> None:
             draw = gr.Button("Draw samples", elem_id="gen-draw")
             walk = gr.Button("VAE: interpolate + latent map")
             denoise = gr.Button("DDPM: denoising trajectory")
+            versus = gr.Button("DDPM (all T steps) vs DDIM (the steps above)", elem_id="gen-versus")
         with gr.Row():
             out1 = gr.Image(label="Samples / interpolation", type="filepath", elem_id="gen-out1")
             out2 = gr.Image(label="Latent map / trajectory (GIF)", type="filepath", elem_id="gen-out2")
@@ -137,20 +139,20 @@ def build_generate_tab() -> None:
                 f"{st.get('steps', '?')} · {st.get('train_seconds', 0)} s{last} · run folder `{rd}`{err}")
         return text, loss_plot(read_events(rd), st.get("model", ""), metrics), latest_grid(rd)
 
-    def do_start(m, d, sz, p, st, bud, sd, bs, lr_v, w):
+    def do_start(m, d, sz, ch, p, st, bud, sd, bs, lr_v, w):
         from generative.train import DataConfig, GenConfig
         from studio.cli_generate import default_run_dir
         from studio.config import save_config
 
         try:
-            cfg = GenConfig(model=m, data=DataConfig(name=d, size=int(sz), channels=1, path=p.strip() or None),
+            cfg = GenConfig(model=m, data=DataConfig(name=d, size=int(sz), channels=int(ch), path=p.strip() or None),
                             steps=int(st), budget_seconds=float(bud or 0), seed=int(sd), batch_size=int(bs),
                             lr=float(lr_v), width=int(w), sample_every=max(10, min(200, int(st) // 20)),
                             checkpoint_every=max(10, min(200, int(st) // 20))).check()
             from generative.data import load_images
 
             if d in IMAGE_DATASETS:  # a bad dataset fails here, not in the job
-                load_images(d, int(sz), 1, p.strip() or None, limit=2)
+                load_images(d, int(sz), int(ch), p.strip() or None, limit=2)
         except StudioError as exc:
             raise gr.Error(str(exc)) from None
         rd = default_run_dir(m, d)
@@ -232,7 +234,34 @@ def build_generate_tab() -> None:
         gif = save_gif(frames, rd / "outputs" / "trajectory.gif")
         return str(strip), str(gif), f"x_t from pure noise to the sample ({smp}, {int(stp)} steps)"
 
-    start.click(do_start, [model, dataset, size, path, steps, budget, seed, batch, lr, width], job) \
+    def do_versus(job_id, n_v, stp):
+        import time as _time
+
+        from generative.images import save_grid
+
+        gen, rd = loaded(job_id)
+        if gen.kind != "ddpm" or gen.toy:
+            raise gr.Error("The comparison is for DDPM runs on images.")
+        n_v = min(int(n_v), 64)
+        t0 = _time.perf_counter()
+        full = gen.sample(n_v, 0, None, "ddpm")
+        t_full = _time.perf_counter() - t0
+        t0 = _time.perf_counter()
+        fast = gen.sample(n_v, 0, int(stp), "ddim")
+        t_fast = _time.perf_counter() - t0
+        a = save_grid(full, rd / "outputs" / "ddpm_full.png", "ddpm")
+        b = save_grid(fast, rd / "outputs" / f"ddim_{int(stp)}.png", "ddpm")
+        note = (f"Left: DDPM, {gen.scheduler.config.num_train_timesteps} steps, {t_full:.1f} s. Right: DDIM, "
+                f"{int(stp)} steps, {t_fast:.1f} s ({t_full / t_fast:.0f}x faster), same seed.")
+        if gen.cfg.data.name in ("digits", "fashion"):
+            from generative.metrics import Judge
+
+            j = Judge(gen.cfg.data.name, gen.cfg.data.size, gen.cfg.data.channels, gen.cfg.data.path)
+            note += f" Classifier-Fréchet: DDPM {j.score(full)['fd']:.1f}, DDIM {j.score(fast)['fd']:.1f}."
+        return str(a), str(b), note
+
+    versus.click(do_versus, [job, n, s_steps], [out1, out2, out_note])
+    start.click(do_start, [model, dataset, size, channels, path, steps, budget, seed, batch, lr, width], job) \
         .then(show, job, [status, plot, grid])
     job.change(show, job, [status, plot, grid])
     timer.tick(show, job, [status, plot, grid])

@@ -1,0 +1,110 @@
+"""LoRA fine-tuning: tiny real runs of both task kinds, PEFT adapters, cancel/resume, the adapter in chat."""
+
+import json
+import time
+
+import pytest
+
+from finetune.train import FinetuneConfig, run_finetune
+from studio.jobs import Jobs
+from tests.conftest import run_studio
+
+pytestmark = pytest.mark.finetune  # minutes per run on 2 cores: `make test-finetune`
+
+RECORDS = "configs/finetune/data/capital_records.jsonl"
+
+
+@pytest.fixture(scope="module")
+def gen_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("ft") / "gen"
+    cfg = FinetuneConfig(data=RECORDS, max_steps=12, batch_size=8, lr=2e-3, eval_every=6, eval_examples=3,
+                         max_length=96, r=8, alpha=16, target_modules=["q_proj", "v_proj"])
+    status = run_finetune(cfg, run)
+    return run, status
+
+
+def test_generation_run_gives_a_peft_adapter(gen_run):
+    from peft import PeftModel
+
+    from studio.backends.hf import load_model_and_tokenizer
+    from studio.registry import resolve_model
+
+    run, status = gen_run
+    assert status["state"] == "finished" and status["step"] == 12
+    assert 0 < status["trainable_share"] < 0.01  # only the LoRA matrices train
+    assert (run / "adapter" / "adapter_config.json").is_file()
+    assert (run / "adapter" / "adapter_model.safetensors").is_file()
+    base, _ = load_model_and_tokenizer(resolve_model("smollm2-135m-instruct"))
+    tuned = PeftModel.from_pretrained(base, str(run / "adapter"))
+    assert any("lora_A" in n for n, _ in tuned.named_parameters())
+    events = [json.loads(x) for x in (run / "events.jsonl").read_text().splitlines()]
+    assert any("val_loss" in e for e in events) and any("loss" in e for e in events)
+    m = json.loads((run / "metrics.json").read_text())
+    assert {"val_loss", "perplexity", "exact_match"} <= set(m["before"]) == set(m["after"])
+    assert m["after"]["val_loss"] < m["before"]["val_loss"]  # 12 steps already fit the format better
+    ex = json.loads((run / "examples.json").read_text())
+    assert len(ex) == 3 and {"base_output", "tuned_output", "reference"} <= set(ex[0])
+
+
+def test_the_adapter_changes_the_hf_chat_backend(gen_run):
+    from studio.backends import GenerationSettings, load_backend
+
+    run, _ = gen_run
+    msg = [{"role": "user", "content": "Rewrite the sentence as a record in the form country=<country>; "
+                                       "capital=<capital>.\n\nOslo is the capital of Norway."}]
+    settings = GenerationSettings(temperature=0, max_tokens=24)
+    base = load_backend("hf").complete(msg, settings).text
+    tuned = load_backend("hf", adapter=str(run / "adapter")).complete(msg, settings).text
+    assert tuned != base
+    assert "country=" in tuned.replace(" ", "")
+
+
+def test_classification_run_on_minilm(tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+
+    from studio.registry import resolve_model
+
+    cfg = FinetuneConfig(data="configs/finetune/data/reviews.csv", task="classification", max_steps=3,
+                         batch_size=16, eval_every=3, lr=2e-3, max_length=32)
+    status = run_finetune(cfg, tmp_path)
+    assert status["state"] == "finished"
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert {"accuracy", "f1", "val_loss"} <= set(m["after"])
+    base = AutoModelForSequenceClassification.from_pretrained(str(resolve_model("minilm-l6-v2").path), num_labels=2)
+    PeftModel.from_pretrained(base, str(tmp_path / "adapter"))
+
+
+def test_bad_rows_are_reported_and_the_good_ones_kept(tmp_path):
+    data = tmp_path / "d.jsonl"
+    good = [json.dumps({"instruction": f"Say {w}.", "output": w}) for w in ("yes", "no", "maybe", "sure")]
+    data.write_text("\n".join([good[0], "{broken", good[1], '{"instruction": "x"}', good[2], good[3]]) + "\n")
+    res = run_studio("finetune", "run", "configs/finetune/capital_records.yaml", f"data={data}", "max_steps=1",
+                     "eval_every=1", "eval_examples=1", "val_ratio=0.25", "--run-dir", str(tmp_path / "r"), "--json")
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = json.loads(res.stdout.splitlines()[-1])
+    assert out["status"] == "finished" and out["job_id"]
+    status = json.loads((tmp_path / "r" / "status.json").read_text())
+    assert [b["line"] for b in status["bad_rows"]] == [2, 4] and status["rows"] == 4
+
+
+def test_cancel_then_resume_continues(tmp_path):
+    run = tmp_path / "bg"
+    res = run_studio("finetune", "run", "configs/finetune/capital_records.yaml", "max_steps=400", "eval_every=4",
+                     "eval_examples=1", "max_length=96", "val_ratio=0.05", "--run-dir", str(run), "--background",
+                     "--json")
+    job = json.loads(res.stdout)
+    end = time.time() + 240
+    while time.time() < end and not list((run / "checkpoints").glob("checkpoint-*")):
+        time.sleep(0.5)
+    assert run_studio("jobs", "cancel", job["job_id"]).returncode == 0
+    jobs = Jobs()
+    assert jobs.wait(job["job_id"], 120).state == "cancelled"
+    stopped = json.loads((run / "status.json").read_text())["step"]
+    assert stopped >= 4
+    cfg = (run / "config.yaml").read_text().replace("max_steps: 400", f"max_steps: {stopped + 4}")
+    (run / "config.yaml").write_text(cfg)
+    assert run_studio("jobs", "resume", job["job_id"]).returncode == 0
+    assert jobs.wait(job["job_id"], 240).state == "finished"
+    steps = [json.loads(x)["step"] for x in (run / "events.jsonl").read_text().splitlines()]
+    assert max(steps) == stopped + 4 and (run / "adapter" / "adapter_config.json").is_file()
