@@ -254,13 +254,9 @@ def run_suite(suite: EvalSuite, out_dir: str | Path | None = None,
 
 def new_run_dir(name: str) -> Path:
     """A fresh run folder under $STUDIO_HOME/eval/: NAME-YYYYmmdd-HHMMSS[-n], never an existing one."""
-    from studio.env import home_dir
+    from studio.env import unique_run_dir
 
-    base = home_dir() / "eval" / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    out, n = base, 1
-    while out.exists():
-        n += 1
-        out = base.with_name(f"{base.name}-{n}")
+    out = unique_run_dir("eval", name=name)
     out.mkdir(parents=True)
     return out
 

@@ -23,16 +23,9 @@ def add_parsers(sub) -> None:
 
 
 def default_run_dir(name: str) -> Path:
-    import time
+    from studio.env import unique_run_dir
 
-    from studio.env import home_dir
-
-    base = home_dir("runs", "finetune") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    out, n = base, 1
-    while out.exists():
-        n += 1
-        out = base.with_name(f"{base.name}-{n}")
-    return out
+    return unique_run_dir("runs", "finetune", name=name)
 
 
 def cmd_run(args) -> int:

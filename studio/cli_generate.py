@@ -51,14 +51,9 @@ def add_parsers(sub) -> None:
 
 
 def default_run_dir(model: str, data: str) -> Path:
-    from studio.env import home_dir
+    from studio.env import unique_run_dir
 
-    base = home_dir("runs", "generative") / f"{model}_{data}-{time.strftime('%Y%m%d-%H%M%S')}"
-    out, n = base, 1
-    while out.exists():
-        n += 1
-        out = base.with_name(f"{base.name}-{n}")
-    return out
+    return unique_run_dir("runs", "generative", name=f"{model}_{data}")
 
 
 def cmd_train(args) -> int:

@@ -41,3 +41,15 @@ def home_dir(*parts: str) -> Path:
     path = studio_home().joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def unique_run_dir(*parts: str, name: str) -> Path:
+    """A run folder path under the studio home that does not exist yet: NAME-YYYYmmdd-HHMMSS[-n]."""
+    import time
+
+    base = home_dir(*parts) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out, n = base, 1
+    while out.exists():
+        n += 1
+        out = base.with_name(f"{base.name}-{n}")
+    return out
