@@ -30,6 +30,7 @@ import gzip
 import json
 import math
 import re
+from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -203,13 +204,14 @@ class Groundedness:
         return asdict(self)
 
 
-class Scorer:
+class Scorer(ABC):
     """Scores claims against a context; subclasses implement :meth:`claim_scores`."""
 
     name = "base"
 
+    @abstractmethod
     def claim_scores(self, claims_: list[str], ctx: Context) -> list[tuple[float, str]]:
-        raise NotImplementedError
+        """(support probability, evidence text) for each claim."""
 
     def score(self, context: str, answer: str) -> Groundedness:
         cl = claims(answer)
