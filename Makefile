@@ -26,7 +26,7 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-# real LoRA runs on the bundled models (about 15 minutes); kept out of `make test` while Fine-tune is built
+# only the real LoRA runs on the bundled models (about 3 minutes; part of `make test` too)
 test-finetune: $(STAMP)
 	$(BIN)/python -m pytest -m finetune tests/test_finetune.py
 

@@ -82,6 +82,26 @@ def load_base(cfg: FinetuneConfig, task: str, labels: list[str]):
     return model, tok
 
 
+def load_tokenizer(cfg: FinetuneConfig, task: str):
+    """The base model's tokenizer alone (for previews): no weights are loaded."""
+    from transformers import AutoTokenizer
+
+    from studio.registry import resolve_model
+
+    spec = resolve_model(cfg.base_model or _base_for(task))
+    if spec.format == "hf":
+        tok = AutoTokenizer.from_pretrained(str(spec.path))
+    else:
+        from studio.backends.hf import converted_gguf_dir
+
+        cached = converted_gguf_dir(spec)
+        tok = AutoTokenizer.from_pretrained(str(cached)) if (cached / "tokenizer_config.json").is_file() \
+            else AutoTokenizer.from_pretrained(str(spec.folder), gguf_file=spec.path.name)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
 def default_targets(model) -> list[str]:
     names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
     for pair in (["q_proj", "v_proj"], ["query", "value"], ["c_attn"]):
@@ -219,7 +239,7 @@ def run_finetune(cfg: FinetuneConfig, run_dir: str | Path, resume: bool = False,
         tr_enc = encode_classification(train_rows, tok, ds.labels, cfg.max_length)
         va_enc = encode_classification(val_rows, tok, ds.labels, cfg.max_length)
     _write_status(run_dir, state="running", pid=os.getpid(), task=task, error=None,
-                  base_model=cfg.base_model or _base_for(task), rows=len(ds.rows),
+                  base_model=cfg.base_model or _base_for(task), labels=ds.labels, rows=len(ds.rows),
                   bad_rows=[{"line": n, "error": e} for n, e in ds.bad], train=len(train_rows), val=len(val_rows),
                   truncated=tr_enc.truncated + va_enc.truncated, step=0)
     before = None

@@ -251,11 +251,21 @@ class Trainer:
 _JUDGES: dict = {}
 
 
+def judge_for(data: DataConfig):
+    """The dataset's metric judge (its classifier and reference features), built once per process."""
+    from generative.metrics import Judge
+
+    key = (data.name, data.size, data.channels, data.path)
+    if key not in _JUDGES:
+        _JUDGES[key] = Judge(*key)
+    return _JUDGES[key]
+
+
 def log_metrics(cfg: GenConfig, trainer: Trainer, step: int, run_dir: Path) -> dict | None:
     """Classifier-Frechet distance, confidence and nearest-neighbour ratio of 256 samples -> metrics.jsonl."""
     if not cfg.metrics or cfg.data.name not in ("digits", "fashion", *TOYS):
         return None
-    from generative.metrics import Judge, mmd
+    from generative.metrics import mmd
 
     if trainer.toy:
         fresh = load_toy(cfg.data.name, 1000, seed=98)
@@ -264,10 +274,7 @@ def log_metrics(cfg: GenConfig, trainer: Trainer, step: int, run_dir: Path) -> d
             fh.write(json.dumps(row) + "\n")
         return row
 
-    key = (cfg.data.name, cfg.data.size, cfg.data.channels, cfg.data.path)
-    if key not in _JUDGES:
-        _JUDGES[key] = Judge(*key)
-    row = {"step": step, **_JUDGES[key].score(trainer.sample(256, cfg.seed + 1))}
+    row = {"step": step, **judge_for(cfg.data).score(trainer.sample(256, cfg.seed + 1))}
     with open(run_dir / "metrics.jsonl", "a") as fh:
         fh.write(json.dumps(row) + "\n")
     return row

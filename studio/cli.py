@@ -28,6 +28,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model", help="registry name, .gguf file, HF folder, or the endpoint's model name")
     g.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
     g.add_argument("--api-key", help="for the openai backend (default: $OPENAI_API_KEY)")
+    g.add_argument("--adapter", metavar="RUN", help="a fine-tune run (or its adapter/ folder): LoRA on the hf backend")
     g.add_argument("--system", help="system prompt")
     s = p.add_argument_group("generation")
     s.add_argument("--temperature", type=float)
@@ -102,6 +103,16 @@ def backend_from_args(args: argparse.Namespace, cfg):
 
     c = cfg.chat
     backend = args.backend or c.backend
+    if getattr(args, "adapter", None):
+        from finetune.adapters import adapter_of
+
+        a = adapter_of(args.adapter)
+        if args.backend not in (None, "hf"):
+            raise StudioError("--adapter needs the hf backend (a LoRA adapter applies to transformers models)")
+        if a.task != "generation":
+            raise StudioError(f"{a.name} is a {a.task} adapter; chat needs a generation one")
+        return load_backend("hf", args.model or a.base_model, adapter=str(a.path),
+                            n_threads=c.n_threads or None)
     return load_backend(
         backend,
         args.model or c.model,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from studio.errors import StudioError
@@ -21,6 +20,18 @@ def add_parsers(sub) -> None:
     run.add_argument("--json", action="store_true")
     run.set_defaults(handler=cmd_run)
 
+    ls = fsub.add_parser("adapters", help="finished runs with an adapter (usable in chat with --adapter)")
+    ls.add_argument("--task", choices=["generation", "classification"])
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(handler=cmd_adapters)
+    mg = fsub.add_parser("merge", help="fold a run's LoRA adapter into a full model (RUN/merged)")
+    mg.add_argument("run_dir", metavar="RUN")
+    mg.set_defaults(handler=cmd_merge)
+    ex = fsub.add_parser("export", help="zip a run's adapter with its config and metrics")
+    ex.add_argument("run_dir", metavar="RUN")
+    ex.add_argument("--out", required=True, metavar="FILE.zip")
+    ex.set_defaults(handler=cmd_export)
+
 
 def default_run_dir(name: str) -> Path:
     from studio.env import unique_run_dir
@@ -30,54 +41,57 @@ def default_run_dir(name: str) -> Path:
 
 def cmd_run(args) -> int:
     from finetune.train import FinetuneConfig, run_finetune
-    from studio.config import load_config, save_config
-    from studio.jobs import Jobs
+    from studio.jobs import resolve_run, run_as_job
 
-    if args.resume:
-        if not args.run_dir:
-            raise StudioError("--resume needs --run-dir RUN (the run folder to continue)")
-        run_dir = Path(args.run_dir)
-        cfg = load_config(FinetuneConfig, run_dir / "config.yaml")
-    else:
-        cfg = load_config(FinetuneConfig, args.config, args.overrides)
-        if not cfg.data:
-            raise StudioError(f"{args.config}: set data (a training file)")
-        run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(Path(args.config).stem)
-    jobs = Jobs()
-    if args.background:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if not args.resume:
-            save_config(cfg, run_dir / "config.yaml")
-        argv = ["finetune", "run", str(run_dir / "config.yaml"), "--run-dir", str(run_dir)]
-        job = jobs.submit("finetune", argv + (["--resume"] if args.resume else []), run_dir)
-        out = {"run_dir": str(run_dir), "status": job.state, "job_id": job.id}
-        print(json.dumps(out) if args.json else f"job {job.id} {job.state}: {run_dir}")
-        return 0
-    job_id = os.environ.get("STUDIO_JOB_ID") or jobs.register(
-        "finetune", ["finetune", "run", str(run_dir / "config.yaml"), "--run-dir", str(run_dir)], run_dir,
-        state="running", pid=os.getpid()).id
+    cfg, run_dir = resolve_run(FinetuneConfig, args, lambda cfg: default_run_dir(Path(args.config).stem))
+    if not cfg.data:
+        raise StudioError(f"{args.config}: set data (a training file)")
 
     def progress(step, total, row):
         if not args.json and ("loss" in row or "val_loss" in row):
             shown = " ".join(f"{k} {v:.4g}" for k, v in row.items() if k in ("loss", "val_loss") and v is not None)
             print(f"step {step}/{total} {shown}", flush=True)
 
-    try:
-        status = run_finetune(cfg, run_dir, resume=args.resume, progress=progress)
-    except BaseException as exc:
-        jobs.finish(job_id, "failed", f"{type(exc).__name__}: {exc}")
-        jobs.pump()
-        raise
-    jobs.finish(job_id, status["state"], status.get("error"))
-    jobs.pump()
-    out = {"run_dir": str(run_dir), "status": status["state"], "job_id": job_id, "step": status.get("step")}
+    out = run_as_job("finetune", ["finetune", "run"], cfg, run_dir, args,
+                     lambda: run_finetune(cfg, run_dir, resume=args.resume, progress=progress))
+    if out is None:
+        return 0
     if args.json:
         print(json.dumps(out))
     else:
-        print(f"{status['state']} at step {status.get('step')}: {run_dir}")
+        print(f"{out['status']} at step {out['step']}: {run_dir}")
         metrics = run_dir / "metrics.json"
         if metrics.is_file():
             m = json.loads(metrics.read_text())
             for k in m["after"]:
                 print(f"  {k:<12} before {m['before'].get(k)}  after {m['after'][k]}")
-    return 0 if status["state"] in ("finished", "cancelled") else 1
+    return 0 if out["status"] in ("finished", "cancelled") else 1
+
+
+def cmd_adapters(args) -> int:
+    from finetune.adapters import list_adapters
+
+    found = list_adapters(args.task)
+    if args.json:
+        print(json.dumps([{"name": a.name, "path": str(a.path), "task": a.task, "base_model": a.base_model,
+                           "metrics": a.metrics} for a in found]))
+    elif not found:
+        print("no finished adapters yet; `studio finetune run configs/finetune/capital_records.yaml` makes one")
+    for a in [] if args.json else found:
+        print(f"{a.label()}\n    {a.path}")
+    return 0
+
+
+def cmd_merge(args) -> int:
+    from finetune.adapters import merge
+
+    print(f"merged model -> {merge(args.run_dir)}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from finetune.adapters import export
+
+    out = export(args.run_dir, args.out)
+    print(f"adapter exported -> {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -58,48 +57,23 @@ def default_run_dir(model: str, data: str) -> Path:
 
 def cmd_train(args) -> int:
     from generative.train import GenConfig, train
-    from studio.config import load_config, save_config
-    from studio.jobs import Jobs
+    from studio.jobs import resolve_run, run_as_job
 
-    if args.resume:
-        if not args.run_dir:
-            raise StudioError("--resume needs --run-dir RUN (the run folder to continue)")
-        run_dir = Path(args.run_dir)
-        cfg = load_config(GenConfig, run_dir / "config.yaml")
-    else:
-        cfg = load_config(GenConfig, args.config, args.overrides).check()
-        run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(cfg.model, cfg.data.name)
-    jobs = Jobs()
-    if args.background:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if not args.resume:
-            save_config(cfg, run_dir / "config.yaml")
-        argv = ["generate", "train", str(run_dir / "config.yaml"), "--run-dir", str(run_dir)]
-        job = jobs.submit("generate", argv + (["--resume"] if args.resume else []), run_dir)
-        out = {"run_dir": str(run_dir), "status": job.state, "job_id": job.id}
-        print(json.dumps(out) if args.json else f"job {job.id} {job.state}: {run_dir}")
-        return 0
-    job_id = os.environ.get("STUDIO_JOB_ID")
-    if not job_id:  # a foreground run is registered too, so `studio jobs` shows it
-        job_id = jobs.register("generate", ["generate", "train", str(run_dir / "config.yaml"), "--run-dir",
-                                            str(run_dir)], run_dir, state="running", pid=os.getpid()).id
+    cfg, run_dir = resolve_run(GenConfig, args, lambda cfg: default_run_dir(cfg.check().model, cfg.data.name))
+    if not args.resume:
+        cfg.check()
 
     def progress(step, total, losses):
         if not args.json:
             shown = " ".join(f"{k} {v:.4g}" for k, v in losses.items())
             print(f"step {step}/{total} {shown}", flush=True)
 
-    try:
-        status = train(cfg, run_dir, resume=args.resume, progress=progress)
-    except BaseException as exc:
-        jobs.finish(job_id, "failed", f"{type(exc).__name__}: {exc}")
-        jobs.pump()
-        raise
-    jobs.finish(job_id, status["state"], status.get("error"))
-    jobs.pump()  # a freed slot starts the next queued job
-    out = {"run_dir": str(run_dir), "status": status["state"], "job_id": job_id, "step": status["step"]}
-    print(json.dumps(out) if args.json else f"{status['state']} at step {status['step']}: {run_dir}")
-    return 0 if status["state"] in ("finished", "cancelled") else 1
+    out = run_as_job("generate", ["generate", "train"], cfg, run_dir, args,
+                     lambda: train(cfg, run_dir, resume=args.resume, progress=progress))
+    if out is None:
+        return 0
+    print(json.dumps(out) if args.json else f"{out['status']} at step {out['step']}: {run_dir}")
+    return 0 if out["status"] in ("finished", "cancelled") else 1
 
 
 def cmd_sample(args) -> int:

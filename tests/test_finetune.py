@@ -9,7 +9,7 @@ from finetune.train import FinetuneConfig, run_finetune
 from studio.jobs import Jobs
 from tests.conftest import run_studio
 
-pytestmark = pytest.mark.finetune  # minutes per run on 2 cores: `make test-finetune`
+pytestmark = pytest.mark.finetune  # real LoRA runs: `make test-finetune` runs only these
 
 RECORDS = "configs/finetune/data/capital_records.jsonl"
 
@@ -57,6 +57,43 @@ def test_the_adapter_changes_the_hf_chat_backend(gen_run):
     tuned = load_backend("hf", adapter=str(run / "adapter")).complete(msg, settings).text
     assert tuned != base
     assert "country=" in tuned.replace(" ", "")
+
+
+def test_chat_cli_with_the_adapter_and_the_adapter_list(gen_run):
+    run, _ = gen_run
+    prompt = ("Rewrite the sentence as a record in the form country=<country>; capital=<capital>.\n\n"
+              "Oslo is the capital of Norway.")
+    res = run_studio("chat", prompt, "--adapter", str(run), "--temperature", "0", "--max-tokens", "24", "--json")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "country=" in json.loads(res.stdout)["text"].replace(" ", "")
+    bad = run_studio("chat", "hi", "--adapter", str(run), "--backend", "llamacpp")
+    assert bad.returncode != 0 and "hf backend" in bad.stderr
+
+
+def test_merge_gives_the_same_model_without_peft_and_export_zips_it(gen_run, tmp_path):
+    import zipfile
+
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from finetune.adapters import export, merge
+    from studio.backends.hf import load_model_and_tokenizer
+    from studio.registry import resolve_model
+
+    run, _ = gen_run
+    merged_dir = merge(run)
+    assert (merged_dir / "config.json").is_file()
+    merged = AutoModelForCausalLM.from_pretrained(str(merged_dir)).eval()
+    base, tok = load_model_and_tokenizer(resolve_model("smollm2-135m-instruct"))
+    tuned = PeftModel.from_pretrained(base, str(run / "adapter")).eval()
+    ids = tok("Vienna is the capital of Austria.", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        assert torch.allclose(merged(ids).logits, tuned(ids).logits, atol=1e-3)
+    z = zipfile.ZipFile(export(run, tmp_path / "a.zip"))
+    names = set(z.namelist())
+    assert {"adapter/adapter_config.json", "adapter/adapter_model.safetensors", "config.yaml",
+            "metrics.json"} <= names
 
 
 def test_classification_run_on_minilm(tmp_path):

@@ -42,7 +42,7 @@ def settings_from_config(gen, **changes) -> GenerationSettings:
 
 
 class BackendCache:
-    """Loaded backends keyed by (backend, model, base_url), each loaded once.
+    """Loaded backends keyed by (backend, model, base_url, adapter), each loaded once.
 
     The web UI keeps one of these so switching models back and forth does not reload them.
     """
@@ -52,12 +52,18 @@ class BackendCache:
         self._loaded: dict[tuple, ChatBackend] = {}
         self._lock = threading.Lock()
 
-    def get(self, backend: str, model: str | None = None, base_url: str | None = None) -> ChatBackend:
-        key = (backend, model or "", base_url or "")
+    def get(self, backend: str, model: str | None = None, base_url: str | None = None,
+            adapter: str | None = None) -> ChatBackend:
+        """``adapter`` (a fine-tune run's adapter folder) applies LoRA on the hf backend."""
+        key = (backend, model or "", base_url or "", adapter or "")
         with self._lock:
             if key not in self._loaded:
                 options = dict(self.defaults)
-                if backend == "openai":
+                if adapter and backend != "hf":
+                    raise StudioError("a LoRA adapter needs the hf backend; pick hf in the Model settings")
+                if adapter:
+                    options = {"n_threads": options.get("n_threads"), "adapter": adapter}
+                elif backend == "openai":
                     options["base_url"] = base_url or options.get("base_url")
                 else:
                     options.pop("base_url", None)

@@ -18,6 +18,7 @@ from studio.ui.chat_rag import RagService
 from studio.ui.chat_tab import build_chat_tab, header_text
 from studio.ui.docs_tab import DocsService, build_docs_tab
 from studio.ui.eval_tab import build_eval_tab
+from studio.ui.finetune_tab import build_finetune_tab
 from studio.ui.generate_tab import build_generate_tab
 from studio.ui.prompt_tab import build_prompt_tab
 from studio.ui.sampling_tab import build_sampling_tab
@@ -62,6 +63,8 @@ def build_app(cfg: StudioConfig, backends: BackendCache, docs: DocsService | Non
                 build_prompt_tab(cfg, backends)
             with gr.Tab("Sampling", id="sampling"):
                 build_sampling_tab()
+            with gr.Tab("Fine-tune", id="finetune"):
+                build_finetune_tab()
             with gr.Tab("Generate", id="generate"):
                 build_generate_tab()
             with gr.Tab("Eval", id="eval"):

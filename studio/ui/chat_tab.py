@@ -20,6 +20,14 @@ from studio.registry import BUNDLED
 from studio.ui.chat_rag import NO_COLLECTION, RagService, highlight_unsupported, linkify, sources_html
 
 CHAT_MODELS = [name for name, (_, _, fmt, _) in BUNDLED.items() if fmt == "gguf"]
+NO_ADAPTER = "(none)"
+
+
+def adapter_choices() -> list[tuple[str, str]]:
+    """(label, adapter folder) of finished generation fine-tunes, newest first."""
+    from finetune.adapters import list_adapters
+
+    return [(NO_ADAPTER, NO_ADAPTER)] + [(a.label(), str(a.path)) for a in list_adapters("generation")]
 
 
 def header_text(backends: BackendCache, cfg: StudioConfig) -> str:
@@ -71,6 +79,9 @@ def build_chat_tab(cfg: StudioConfig, backends: BackendCache, header: gr.Markdow
                                     allow_custom_value=True, elem_id="chat-model",
                                     info="a registry name, a .gguf path or an HF folder; "
                                          "for openai, the endpoint's model (blank = its first)")
+                adapter = gr.Dropdown([NO_ADAPTER], value=NO_ADAPTER, label="LoRA adapter (hf backend)",
+                                      elem_id="chat-adapter",
+                                      info="a finished Fine-tune run; picking one switches to hf and its base model")
                 base_url = gr.Textbox(cfg.chat.base_url or "", label="Base URL (openai backend)",
                                       placeholder="http://127.0.0.1:8000/v1")
                 system = gr.Textbox(cfg.chat.system_prompt or "", label="System prompt (plain chat)", lines=2,
@@ -96,7 +107,7 @@ def build_chat_tab(cfg: StudioConfig, backends: BackendCache, header: gr.Markdow
     session_id = gr.State(None)
 
     def respond(message, convo, sid, coll, mode_v, k_v, min_v, style_v, backend_name, model_name, url,
-                sys_prompt, temp, tp, tk, max_new, seed_value) -> Iterator:
+                lora, sys_prompt, temp, tp, tk, max_new, seed_value) -> Iterator:
         message = (message or "").strip()
         if not message:
             gr.Warning("Type a message first.")
@@ -108,8 +119,9 @@ def build_chat_tab(cfg: StudioConfig, backends: BackendCache, header: gr.Markdow
         shown = [*turn, {"role": "assistant", "content": ""}]
         yield shown, convo, sid, "", gr.skip(), "*working…*", "", gr.skip()
         try:
-            chat = backends.get(backend_name, model_name or None, url or None) if style_v != "extractive" \
-                or not grounded else None
+            lora = None if lora in (None, "", NO_ADAPTER) else lora
+            chat = backends.get(backend_name, model_name or None, url or None, lora) \
+                if style_v != "extractive" or not grounded else None
             settings = GenerationSettings(temperature=float(temp), top_p=float(tp), top_k=int(tk),
                                           max_tokens=int(max_new), seed=int(seed_value or 0))
             if grounded:
@@ -179,8 +191,20 @@ def build_chat_tab(cfg: StudioConfig, backends: BackendCache, header: gr.Markdow
         path.write_text(text, encoding="utf-8")
         return gr.update(value=str(path), visible=True)
 
-    inputs = [box, history, session_id, collection, mode, k, min_score, style, backend, model, base_url, system,
-              temperature, top_p, top_k, max_tokens, seed]
+    def pick_adapter(path):
+        if path in (None, "", NO_ADAPTER):
+            return gr.skip(), gr.skip()
+        from finetune.adapters import adapter_of
+
+        try:
+            a = adapter_of(path)
+        except StudioError as exc:
+            raise gr.Error(str(exc)) from None
+        return gr.update(value="hf"), gr.update(value=a.base_model)
+
+    adapter.input(pick_adapter, adapter, [backend, model])
+    inputs = [box, history, session_id, collection, mode, k, min_score, style, backend, model, base_url, adapter,
+              system, temperature, top_p, top_k, max_tokens, seed]
     outputs = [chatbot, history, session_id, box, header, stats, sources, session_pick]
     on_submit = box.submit(respond, inputs, outputs)
     on_click = send.click(respond, inputs, outputs)
@@ -198,6 +222,6 @@ def build_chat_tab(cfg: StudioConfig, backends: BackendCache, header: gr.Markdow
         names = rag.docs.collections()
         count = f"{len(names)} collection{'s' if len(names) != 1 else ''} in this studio"
         return (gr.update(choices=[NO_COLLECTION, *names], info=f"{count}; answers come with citations"),
-                gr.update(choices=session_choices(sessions)))
+                gr.update(choices=session_choices(sessions)), gr.update(choices=adapter_choices()))
 
-    return on_load, [collection, session_pick]
+    return on_load, [collection, session_pick, adapter]

@@ -8,27 +8,10 @@ from pathlib import Path
 import gradio as gr
 
 from studio.errors import StudioError
+from studio.ui.jobs_ui import job_choices, jobs, run_dir_of, wire_job_controls
 
 NOTICE = ("Generated images are **synthetic**: they come from a model trained here, are not real data, "
           "and every PNG the studio writes says so in its metadata.")
-
-
-def _jobs():
-    from studio.jobs import Jobs
-
-    return Jobs()
-
-
-def job_choices() -> list[tuple[str, str]]:
-    from generative.train import read_status
-
-    out = []
-    for j in _jobs().list():
-        if j.kind != "generate":
-            continue
-        st = read_status(Path(j.run_dir))
-        out.append((f"{j.id} · {j.state} · {Path(j.run_dir).name} · step {st.get('step', 0)}", j.id))
-    return out
 
 
 def loss_plot(events: list[dict], model: str, metrics: list[dict] | None = None):
@@ -89,7 +72,7 @@ def build_generate_tab() -> None:
                 lr = gr.Number(0.001, label="Learning rate (GAN: 2e-4)", elem_id="gen-lr")
                 width = gr.Number(32, precision=0, label="Width", elem_id="gen-width")
             start = gr.Button("Start training", variant="primary", elem_id="gen-start")
-            job = gr.Dropdown(job_choices(), label="Job", elem_id="gen-job", allow_custom_value=True)
+            job = gr.Dropdown(job_choices("generate"), label="Job", elem_id="gen-job", allow_custom_value=True)
             with gr.Row():
                 cancel = gr.Button("Cancel", elem_id="gen-cancel")
                 resume = gr.Button("Resume", elem_id="gen-resume")
@@ -115,21 +98,13 @@ def build_generate_tab() -> None:
         out_note = gr.Markdown("")
     timer = gr.Timer(2.0)
 
-    def run_dir_of(job_id) -> Path | None:
-        if not job_id:
-            return None
-        try:
-            return Path(_jobs().get(job_id).run_dir)
-        except StudioError:
-            return None
-
     def show(job_id):
         from generative.train import read_events, read_metrics, read_status
 
         rd = run_dir_of(job_id)
         if rd is None:
             return "No job selected.", gr.skip(), gr.skip()
-        j = _jobs().get(job_id)
+        j = jobs().get(job_id)
         st = read_status(rd)
         err = f"\n\n**Error:** {st.get('error') or j.error}" if j.state == "failed" else ""
         metrics = read_metrics(rd)
@@ -158,26 +133,8 @@ def build_generate_tab() -> None:
         rd = default_run_dir(m, d)
         rd.mkdir(parents=True)
         save_config(cfg, rd / "config.yaml")
-        j = _jobs().submit("generate", ["generate", "train", str(rd / "config.yaml"), "--run-dir", str(rd)], rd)
-        return gr.update(choices=job_choices(), value=j.id)
-
-    def do_cancel(job_id):
-        if not job_id:
-            raise gr.Error("Pick a job first.")
-        try:
-            _jobs().cancel(job_id)
-        except StudioError as exc:
-            raise gr.Error(str(exc)) from None
-        gr.Info("Cancel sent: the run stops after its current step and saves a checkpoint.")
-
-    def do_resume(job_id):
-        if not job_id:
-            raise gr.Error("Pick a job first.")
-        try:
-            _jobs().resume(job_id)
-        except StudioError as exc:
-            raise gr.Error(str(exc)) from None
-        return gr.update(choices=job_choices(), value=job_id)
+        j = jobs().submit("generate", ["generate", "train", str(rd / "config.yaml"), "--run-dir", str(rd)], rd)
+        return gr.update(choices=job_choices("generate"), value=j.id)
 
     def loaded(job_id):
         from generative.generate import load_generator
@@ -254,9 +211,9 @@ def build_generate_tab() -> None:
         note = (f"Left: DDPM, {gen.scheduler.config.num_train_timesteps} steps, {t_full:.1f} s. Right: DDIM, "
                 f"{int(stp)} steps, {t_fast:.1f} s ({t_full / t_fast:.0f}x faster), same seed.")
         if gen.cfg.data.name in ("digits", "fashion"):
-            from generative.metrics import Judge
+            from generative.train import judge_for
 
-            j = Judge(gen.cfg.data.name, gen.cfg.data.size, gen.cfg.data.channels, gen.cfg.data.path)
+            j = judge_for(gen.cfg.data)
             note += f" Classifier-Fréchet: DDPM {j.score(full)['fd']:.1f}, DDIM {j.score(fast)['fd']:.1f}."
         return str(a), str(b), note
 
@@ -265,9 +222,8 @@ def build_generate_tab() -> None:
         .then(show, job, [status, plot, grid])
     job.change(show, job, [status, plot, grid])
     timer.tick(show, job, [status, plot, grid])
-    cancel.click(do_cancel, job, None)
-    resume.click(do_resume, job, job)
-    refresh.click(lambda: gr.update(choices=job_choices()), None, job)
+    wire_job_controls("generate", job, cancel, resume)
+    refresh.click(lambda: gr.update(choices=job_choices("generate")), None, job)
     draw.click(do_draw, [job, n, s_seed, sampler, s_steps], [out1, out2, out_note])
     walk.click(do_walk, job, [out1, out2, out_note])
     denoise.click(do_denoise, [job, sampler, s_steps], [out1, out2, out_note])

@@ -1,0 +1,109 @@
+"""Finished fine-tune runs and what can be done with their adapters: list, use in chat, merge, export.
+
+>>> [a.name for a in list_adapters()]                # finished runs with an adapter/ folder
+>>> merge(run_dir)                                   # run_dir/merged: a full model, no peft needed
+>>> export(run_dir, "capitals-lora.zip")             # the adapter folder plus config and metrics
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from studio.errors import StudioError
+
+
+@dataclass
+class Adapter:
+    name: str           # the run folder's name
+    run_dir: Path
+    task: str           # generation | classification
+    base_model: str     # registry name or folder the adapter was trained on
+    metrics: dict       # {"before": {...}, "after": {...}} when the run got that far
+
+    @property
+    def path(self) -> Path:
+        return self.run_dir / "adapter"
+
+    def label(self) -> str:
+        after = self.metrics.get("after", {})
+        shown = ", ".join(f"{k} {after[k]}" for k in ("exact_match", "accuracy", "val_loss") if k in after)
+        return f"{self.name} ({self.task}, {self.base_model}{'; ' + shown if shown else ''})"
+
+
+def _read(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def adapter_of(run_or_adapter: str | Path) -> Adapter:
+    """The adapter of a run folder (or of its ``adapter/`` folder itself)."""
+    p = Path(run_or_adapter)
+    run_dir = p.parent if (p / "adapter_config.json").is_file() else p
+    if not (run_dir / "adapter" / "adapter_config.json").is_file():
+        raise StudioError(f"{p} has no finished adapter (adapter/adapter_config.json); "
+                          "`studio finetune adapters` lists the finished runs")
+    status = _read(run_dir / "status.json")
+    task = status.get("task") or "generation"
+    base = status.get("base_model") or ("smollm2-135m-instruct" if task == "generation" else "minilm-l6-v2")
+    return Adapter(run_dir.name, run_dir, task, base, _read(run_dir / "metrics.json"))
+
+
+def list_adapters(task: str | None = None) -> list[Adapter]:
+    """Finished runs with an adapter, newest first: those under $STUDIO_HOME/runs/finetune and any
+    other run folder a fine-tune job used."""
+    from studio.env import home_dir
+    from studio.jobs import Jobs
+
+    dirs = {p.parent.parent for p in (home_dir() / "runs" / "finetune").glob("*/adapter/adapter_config.json")}
+    dirs |= {Path(j.run_dir) for j in Jobs().list() if j.kind == "finetune"}
+    found = []
+    for d in dirs:
+        try:
+            a = adapter_of(d)
+        except StudioError:
+            continue
+        if task is None or a.task == task:
+            found.append(a)
+    return sorted(found, key=lambda a: (a.path / "adapter_config.json").stat().st_mtime, reverse=True)
+
+
+def merge(run_or_adapter: str | Path) -> Path:
+    """Fold the LoRA weights into the base model: ``RUN/merged`` loads with plain transformers."""
+    from peft import PeftModel
+
+    a = adapter_of(run_or_adapter)
+    out = a.run_dir / "merged"
+    if (out / "config.json").is_file():
+        return out
+    from finetune.train import FinetuneConfig, load_base
+
+    labels = _read(a.run_dir / "status.json").get("labels") or []
+    model, tok = load_base(FinetuneConfig(base_model=a.base_model), a.task, labels)
+    merged = PeftModel.from_pretrained(model, str(a.path)).merge_and_unload()
+    tmp = out.with_name("merged.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    merged.save_pretrained(str(tmp))
+    tok.save_pretrained(str(tmp))
+    tmp.rename(out)
+    return out
+
+
+def export(run_or_adapter: str | Path, out: str | Path) -> Path:
+    """A zip of the adapter folder with the run's config.yaml and metrics.json beside it."""
+    a = adapter_of(run_or_adapter)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        for f in sorted(a.path.rglob("*")):
+            if f.is_file():
+                z.write(f, Path("adapter") / f.relative_to(a.path))
+        for extra in ("config.yaml", "metrics.json", "examples.json"):
+            if (a.run_dir / extra).is_file():
+                z.write(a.run_dir / extra, extra)
+    return out

@@ -1,0 +1,297 @@
+"""The Fine-tune tab: pick a dataset and a base model, set LoRA, start a background job, watch its
+train and validation loss live, then see before/after metrics and outputs side by side; list the
+finished adapters, merge and export them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from studio.errors import StudioError
+from studio.ui.jobs_ui import job_choices, jobs, run_dir_of, wire_job_controls
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "finetune"
+AUTO = "auto"
+
+
+def presets() -> dict[str, str]:
+    return {p.stem: str(p) for p in sorted(CONFIGS.glob("*.yaml"))} if CONFIGS.is_dir() else {}
+
+
+def data_files() -> list[str]:
+    d = CONFIGS / "data"
+    return [str(p.relative_to(CONFIGS.parents[1])) for p in sorted(d.iterdir())
+            if p.suffix in (".jsonl", ".csv", ".json")] if d.is_dir() else []
+
+
+def _read(path: Path, default):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return default
+
+
+def read_events(run_dir: Path) -> list[dict]:
+    p = run_dir / "events.jsonl"
+    return [json.loads(x) for x in p.read_text().splitlines() if x.strip()] if p.is_file() else []
+
+
+def loss_plot(events: list[dict], metrics: dict | None = None):
+    """Training loss (line) and validation loss (dots); a dashed line at the best step when early
+    stopping ended the run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3))
+    train = [e for e in events if "loss" in e]
+    val = [e for e in events if "val_loss" in e]
+    if train:
+        ax.plot([e["step"] for e in train], [e["loss"] for e in train], label="train loss", lw=1.2)
+    if val:
+        ax.plot([e["step"] for e in val], [e["val_loss"] for e in val], "o-", label="validation loss", color="#c60")
+    if metrics and metrics.get("early_stopped") and metrics.get("best_step"):
+        ax.axvline(metrics["best_step"], ls="--", color="#666")
+        ax.annotate(f"early stop (best step {metrics['best_step']})", (metrics["best_step"], ax.get_ylim()[1]),
+                    fontsize=8, ha="left", va="top", xytext=(4, -4), textcoords="offset points")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    if train or val:
+        ax.legend(fontsize=8, loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+def results_table(metrics: dict) -> pd.DataFrame:
+    keys = [k for k in metrics.get("after", {}) if k in metrics.get("before", {})]
+    return pd.DataFrame([{"metric": k, "before": metrics["before"][k], "after": metrics["after"][k]} for k in keys])
+
+
+def examples_table(run_dir: Path) -> pd.DataFrame:
+    ex = _read(run_dir / "examples.json", [])
+    if not ex:
+        return pd.DataFrame()
+    first = "prompt" if "prompt" in ex[0] else "text"
+    ref = "reference" if "reference" in ex[0] else "label"
+    return pd.DataFrame([{first: e.get(first), "expected": e.get(ref), "base model": e.get("base_output"),
+                          "fine-tuned": e.get("tuned_output")} for e in ex])
+
+
+def adapters_md() -> str:
+    from finetune.adapters import list_adapters
+
+    found = list_adapters()
+    if not found:
+        return "No finished adapters yet."
+    lines = ["| run | task | base model | after | adapter folder |", "|---|---|---|---|---|"]
+    for a in found:
+        after = ", ".join(f"{k} {v}" for k, v in a.metrics.get("after", {}).items())
+        lines.append(f"| {a.name} | {a.task} | {a.base_model} | {after} | `{a.path}` |")
+    return "\n".join(lines) + "\n\nGeneration adapters appear in Chat → Model → LoRA adapter."
+
+
+def status_md(job, run_dir: Path) -> str:
+    st = _read(run_dir / "status.json", {})
+    parts = [f"**{job.state}**", f"{st.get('task', '?')} on {st.get('base_model', '?')}",
+             f"step {st.get('step', 0)}/{st.get('max_steps', '?')}"]
+    if st.get("trainable_share") is not None:
+        parts.append(f"trainable {st['trainable']:,} of {st['total_params']:,} parameters "
+                     f"({100 * st['trainable_share']:.2f}%)")
+    if st.get("train") is not None:
+        parts.append(f"{st['train']} train / {st['val']} validation rows")
+    text = " · ".join(parts) + f"\n\nrun folder `{run_dir}`"
+    if st.get("truncated"):
+        text += f"\n\n{st['truncated']} examples were cut to max_length."
+    if st.get("bad_rows"):
+        shown = "; ".join(f"line {b['line']}: {b['error']}" for b in st["bad_rows"][:5])
+        text += f"\n\n**{len(st['bad_rows'])} malformed rows skipped** ({shown})"
+    if job.state == "failed":
+        text += f"\n\n**Error:** {st.get('error') or job.error}"
+    m = _read(run_dir / "metrics.json", {})
+    if m.get("early_stopped"):
+        text += f"\n\nEarly stopping ended the run; the adapter is from the best step, {m.get('best_step')}."
+    return text
+
+
+def build_finetune_tab() -> None:
+    gr.Markdown("LoRA fine-tuning on this machine's CPU: only small adapter matrices train, so the bundled "
+                "135M model learns a new format in minutes. Jobs run in the background; leave the tab and come back.")
+    with gr.Row():
+        with gr.Column(scale=2):
+            preset = gr.Dropdown(list(presets()), value=None, label="Start from a preset (fills the fields)",
+                                 elem_id="ft-preset")
+            data = gr.Dropdown(data_files(), value=None, allow_custom_value=True, elem_id="ft-data",
+                               label="Dataset: JSONL (messages or instruction/output) or CSV/JSONL (text,label)")
+            upload = gr.File(label="…or upload one", file_types=[".jsonl", ".csv", ".json"], height=90)
+            with gr.Row():
+                task = gr.Radio([AUTO, "generation", "classification"], value=AUTO, label="Task")
+                base = gr.Dropdown([AUTO, "smollm2-135m-instruct", "minilm-l6-v2"], value=AUTO,
+                                   allow_custom_value=True, label="Base model (or a local HF folder)")
+            with gr.Row():
+                r = gr.Number(8, precision=0, label="LoRA rank r")
+                alpha = gr.Number(16, precision=0, label="alpha")
+                dropout = gr.Number(0.05, label="dropout")
+                targets = gr.Textbox("", label="Target modules", placeholder="auto (q_proj,v_proj / query,value)")
+            with gr.Row():
+                lr = gr.Number(0.0005, label="Learning rate")
+                epochs = gr.Number(3, label="Epochs")
+                max_steps = gr.Number(0, precision=0, label="Max steps (0 = by epochs)", elem_id="ft-max-steps")
+            with gr.Row():
+                batch = gr.Number(8, precision=0, label="Batch size")
+                accum = gr.Number(1, precision=0, label="Gradient accumulation")
+                max_len = gr.Number(256, precision=0, label="Max length (tokens)")
+            with gr.Row():
+                eval_every = gr.Number(20, precision=0, label="Evaluate every (steps)", elem_id="ft-eval-every")
+                patience = gr.Number(3, precision=0, label="Early stopping patience (0 = off)")
+                seed = gr.Number(0, precision=0, label="Seed")
+            with gr.Row():
+                n_examples = gr.Number(20, precision=0, label="Examples in the before/after", elem_id="ft-examples")
+                merge_end = gr.Checkbox(False, label="Also save a merged model")
+            with gr.Row():
+                preview_btn = gr.Button("Preview tokenized data", elem_id="ft-preview-btn")
+                start = gr.Button("Start fine-tuning", variant="primary", elem_id="ft-start")
+            job = gr.Dropdown(job_choices("finetune"), label="Job", elem_id="ft-job", allow_custom_value=True)
+            with gr.Row():
+                cancel = gr.Button("Cancel", elem_id="ft-cancel")
+                resume = gr.Button("Resume", elem_id="ft-resume")
+                refresh = gr.Button("Refresh")
+        with gr.Column(scale=3):
+            preview = gr.Markdown("", elem_id="ft-preview")
+            status = gr.Markdown("No job selected.", elem_id="ft-status")
+            plot = gr.Plot(label="Loss", elem_id="ft-plot")
+            results = gr.Dataframe(label="Validation split: before → after", elem_id="ft-results", interactive=False)
+            examples = gr.Dataframe(label="Outputs side by side", elem_id="ft-examples-table", interactive=False,
+                                    wrap=True)
+    with gr.Accordion("Finished adapters", open=True):
+        adapters = gr.Markdown(adapters_md(), elem_id="ft-adapters")
+        with gr.Row():
+            merge_btn = gr.Button("Merge the selected job's adapter into a full model")
+            export_btn = gr.Button("Export the selected job's adapter (.zip)")
+        export_file = gr.File(label="Export", visible=False)
+        action_note = gr.Markdown("")
+    timer = gr.Timer(2.0)
+    fields = [data, task, base, r, alpha, dropout, targets, lr, epochs, max_steps, batch, accum, max_len,
+              eval_every, patience, seed, n_examples, merge_end]
+
+    def fill(name):
+        from finetune.train import FinetuneConfig
+        from studio.config import load_config
+
+        if not name:
+            return [gr.skip()] * len(fields)
+        c = load_config(FinetuneConfig, presets()[name])
+        return [c.data, c.task or AUTO, c.base_model or AUTO, c.r, c.alpha, c.dropout, ",".join(c.target_modules),
+                c.lr, c.epochs, max(0, c.max_steps), c.batch_size, c.grad_accum, c.max_length, c.eval_every,
+                c.early_stopping, c.seed, c.eval_examples, c.merge]
+
+    def make_cfg(up, d, tk, b, r_v, a_v, dr, tg, lr_v, ep, ms, bs, ac, ml, ee, pa, sd, ne, mg):
+        from finetune.train import FinetuneConfig
+
+        path = up or (d or "").strip()
+        if not path:
+            raise gr.Error("Pick a dataset or upload one.")
+        try:
+            return FinetuneConfig(
+                data=str(path), task=None if tk == AUTO else tk, base_model=None if b in (AUTO, "") else b,
+                r=int(r_v), alpha=int(a_v), dropout=float(dr),
+                target_modules=[t.strip() for t in (tg or "").split(",") if t.strip()], lr=float(lr_v),
+                epochs=float(ep), max_steps=int(ms) if int(ms or 0) > 0 else -1, batch_size=int(bs),
+                grad_accum=int(ac), max_length=int(ml), eval_every=max(1, int(ee)), early_stopping=int(pa),
+                seed=int(sd), eval_examples=int(ne), merge=bool(mg))
+        except (TypeError, ValueError) as exc:
+            raise gr.Error(f"check the numbers: {exc}") from None
+
+    def do_preview(*vals):
+        from finetune.data import encode_classification, encode_generation, load_dataset
+        from finetune.data import preview as show_rows
+        from finetune.train import load_tokenizer
+
+        cfg = make_cfg(*vals)
+        try:
+            ds = load_dataset(cfg.data, cfg.task)
+            tok = load_tokenizer(cfg, ds.task)
+        except StudioError as exc:
+            raise gr.Error(str(exc)) from None
+        enc = encode_generation(ds.rows[:200], tok, cfg.max_length) if ds.task == "generation" \
+            else encode_classification(ds.rows[:200], tok, ds.labels, cfg.max_length)
+        lines = [f"**{len(ds.rows)} rows**, task **{ds.task}**"
+                 + (f", labels {', '.join(ds.labels)}" if ds.labels else "")
+                 + (f"; {enc.truncated} of the first {len(enc.input_ids)} cut to {cfg.max_length} tokens"
+                    if enc.truncated else "")]
+        if ds.bad:
+            lines.append(f"**{len(ds.bad)} malformed rows will be skipped:** "
+                         + "; ".join(f"line {n}: {e}" for n, e in ds.bad[:8]))
+        for i, item in enumerate(show_rows(enc, tok, 3), 1):
+            learned = f"learned: `{item['learned']}`" if "learned" in item else f"label: {ds.labels[item['label']]}"
+            lines.append(f"{i}. {item['tokens']} tokens; {learned}\n\n```\n{item['text']}\n```")
+        return "\n\n".join(lines)
+
+    def do_start(*vals):
+        from finetune.data import load_dataset
+        from studio.cli_finetune import default_run_dir
+        from studio.config import save_config
+
+        cfg = make_cfg(*vals)
+        try:
+            ds = load_dataset(cfg.data, cfg.task)  # a bad file fails here, with its reason, not in the job
+        except StudioError as exc:
+            raise gr.Error(str(exc)) from None
+        if len(ds.rows) < 2:
+            raise gr.Error("The dataset needs at least two good rows (one for validation).")
+        rd = default_run_dir(Path(cfg.data).stem)
+        rd.mkdir(parents=True)
+        save_config(cfg, rd / "config.yaml")
+        j = jobs().submit("finetune", ["finetune", "run", str(rd / "config.yaml"), "--run-dir", str(rd)], rd)
+        return gr.update(choices=job_choices("finetune"), value=j.id)
+
+    def show(job_id):
+        rd = run_dir_of(job_id)
+        if rd is None:
+            return "No job selected.", gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        j = jobs().get(job_id)
+        metrics = _read(rd / "metrics.json", {})
+        done = bool(metrics.get("after"))
+        return (status_md(j, rd), loss_plot(read_events(rd), metrics),
+                results_table(metrics) if done else gr.skip(), examples_table(rd) if done else gr.skip(),
+                adapters_md() if done else gr.skip())
+
+    def do_merge(job_id, progress=gr.Progress()):  # noqa: B008 - gradio injects it
+        from finetune.adapters import merge
+
+        rd = run_dir_of(job_id)
+        if rd is None:
+            raise gr.Error("Pick a finished job first.")
+        progress(0.1, desc="loading the base model and folding in the adapter")
+        try:
+            out = merge(rd)
+        except StudioError as exc:
+            raise gr.Error(str(exc)) from None
+        return f"Merged model: `{out}` (loads with plain transformers, no peft needed)."
+
+    def do_export(job_id):
+        from finetune.adapters import export
+
+        rd = run_dir_of(job_id)
+        if rd is None:
+            raise gr.Error("Pick a finished job first.")
+        try:
+            out = export(rd, rd / "export" / f"{rd.name}-adapter.zip")
+        except StudioError as exc:
+            raise gr.Error(str(exc)) from None
+        return gr.update(value=str(out), visible=True), f"Exported `{out.name}` ({out.stat().st_size / 1e6:.1f} MB)."
+
+    outputs = [status, plot, results, examples, adapters]
+    preset.input(fill, preset, fields)
+    upload.upload(lambda f: gr.update(value=f), upload, data)
+    preview_btn.click(do_preview, [upload, *fields], preview)
+    start.click(do_start, [upload, *fields], job).then(show, job, outputs)
+    job.change(show, job, outputs)
+    timer.tick(show, job, outputs)
+    wire_job_controls("finetune", job, cancel, resume)
+    refresh.click(lambda: (gr.update(choices=job_choices("finetune")), adapters_md()), None, [job, adapters])
+    merge_btn.click(do_merge, job, action_note)
+    export_btn.click(do_export, job, [export_file, action_note])

@@ -1,0 +1,64 @@
+"""Job controls shared by the tabs that train in the background (Generate, Fine-tune)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import gradio as gr
+
+from studio.errors import StudioError
+
+
+def jobs():
+    from studio.jobs import Jobs
+
+    return Jobs()
+
+
+def job_choices(kind: str) -> list[tuple[str, str]]:
+    """(label, id) of this kind's jobs, newest first, with state, run folder and step."""
+    out = []
+    for j in jobs().list():
+        if j.kind != kind:
+            continue
+        try:
+            step = json.loads((Path(j.run_dir) / "status.json").read_text()).get("step", 0)
+        except (OSError, ValueError):
+            step = 0
+        out.append((f"{j.id} · {j.state} · {Path(j.run_dir).name} · step {step}", j.id))
+    return out
+
+
+def run_dir_of(job_id) -> Path | None:
+    if not job_id:
+        return None
+    try:
+        return Path(jobs().get(job_id).run_dir)
+    except StudioError:
+        return None
+
+
+def wire_job_controls(kind: str, job: gr.Dropdown, cancel: gr.Button, resume: gr.Button) -> None:
+    """Cancel (SIGTERM: the loop checkpoints, then stops) and resume (from that checkpoint)."""
+
+    def do_cancel(job_id):
+        if not job_id:
+            raise gr.Error("Pick a job first.")
+        try:
+            jobs().cancel(job_id)
+        except StudioError as exc:
+            raise gr.Error(str(exc)) from None
+        gr.Info("Cancel sent: the run stops after its current step and saves a checkpoint.")
+
+    def do_resume(job_id):
+        if not job_id:
+            raise gr.Error("Pick a job first.")
+        try:
+            jobs().resume(job_id)
+        except StudioError as exc:
+            raise gr.Error(str(exc)) from None
+        return gr.update(choices=job_choices(kind), value=job_id)
+
+    cancel.click(do_cancel, job, None)
+    resume.click(do_resume, job, job)

@@ -1,0 +1,48 @@
+"""The Fine-tune tab in a real browser: preview the data, start a 3-step LoRA job, see the curve and
+the before/after results, find the adapter listed there and in Chat's adapter picker."""
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+
+def test_a_three_step_job_finishes_with_an_adapter_listed(browser, studio_server):
+    page = browser.new_page(viewport={"width": 1400, "height": 1600})
+    page.goto(studio_server, wait_until="domcontentloaded")
+    page.get_by_role("tab", name="Fine-tune").click()
+    page.wait_for_selector("#ft-start")
+    page.click("#ft-preset input")
+    page.locator("li", has_text="capital_records").first.click()
+    page.wait_for_function("document.querySelector('#ft-data input').value.includes('capital_records.jsonl')",
+                           timeout=10_000)
+    page.click("#ft-preview-btn")
+    page.wait_for_function("document.querySelector('#ft-preview').innerText.includes('200 rows')", timeout=60_000)
+    assert "learned: country=" in page.inner_text("#ft-preview")
+    page.fill("#ft-max-steps input", "3")
+    page.fill("#ft-eval-every input", "3")
+    page.fill("#ft-examples input", "2")
+    page.click("#ft-start")
+    try:
+        page.wait_for_function("document.querySelector('#ft-status').innerText.includes('finished')",
+                               timeout=240_000)
+        page.wait_for_function("document.querySelector('#ft-results').innerText.includes('exact_match')",
+                               timeout=30_000)
+    except Exception:
+        page.screenshot(path="/tmp/ui_finetune_fail.png", full_page=True)
+        raise
+    status = page.inner_text("#ft-status")
+    assert "step 3/3" in status and "generation on smollm2-135m-instruct" in status
+    assert page.locator("#ft-plot img, #ft-plot canvas, #ft-plot svg").count() > 0
+    results = page.inner_text("#ft-results")
+    assert "val_loss" in results and "perplexity" in results
+    assert "fine-tuned" in page.inner_text("#ft-examples-table")
+    run = status.split("run folder ")[1].split()[0].strip("`").rsplit("/", 1)[-1]
+    assert run.startswith("capital_records-") and run in page.inner_text("#ft-adapters")
+    # a fresh page lists the new adapter in the Chat tab's model settings
+    page.goto(studio_server, wait_until="domcontentloaded")
+    page.get_by_role("tab", name="Chat").click()
+    page.get_by_text("Model", exact=True).first.click()
+    page.click("#chat-adapter input")
+    page.locator("li", has_text=run).first.click()
+    page.wait_for_function("document.querySelector('#chat-backend input').value === 'hf'", timeout=10_000)
+    page.close()
