@@ -53,6 +53,7 @@ class FinetuneConfig:
     merge: bool = False
     eval_examples: int = 20
     threads: int = 0
+    processes: int = field(default=1, metadata={"help": "CPU processes (accelerate launch, DDP over gloo)"})
 
 
 def _base_for(task: str) -> str:
@@ -206,10 +207,70 @@ def evaluate(model, tok, task: str, val_rows: list[dict], val_enc, labels: list[
     return metrics, examples
 
 
+def _rank() -> tuple[int, int]:
+    """(rank, world size) when started by `accelerate launch` / torchrun, else (0, 1)."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def launch_processes(cfg: FinetuneConfig, run_dir: Path, resume: bool) -> dict:
+    """Run the job as ``cfg.processes`` CPU processes under ``accelerate launch`` and wait.
+
+    SIGTERM or SIGINT here is passed to the workers (not to the launcher, which would kill them):
+    they agree on the step to stop at, checkpoint, and exit, so a cancelled run resumes as usual.
+    """
+    import socket
+    import subprocess
+    import sys
+
+    import psutil
+
+    from studio.registry import resolve_model
+
+    task = load_dataset(cfg.data, cfg.task).task
+    spec = resolve_model(cfg.base_model or _base_for(task))
+    if spec.format == "gguf":  # convert once here, or the workers would race to write the same cache
+        from studio.backends.hf import converted_gguf_dir, load_model_and_tokenizer
+
+        if not (converted_gguf_dir(spec) / "config.json").is_file():
+            load_model_and_tokenizer(spec)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    # --multi_gpu is accelerate's torchrun launcher; with no GPU the workers form a MULTI_CPU (gloo)
+    # group. (--cpu would pick its MPI launcher, which needs mpirun.)
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(cfg.processes),
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_ip",
+           "127.0.0.1", "--main_process_port", str(port), "-m", "finetune.train", str(run_dir)]
+    threads = cfg.threads or max(1, (os.cpu_count() or 1) // cfg.processes)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "ACCELERATE_USE_CPU": "true", "STUDIO_FT_WORKER": "1"}
+    proc = subprocess.Popen(cmd + (["--resume"] if resume else []), env=env)
+
+    def forward(signum, _frame):
+        for child in psutil.Process(proc.pid).children(recursive=True):
+            if "finetune.train" in " ".join(child.cmdline()):
+                child.send_signal(signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        code = proc.wait()
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    try:
+        status = json.loads((run_dir / "status.json").read_text())
+    except (OSError, ValueError):
+        status = {}
+    if code != 0 and status.get("state") not in ("cancelled", "finished"):
+        _write_status(run_dir, state="failed", error=status.get("error") or f"accelerate launch exited with {code}")
+        raise StudioError(f"the {cfg.processes}-process run failed (exit {code}); see {run_dir}/job.log")
+    return json.loads((run_dir / "status.json").read_text())
+
+
 def run_finetune(cfg: FinetuneConfig, run_dir: str | Path, resume: bool = False, progress=None) -> dict:
     import torch
     from peft import LoraConfig, TaskType, get_peft_model
     from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
+    from transformers.trainer_callback import PrinterCallback
 
     from studio.config import load_config, save_config
 
@@ -217,6 +278,11 @@ def run_finetune(cfg: FinetuneConfig, run_dir: str | Path, resume: bool = False,
     run_dir.mkdir(parents=True, exist_ok=True)
     if resume:
         cfg = load_config(FinetuneConfig, run_dir / "config.yaml")
+    rank, world = _rank()
+    main = rank == 0
+    if cfg.processes > 1 and world == 1 and not os.environ.get("STUDIO_FT_WORKER"):
+        save_config(cfg, run_dir / "config.yaml")
+        return launch_processes(cfg, run_dir, resume)
     if not cfg.data:
         raise StudioError("set data: a JSONL (messages or instruction/output) or CSV/JSONL (text,label) file")
     if cfg.threads:
@@ -229,7 +295,8 @@ def run_finetune(cfg: FinetuneConfig, run_dir: str | Path, resume: bool = False,
         train_rows, val_rows = ds.split(cfg.val_ratio, cfg.seed)
     if not val_rows:
         raise StudioError("no validation rows: add rows, raise val_ratio, or give validation: FILE")
-    save_config(cfg, run_dir / "config.yaml")
+    if main:
+        save_config(cfg, run_dir / "config.yaml")
     torch.manual_seed(cfg.seed)
     model, tok = load_base(cfg, task, ds.labels)
     if task == "generation":
@@ -238,12 +305,13 @@ def run_finetune(cfg: FinetuneConfig, run_dir: str | Path, resume: bool = False,
     else:
         tr_enc = encode_classification(train_rows, tok, ds.labels, cfg.max_length)
         va_enc = encode_classification(val_rows, tok, ds.labels, cfg.max_length)
-    _write_status(run_dir, state="running", pid=os.getpid(), task=task, error=None,
+    status = _write_status if main else (lambda *a, **k: None)
+    status(run_dir, state="running", pid=os.getpid(), task=task, error=None, processes=world,
                   base_model=cfg.base_model or _base_for(task), labels=ds.labels, rows=len(ds.rows),
                   bad_rows=[{"line": n, "error": e} for n, e in ds.bad], train=len(train_rows), val=len(val_rows),
                   truncated=tr_enc.truncated + va_enc.truncated, step=0)
     before = None
-    if not resume:
+    if not resume and main:
         before, before_examples = evaluate(model, tok, task, val_rows, va_enc, ds.labels, cfg.eval_examples)
         (run_dir / "before.json").write_text(json.dumps({"metrics": before, "examples": before_examples}))
     peft_cfg = LoraConfig(task_type=TaskType.CAUSAL_LM if task == "generation" else TaskType.SEQ_CLS, r=cfg.r,
@@ -252,9 +320,9 @@ def run_finetune(cfg: FinetuneConfig, run_dir: str | Path, resume: bool = False,
     model = get_peft_model(model, peft_cfg)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
-    _write_status(run_dir, trainable=trainable, total_params=total, trainable_share=round(trainable / total, 5))
+    status(run_dir, trainable=trainable, total_params=total, trainable_share=round(trainable / total, 5))
     stop = {"signal": None}
-    events = open(run_dir / "events.jsonl", "a")
+    events = open(run_dir / "events.jsonl", "a") if main else open(os.devnull, "w")  # noqa: SIM115
 
     class Live(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kw):
@@ -267,11 +335,18 @@ def run_finetune(cfg: FinetuneConfig, run_dir: str | Path, resume: bool = False,
             if len(row) > 2:
                 events.write(json.dumps(row) + "\n")
                 events.flush()
-            _write_status(run_dir, step=state.global_step, max_steps=state.max_steps)
-            if progress:
+            status(run_dir, step=state.global_step, max_steps=state.max_steps)
+            if progress and main:
                 progress(state.global_step, state.max_steps, row)
 
         def on_step_end(self, args, state, control, **kw):
+            if world > 1:  # every process stops at the same step, or the others would wait forever
+                import torch.distributed as dist
+
+                flag = torch.tensor([0 if stop["signal"] is None else 1])
+                dist.all_reduce(flag)
+                if flag.item() and stop["signal"] is None:
+                    stop["signal"] = signal.SIGTERM
             if stop["signal"] is not None:
                 control.should_save = True
                 control.should_training_stop = True
@@ -288,14 +363,19 @@ def run_finetune(cfg: FinetuneConfig, run_dir: str | Path, resume: bool = False,
         eval_strategy="steps", eval_steps=cfg.eval_every, save_strategy="steps", save_steps=cfg.eval_every,
         save_total_limit=2, load_best_model_at_end=bool(cfg.early_stopping), metric_for_best_model="eval_loss",
         greater_is_better=False, logging_steps=1, report_to=[], use_cpu=True, dataloader_num_workers=0,
-        remove_unused_columns=False, disable_tqdm=True)
+        remove_unused_columns=False, disable_tqdm=True, ddp_find_unused_parameters=False)
     callbacks = [Live()] + ([EarlyStoppingCallback(cfg.early_stopping)] if cfg.early_stopping else [])
     trainer = Trainer(model=model, args=args, train_dataset=_Rows(tr_enc, task), eval_dataset=_Rows(va_enc, task),
                       data_collator=_collate(tok.pad_token_id, task), callbacks=callbacks)
+    trainer.remove_callback(PrinterCallback)  # our own progress line (and events.jsonl) report the logs
     try:
         ckpts = sorted((run_dir / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+        t0 = time.perf_counter()
         trainer.train(resume_from_checkpoint=str(ckpts[-1]) if resume and ckpts else None)
+        status(run_dir, train_seconds=round(time.perf_counter() - t0, 1))
         state = "cancelled" if stop["signal"] is not None else "finished"
+        if not main:
+            return {"state": state, "step": trainer.state.global_step}
         if state == "finished":  # a cancelled run was checkpointed by the Trainer at its last step
             early = trainer.state.global_step < trainer.state.max_steps
             model.save_pretrained(str(run_dir / "adapter"))
@@ -314,7 +394,7 @@ def run_finetune(cfg: FinetuneConfig, run_dir: str | Path, resume: bool = False,
                 tok.save_pretrained(str(run_dir / "merged"))
         _write_status(run_dir, state=state, step=trainer.state.global_step)
     except BaseException as exc:
-        _write_status(run_dir, state="failed", error=f"{type(exc).__name__}: {exc}")
+        status(run_dir, state="failed", error=f"{type(exc).__name__}: {exc}")
         raise
     finally:
         events.close()
@@ -326,3 +406,29 @@ def run_finetune(cfg: FinetuneConfig, run_dir: str | Path, resume: bool = False,
 def _best_step(trainer) -> int | None:
     best = trainer.state.best_model_checkpoint
     return int(best.rsplit("-", 1)[1]) if best else None
+
+
+def _worker_main(argv: list[str] | None = None) -> int:
+    """One process of a multi-process run: `accelerate launch --cpu --num_processes N -m finetune.train RUN`."""
+    import argparse
+
+    from studio.config import load_config
+
+    ap = argparse.ArgumentParser(prog="python -m finetune.train", description=_worker_main.__doc__)
+    ap.add_argument("run_dir", help="a run folder with config.yaml")
+    ap.add_argument("--resume", action="store_true")
+    a = ap.parse_args(argv)
+    run_dir = Path(a.run_dir)
+    cfg = load_config(FinetuneConfig, run_dir / "config.yaml")
+
+    def show(step, total, row):
+        if "loss" in row or "val_loss" in row:
+            print(f"step {step}/{total} " + " ".join(f"{k} {row[k]:.4g}" for k in ("loss", "val_loss") if k in row),
+                  flush=True)
+
+    st = run_finetune(cfg, run_dir, resume=a.resume, progress=show)
+    return 0 if st["state"] in ("finished", "cancelled") else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(_worker_main())

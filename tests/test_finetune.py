@@ -1,6 +1,7 @@
 """LoRA fine-tuning: tiny real runs of both task kinds, PEFT adapters, cancel/resume, the adapter in chat."""
 
 import json
+import math
 import time
 
 import pytest
@@ -145,3 +146,30 @@ def test_cancel_then_resume_continues(tmp_path):
     assert jobs.wait(job["job_id"], 240).state == "finished"
     steps = [json.loads(x)["step"] for x in (run / "events.jsonl").read_text().splitlines()]
     assert max(steps) == stopped + 4 and (run / "adapter" / "adapter_config.json").is_file()
+
+
+def test_two_cpu_processes_under_accelerate_launch_cancel_and_resume(tmp_path):
+    run = tmp_path / "ddp"
+    res = run_studio("finetune", "run", "configs/finetune/capital_records.yaml", "processes=2", "max_steps=400",
+                     "eval_every=3", "eval_examples=1", "max_length=96", "batch_size=4", "--run-dir", str(run),
+                     "--background", "--json")
+    job = json.loads(res.stdout)
+    end = time.time() + 240
+    while time.time() < end and not list((run / "checkpoints").glob("checkpoint-*")):
+        time.sleep(0.5)
+    assert run_studio("jobs", "cancel", job["job_id"]).returncode == 0
+    jobs = Jobs()
+    assert jobs.wait(job["job_id"], 120).state == "cancelled"  # both processes stopped at the same step
+    stopped = json.loads((run / "status.json").read_text())["step"]
+    cfg = (run / "config.yaml").read_text().replace("max_steps: 400", f"max_steps: {stopped + 2}")
+    (run / "config.yaml").write_text(cfg)
+    assert run_studio("jobs", "resume", job["job_id"]).returncode == 0
+    done = jobs.wait(job["job_id"], 240)
+    assert done.state == "finished", (run / "job.log").read_text()[-3000:]
+    status = json.loads((run / "status.json").read_text())
+    assert status["processes"] == 2 and status["step"] == stopped + 2
+    assert (run / "adapter" / "adapter_model.safetensors").is_file()
+    train_steps = [e for e in map(json.loads, (run / "events.jsonl").read_text().splitlines()) if "loss" in e]
+    assert [e["step"] for e in train_steps] == list(range(1, stopped + 3))  # one writer (rank 0), no gaps
+    # the two processes split the rows: an epoch is ceil(train / 2 / 4) steps of 4 rows each, not train / 4
+    assert train_steps[0]["epoch"] == pytest.approx(1 / math.ceil(status["train"] / 2 / 4), abs=1e-3)
