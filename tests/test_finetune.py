@@ -126,46 +126,39 @@ def test_bad_rows_are_reported_and_the_good_ones_kept(tmp_path):
     assert [b["line"] for b in status["bad_rows"]] == [2, 4] and status["rows"] == 4
 
 
-def test_cancel_then_resume_continues(tmp_path):
-    run = tmp_path / "bg"
-    res = run_studio("finetune", "run", "configs/finetune/capital_records.yaml", "max_steps=400", "eval_every=4",
-                     "eval_examples=1", "max_length=96", "val_ratio=0.05", "--run-dir", str(run), "--background",
-                     "--json")
-    job = json.loads(res.stdout)
+def cancel_after_a_checkpoint_then_resume(run, more: int, *overrides: str) -> tuple[str, int]:
+    """Start a long background job, cancel it once it has a checkpoint, let it run ``more`` steps
+    after the step it stopped at; returns (job id, the step it stopped at) once it finished."""
+    res = run_studio("finetune", "run", "configs/finetune/capital_records.yaml", "max_steps=400", "eval_examples=1",
+                     "max_length=96", *overrides, "--run-dir", str(run), "--background", "--json")
+    job = json.loads(res.stdout)["job_id"]
     end = time.time() + 240
     while time.time() < end and not list((run / "checkpoints").glob("checkpoint-*")):
         time.sleep(0.5)
-    assert run_studio("jobs", "cancel", job["job_id"]).returncode == 0
+    assert run_studio("jobs", "cancel", job).returncode == 0
     jobs = Jobs()
-    assert jobs.wait(job["job_id"], 120).state == "cancelled"
+    assert jobs.wait(job, 120).state == "cancelled"
     stopped = json.loads((run / "status.json").read_text())["step"]
-    assert stopped >= 4
-    cfg = (run / "config.yaml").read_text().replace("max_steps: 400", f"max_steps: {stopped + 4}")
+    cfg = (run / "config.yaml").read_text().replace("max_steps: 400", f"max_steps: {stopped + more}")
     (run / "config.yaml").write_text(cfg)
-    assert run_studio("jobs", "resume", job["job_id"]).returncode == 0
-    assert jobs.wait(job["job_id"], 240).state == "finished"
+    assert run_studio("jobs", "resume", job).returncode == 0
+    done = jobs.wait(job, 240)
+    assert done.state == "finished", (run / "job.log").read_text()[-3000:]
+    return job, stopped
+
+
+def test_cancel_then_resume_continues(tmp_path):
+    run = tmp_path / "bg"
+    _, stopped = cancel_after_a_checkpoint_then_resume(run, 4, "eval_every=4", "val_ratio=0.05")
+    assert stopped >= 4
     steps = [json.loads(x)["step"] for x in (run / "events.jsonl").read_text().splitlines()]
     assert max(steps) == stopped + 4 and (run / "adapter" / "adapter_config.json").is_file()
 
 
 def test_two_cpu_processes_under_accelerate_launch_cancel_and_resume(tmp_path):
     run = tmp_path / "ddp"
-    res = run_studio("finetune", "run", "configs/finetune/capital_records.yaml", "processes=2", "max_steps=400",
-                     "eval_every=3", "eval_examples=1", "max_length=96", "batch_size=4", "--run-dir", str(run),
-                     "--background", "--json")
-    job = json.loads(res.stdout)
-    end = time.time() + 240
-    while time.time() < end and not list((run / "checkpoints").glob("checkpoint-*")):
-        time.sleep(0.5)
-    assert run_studio("jobs", "cancel", job["job_id"]).returncode == 0
-    jobs = Jobs()
-    assert jobs.wait(job["job_id"], 120).state == "cancelled"  # both processes stopped at the same step
-    stopped = json.loads((run / "status.json").read_text())["step"]
-    cfg = (run / "config.yaml").read_text().replace("max_steps: 400", f"max_steps: {stopped + 2}")
-    (run / "config.yaml").write_text(cfg)
-    assert run_studio("jobs", "resume", job["job_id"]).returncode == 0
-    done = jobs.wait(job["job_id"], 240)
-    assert done.state == "finished", (run / "job.log").read_text()[-3000:]
+    # cancelling reaches both processes; they stop at the same step, or the job would hang
+    _, stopped = cancel_after_a_checkpoint_then_resume(run, 2, "processes=2", "eval_every=3", "batch_size=4")
     status = json.loads((run / "status.json").read_text())
     assert status["processes"] == 2 and status["step"] == stopped + 2
     assert (run / "adapter" / "adapter_model.safetensors").is_file()
