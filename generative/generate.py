@@ -99,7 +99,8 @@ class LoadedGenerator:
             from generative.train import Trainer
 
             t = Trainer(self.cfg)
-            t.model.load_state_dict(torch.load(self.run_dir / "checkpoint.pt", weights_only=False)["modules"]["model"])
+            saved = torch.load(self.run_dir / "checkpoint.pt", weights_only=False)["modules"]
+            t.model.load_state_dict(saved.get("ema") or saved["model"])  # DDPM samples with its weight average
             self.model = t.model.eval()
             self.scheduler = getattr(t, "scheduler", None)
         else:

@@ -13,6 +13,7 @@ with the same step counter and RNG state.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -65,6 +66,7 @@ class GenConfig:
     z_dim: int = 16
     beta: float = field(default=1.0, metadata={"help": "VAE: weight of the KL term"})
     timesteps: int = field(default=1000, metadata={"help": "DDPM: diffusion steps T"})
+    ema: float = field(default=0.999, metadata={"help": "DDPM: decay of the weight average it samples with (0 = off)"})
     log_every: int = 10
     sample_every: int = 200
     checkpoint_every: int = 200
@@ -131,6 +133,26 @@ class Trainer:
             self.scheduler = DDPMScheduler(num_train_timesteps=cfg.timesteps)
             self.opts = [torch.optim.AdamW(self.model.parameters(), lr=cfg.lr)]
 
+        self.ema = None
+        if cfg.model == "ddpm" and cfg.ema > 0:  # sampling uses an exponential moving average of the weights
+            self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
+
+    def update_ema(self, step: int) -> None:
+        """ema <- d * ema + (1 - d) * weights, with d = min(cfg.ema, (1 + step) / (10 + step)): the
+        average follows the weights closely early on and averages over ~1/(1 - ema) steps later."""
+        if self.ema is None:
+            return
+        d = min(self.cfg.ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for e, w in zip(self.ema.parameters(), self.model.parameters(), strict=True):
+                e.lerp_(w, 1 - d)
+            for e, w in zip(self.ema.buffers(), self.model.buffers(), strict=True):
+                e.copy_(w)
+
+    @property
+    def sampler_model(self) -> torch.nn.Module:
+        return self.ema if self.ema is not None else self.model
+
     def _init_toy(self, cfg: GenConfig) -> None:
         width = 4 * cfg.width
         if cfg.model == "vae":
@@ -161,7 +183,8 @@ class Trainer:
         return save_grid(samples, path, self.cfg.model, step)
 
     def modules(self) -> dict[str, torch.nn.Module]:
-        return {"model": self.model, **({"disc": self.disc} if self.cfg.model == "gan" else {})}
+        return {"model": self.model, **({"disc": self.disc} if self.cfg.model == "gan" else {}),
+                **({"ema": self.ema} if self.ema is not None else {})}
 
     def train_step(self, x: torch.Tensor) -> dict[str, float]:
         cfg = self.cfg
@@ -210,11 +233,11 @@ class Trainer:
             if self.cfg.model == "gan":
                 return self.model(torch.randn(n, self.model.z_dim, generator=g))
             if self.toy:
-                return toy_ddpm_sample(self.model, self.scheduler, n, seed, steps, sampler)[0]
-            return ddpm_sample(self.model, self.scheduler, n, seed, steps, sampler)[0]
+                return toy_ddpm_sample(self.sampler_model, self.scheduler, n, seed, steps, sampler)[0]
+            return ddpm_sample(self.sampler_model, self.scheduler, n, seed, steps, sampler)[0]
         finally:
-            for m in self.modules().values():
-                m.train()
+            for k, m in self.modules().items():
+                m.train(k != "ema")
 
     # --- checkpoints -------------------------------------------------------------------------------------
     def state(self, step: int, batch_rng: np.random.Generator) -> dict:
@@ -224,7 +247,7 @@ class Trainer:
 
     def load(self, state: dict, batch_rng: np.random.Generator) -> int:
         for k, m in self.modules().items():
-            m.load_state_dict(state["modules"][k])
+            m.load_state_dict(state["modules"].get(k) or state["modules"]["model"])  # (runs saved before EMA)
         for o, s in zip(self.opts, state["opts"], strict=True):
             o.load_state_dict(s)
         torch.set_rng_state(state["torch_rng"])
@@ -233,7 +256,7 @@ class Trainer:
 
     def save_final(self, run_dir: Path) -> Path:
         if self.toy:  # an MLP in safetensors; DDPM's noise schedule in diffusers' scheduler format
-            save_torch_model(self.model, run_dir / "model")
+            save_torch_model(self.sampler_model, run_dir / "model")
             if self.cfg.model == "ddpm":
                 self.scheduler.save_pretrained(str(run_dir / "model" / "scheduler"))
             return run_dir / "model"
@@ -241,7 +264,7 @@ class Trainer:
             from diffusers import DDPMPipeline
 
             out = run_dir / "pipeline"
-            DDPMPipeline(unet=self.model, scheduler=self.scheduler).save_pretrained(str(out))
+            DDPMPipeline(unet=self.sampler_model, scheduler=self.scheduler).save_pretrained(str(out))
             return out
         out = run_dir / "model"
         save_torch_model(self.model, out)
@@ -343,6 +366,7 @@ def train(cfg: GenConfig, run_dir: str | Path, resume: bool = False, progress=No
                 idx = rng.integers(0, len(x), cfg.batch_size)
                 losses = trainer.train_step(x[idx])
                 step += 1
+                trainer.update_ema(step)
                 if not all(np.isfinite(v) for v in losses.values()):
                     raise StudioError(f"the loss became {losses} at step {step}; lower lr")
                 elapsed = elapsed0 + time.perf_counter() - start

@@ -21,10 +21,15 @@ def test_a_three_step_job_finishes_with_an_adapter_listed(browser, studio_server
     page.fill("#ft-max-steps input", "3")
     page.fill("#ft-eval-every input", "3")
     page.fill("#ft-examples input", "2")
+    before = page.input_value("#ft-job input")  # the newest earlier job, if any, is shown at first
     page.click("#ft-start")
     try:
-        page.wait_for_function("document.querySelector('#ft-status').innerText.includes('finished')",
-                               timeout=240_000)
+        page.wait_for_function("prev => document.querySelector('#ft-job input').value !== prev", arg=before,
+                               timeout=30_000)
+        name = page.input_value("#ft-job input").split(" · ")[2]  # "id · state · run folder · step"
+        assert name.startswith("capital_records-")
+        page.wait_for_function("name => { const t = document.querySelector('#ft-status').innerText;"
+                               " return t.includes('finished') && t.includes(name); }", arg=name, timeout=240_000)
         page.wait_for_function("document.querySelector('#ft-results').innerText.includes('exact_match')",
                                timeout=30_000)
     except Exception:
@@ -37,7 +42,7 @@ def test_a_three_step_job_finishes_with_an_adapter_listed(browser, studio_server
     assert "val_loss" in results and "perplexity" in results
     assert "fine-tuned" in page.inner_text("#ft-examples-table")
     run = status.split("run folder ")[1].split()[0].strip("`").rsplit("/", 1)[-1]
-    assert run.startswith("capital_records-") and run in page.inner_text("#ft-adapters")
+    assert run == name and run in page.inner_text("#ft-adapters")
     # a fresh page lists the new adapter in the Chat tab's model settings
     page.goto(studio_server, wait_until="domcontentloaded")
     page.get_by_role("tab", name="Chat").click()
