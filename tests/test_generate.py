@@ -103,6 +103,21 @@ def test_shapes_and_save_load_round_trip(tmp_path):
         gen.interpolate(x[0], x[1])
 
 
+def test_ddpm_samples_and_saves_the_weight_average(tmp_path):
+    """The pipeline's UNet is the EMA of the weights (what lets few DDIM steps work), not the raw weights."""
+    from diffusers import DDPMPipeline
+    from safetensors.torch import load_file
+
+    train(tiny("ddpm", steps=30), tmp_path / "r")
+    ckpt = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=False)["modules"]
+    saved = load_file(str(next((tmp_path / "r" / "pipeline" / "unet").glob("*.safetensors"))))
+    name = next(k for k in saved if k.endswith("conv_in.weight"))
+    assert torch.equal(saved[name], ckpt["ema"][name]) and not torch.equal(saved[name], ckpt["model"][name])
+    DDPMPipeline.from_pretrained(str(tmp_path / "r" / "pipeline"))
+    train(tiny("ddpm", steps=5, ema=0), tmp_path / "off")
+    assert "ema" not in torch.load(tmp_path / "off" / "checkpoint.pt", weights_only=False)["modules"]
+
+
 def test_every_written_image_is_marked_synthetic(tmp_path):
     train(tiny("vae", steps=30), tmp_path)
     pngs = sorted((tmp_path / "samples").glob("*.png"))
