@@ -207,65 +207,6 @@ def evaluate(model, tok, task: str, val_rows: list[dict], val_enc, labels: list[
     return metrics, examples
 
 
-def _rank() -> tuple[int, int]:
-    """(rank, world size) when started by `accelerate launch` / torchrun, else (0, 1)."""
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-
-
-def launch_processes(cfg: FinetuneConfig, run_dir: Path, resume: bool) -> dict:
-    """Run the job as ``cfg.processes`` CPU processes under ``accelerate launch`` and wait.
-
-    SIGTERM or SIGINT here is passed to the workers (not to the launcher, which would kill them):
-    they agree on the step to stop at, checkpoint, and exit, so a cancelled run resumes as usual.
-    """
-    import socket
-    import subprocess
-    import sys
-
-    import psutil
-
-    from studio.registry import resolve_model
-
-    task = load_dataset(cfg.data, cfg.task).task
-    spec = resolve_model(cfg.base_model or _base_for(task))
-    if spec.format == "gguf":  # convert once here, or the workers would race to write the same cache
-        from studio.backends.hf import converted_gguf_dir, load_model_and_tokenizer
-
-        if not (converted_gguf_dir(spec) / "config.json").is_file():
-            load_model_and_tokenizer(spec)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    # --multi_gpu is accelerate's torchrun launcher; with no GPU the workers form a MULTI_CPU (gloo)
-    # group. (--cpu would pick its MPI launcher, which needs mpirun.)
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(cfg.processes),
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_ip",
-           "127.0.0.1", "--main_process_port", str(port), "-m", "finetune.train", str(run_dir)]
-    threads = cfg.threads or max(1, (os.cpu_count() or 1) // cfg.processes)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "ACCELERATE_USE_CPU": "true", "STUDIO_FT_WORKER": "1"}
-    proc = subprocess.Popen(cmd + (["--resume"] if resume else []), env=env)
-
-    def forward(signum, _frame):
-        for child in psutil.Process(proc.pid).children(recursive=True):
-            if "finetune.train" in " ".join(child.cmdline()):
-                child.send_signal(signum)
-
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        code = proc.wait()
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-    try:
-        status = json.loads((run_dir / "status.json").read_text())
-    except (OSError, ValueError):
-        status = {}
-    if code != 0 and status.get("state") not in ("cancelled", "finished"):
-        _write_status(run_dir, state="failed", error=status.get("error") or f"accelerate launch exited with {code}")
-        raise StudioError(f"the {cfg.processes}-process run failed (exit {code}); see {run_dir}/job.log")
-    return json.loads((run_dir / "status.json").read_text())
-
-
 def run_finetune(cfg: FinetuneConfig, run_dir: str | Path, resume: bool = False, progress=None) -> dict:
     import torch
     from peft import LoraConfig, TaskType, get_peft_model
@@ -278,9 +219,11 @@ def run_finetune(cfg: FinetuneConfig, run_dir: str | Path, resume: bool = False,
     run_dir.mkdir(parents=True, exist_ok=True)
     if resume:
         cfg = load_config(FinetuneConfig, run_dir / "config.yaml")
-    rank, world = _rank()
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))  # set by torchrun
     main = rank == 0
     if cfg.processes > 1 and world == 1 and not os.environ.get("STUDIO_FT_WORKER"):
+        from finetune.distributed import launch_processes
+
         save_config(cfg, run_dir / "config.yaml")
         return launch_processes(cfg, run_dir, resume)
     if not cfg.data:
@@ -406,29 +349,3 @@ def run_finetune(cfg: FinetuneConfig, run_dir: str | Path, resume: bool = False,
 def _best_step(trainer) -> int | None:
     best = trainer.state.best_model_checkpoint
     return int(best.rsplit("-", 1)[1]) if best else None
-
-
-def _worker_main(argv: list[str] | None = None) -> int:
-    """One process of a multi-process run: `accelerate launch --cpu --num_processes N -m finetune.train RUN`."""
-    import argparse
-
-    from studio.config import load_config
-
-    ap = argparse.ArgumentParser(prog="python -m finetune.train", description=_worker_main.__doc__)
-    ap.add_argument("run_dir", help="a run folder with config.yaml")
-    ap.add_argument("--resume", action="store_true")
-    a = ap.parse_args(argv)
-    run_dir = Path(a.run_dir)
-    cfg = load_config(FinetuneConfig, run_dir / "config.yaml")
-
-    def show(step, total, row):
-        if "loss" in row or "val_loss" in row:
-            print(f"step {step}/{total} " + " ".join(f"{k} {row[k]:.4g}" for k in ("loss", "val_loss") if k in row),
-                  flush=True)
-
-    st = run_finetune(cfg, run_dir, resume=a.resume, progress=show)
-    return 0 if st["state"] in ("finished", "cancelled") else 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(_worker_main())
