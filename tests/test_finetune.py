@@ -60,6 +60,24 @@ def test_the_adapter_changes_the_hf_chat_backend(gen_run):
     assert "country=" in tuned.replace(" ", "")
 
 
+def test_the_ui_backend_cache_keeps_adapters_apart(gen_run):
+    from studio.backends import BackendCache, GenerationSettings
+    from studio.errors import StudioError
+
+    run, _ = gen_run
+    cache = BackendCache()
+    msg = [{"role": "user", "content": "Rewrite the sentence as a record in the form country=<country>; "
+                                       "capital=<capital>.\n\nRome is the capital of Italy."}]
+    tuned = cache.get("hf", "smollm2-135m-instruct", None, str(run / "adapter"))
+    plain = cache.get("hf", "smollm2-135m-instruct")
+    assert tuned is not plain and cache.get("hf", "smollm2-135m-instruct", None, str(run / "adapter")) is tuned
+    settings = GenerationSettings(temperature=0, max_tokens=24)
+    assert "country=" in tuned.complete(msg, settings).text.replace(" ", "")
+    assert "country=" not in plain.complete(msg, settings).text.replace(" ", "")
+    with pytest.raises(StudioError, match="hf backend"):
+        cache.get("llamacpp", None, None, str(run / "adapter"))
+
+
 def test_chat_cli_with_the_adapter_and_the_adapter_list(gen_run):
     run, _ = gen_run
     prompt = ("Rewrite the sentence as a record in the form country=<country>; capital=<capital>.\n\n"
