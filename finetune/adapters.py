@@ -7,13 +7,13 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from studio.errors import StudioError
+from studio.jobs import read_json, read_status
 
 
 @dataclass
@@ -34,13 +34,6 @@ class Adapter:
         return f"{self.name} ({self.task}, {self.base_model}{'; ' + shown if shown else ''})"
 
 
-def _read(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 def adapter_of(run_or_adapter: str | Path) -> Adapter:
     """The adapter of a run folder (or of its ``adapter/`` folder itself)."""
     p = Path(run_or_adapter)
@@ -48,10 +41,10 @@ def adapter_of(run_or_adapter: str | Path) -> Adapter:
     if not (run_dir / "adapter" / "adapter_config.json").is_file():
         raise StudioError(f"{p} has no finished adapter (adapter/adapter_config.json); "
                           "`studio finetune adapters` lists the finished runs")
-    status = _read(run_dir / "status.json")
+    status = read_status(run_dir)
     task = status.get("task") or "generation"
     base = status.get("base_model") or ("smollm2-135m-instruct" if task == "generation" else "minilm-l6-v2")
-    return Adapter(run_dir.name, run_dir, task, base, _read(run_dir / "metrics.json"))
+    return Adapter(run_dir.name, run_dir, task, base, read_json(run_dir / "metrics.json", {}))
 
 
 def list_adapters(task: str | None = None) -> list[Adapter]:
@@ -83,7 +76,7 @@ def merge(run_or_adapter: str | Path) -> Path:
         return out
     from finetune.train import FinetuneConfig, load_base
 
-    labels = _read(a.run_dir / "status.json").get("labels") or []
+    labels = read_status(a.run_dir).get("labels") or []
     model, tok = load_base(FinetuneConfig(base_model=a.base_model), a.task, labels)
     merged = PeftModel.from_pretrained(model, str(a.path)).merge_and_unload()
     tmp = out.with_name("merged.tmp")

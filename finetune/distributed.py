@@ -9,15 +9,15 @@ parent (the job's process) passes a cancel on to the workers, which agree on the
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 from pathlib import Path
 
 from finetune.data import load_dataset
-from finetune.train import FinetuneConfig, _base_for, _write_status, run_finetune
+from finetune.train import FinetuneConfig, _base_for, run_finetune
 from studio.config import load_config
 from studio.errors import StudioError
+from studio.jobs import read_status, write_status
 
 
 def launch_processes(cfg: FinetuneConfig, run_dir: Path, resume: bool) -> dict:
@@ -64,14 +64,11 @@ def launch_processes(cfg: FinetuneConfig, run_dir: Path, resume: bool) -> dict:
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
-    try:
-        status = json.loads((run_dir / "status.json").read_text())
-    except (OSError, ValueError):
-        status = {}
+    status = read_status(run_dir)
     if code != 0 and status.get("state") not in ("cancelled", "finished"):
-        _write_status(run_dir, state="failed", error=status.get("error") or f"accelerate launch exited with {code}")
+        write_status(run_dir, state="failed", error=status.get("error") or f"accelerate launch exited with {code}")
         raise StudioError(f"the {cfg.processes}-process run failed (exit {code}); see {run_dir}/job.log")
-    return json.loads((run_dir / "status.json").read_text())
+    return read_status(run_dir)
 
 
 def _worker_main(argv: list[str] | None = None) -> int:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from finetune.data import IGNORE, encode_classification, encode_generation, load_dataset
 from studio.errors import StudioError
+from studio.jobs import write_status
 
 
 @dataclass
@@ -144,17 +145,6 @@ def _collate(pad_id: int, task: str):
     return collate
 
 
-def _write_status(run_dir: Path, **fields) -> None:
-    path = run_dir / "status.json"
-    try:
-        old = json.loads(path.read_text())
-    except (OSError, ValueError):
-        old = {}
-    tmp = run_dir / "status.json.tmp"
-    tmp.write_text(json.dumps({**old, **fields, "updated": time.time()}))
-    os.replace(tmp, path)
-
-
 def evaluate(model, tok, task: str, val_rows: list[dict], val_enc, labels: list[str], n_examples: int,
              batch_size: int = 8) -> tuple[dict, list[dict]]:
     """Validation loss (and perplexity), and the task metric: exact match, or accuracy and macro F1."""
@@ -248,11 +238,11 @@ def run_finetune(cfg: FinetuneConfig, run_dir: str | Path, resume: bool = False,
     else:
         tr_enc = encode_classification(train_rows, tok, ds.labels, cfg.max_length)
         va_enc = encode_classification(val_rows, tok, ds.labels, cfg.max_length)
-    status = _write_status if main else (lambda *a, **k: None)
+    status = write_status if main else (lambda *a, **k: None)  # only rank 0 writes the run folder
     status(run_dir, state="running", pid=os.getpid(), task=task, error=None, processes=world,
-                  base_model=cfg.base_model or _base_for(task), labels=ds.labels, rows=len(ds.rows),
-                  bad_rows=[{"line": n, "error": e} for n, e in ds.bad], train=len(train_rows), val=len(val_rows),
-                  truncated=tr_enc.truncated + va_enc.truncated, step=0)
+           base_model=cfg.base_model or _base_for(task), labels=ds.labels, rows=len(ds.rows),
+           bad_rows=[{"line": n, "error": e} for n, e in ds.bad], train=len(train_rows), val=len(val_rows),
+           truncated=tr_enc.truncated + va_enc.truncated, step=0)
     before = None
     if not resume and main:
         before, before_examples = evaluate(model, tok, task, val_rows, va_enc, ds.labels, cfg.eval_examples)
@@ -335,7 +325,7 @@ def run_finetune(cfg: FinetuneConfig, run_dir: str | Path, resume: bool = False,
             if cfg.merge:
                 model.merge_and_unload().save_pretrained(str(run_dir / "merged"))
                 tok.save_pretrained(str(run_dir / "merged"))
-        _write_status(run_dir, state=state, step=trainer.state.global_step)
+        write_status(run_dir, state=state, step=trainer.state.global_step)
     except BaseException as exc:
         status(run_dir, state="failed", error=f"{type(exc).__name__}: {exc}")
         raise

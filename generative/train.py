@@ -38,6 +38,7 @@ from generative.models import (
     save_torch_model,
 )
 from studio.errors import StudioError
+from studio.jobs import read_jsonl, read_status, write_status
 
 MODELS = ("vae", "gan", "ddpm")
 
@@ -88,24 +89,8 @@ class GenConfig:
         return self
 
 
-def read_status(run_dir: Path) -> dict:
-    try:
-        return json.loads((Path(run_dir) / "status.json").read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 def read_events(run_dir: Path) -> list[dict]:
-    path = Path(run_dir) / "events.jsonl"
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            continue  # a line cut by a kill
-    return out
+    return read_jsonl(Path(run_dir) / "events.jsonl")
 
 
 class Trainer:
@@ -304,21 +289,7 @@ def log_metrics(cfg: GenConfig, trainer: Trainer, step: int, run_dir: Path) -> d
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
-    path = Path(run_dir) / "metrics.jsonl"
-    rows = []
-    for line in path.read_text().splitlines() if path.is_file() else []:
-        try:
-            rows.append(json.loads(line))
-        except ValueError:
-            continue
-    return rows
-
-
-def _write_status(run_dir: Path, **fields) -> None:
-    status = {**read_status(run_dir), **fields, "updated": time.time()}
-    tmp = run_dir / "status.json.tmp"
-    tmp.write_text(json.dumps(status))
-    os.replace(tmp, run_dir / "status.json")
+    return read_jsonl(Path(run_dir) / "metrics.jsonl")
 
 
 def _save_checkpoint(trainer: Trainer, step: int, rng: np.random.Generator, run_dir: Path) -> None:
@@ -355,7 +326,7 @@ def train(cfg: GenConfig, run_dir: str | Path, resume: bool = False, progress=No
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     (run_dir / "samples").mkdir(exist_ok=True)
-    _write_status(run_dir, state="running", step=step, pid=os.getpid(), steps=cfg.steps, error=None,
+    write_status(run_dir, state="running", step=step, pid=os.getpid(), steps=cfg.steps, error=None,
                   model=cfg.model, dataset=cfg.data.name)
     start = time.perf_counter()
     elapsed0 = read_status(run_dir).get("train_seconds", 0.0) if resume else 0.0
@@ -374,7 +345,7 @@ def train(cfg: GenConfig, run_dir: str | Path, resume: bool = False, progress=No
                     events.write(json.dumps({"step": step, "seconds": round(elapsed, 2),
                                              **{k: round(v, 5) for k, v in losses.items()}}) + "\n")
                     events.flush()
-                    _write_status(run_dir, step=step, train_seconds=round(elapsed, 2))
+                    write_status(run_dir, step=step, train_seconds=round(elapsed, 2))
                     if progress:
                         progress(step, cfg.steps, losses)
                 if step % cfg.sample_every == 0:
@@ -393,9 +364,9 @@ def train(cfg: GenConfig, run_dir: str | Path, resume: bool = False, progress=No
             if step % cfg.sample_every:  # not logged at this step yet
                 log_metrics(cfg, trainer, step, run_dir)
             trainer.save_final(run_dir)
-        _write_status(run_dir, state=state, step=step, train_seconds=round(elapsed0 + time.perf_counter() - start, 2))
+        write_status(run_dir, state=state, step=step, train_seconds=round(elapsed0 + time.perf_counter() - start, 2))
     except BaseException as exc:
-        _write_status(run_dir, state="failed", step=step, error=f"{type(exc).__name__}: {exc}")
+        write_status(run_dir, state="failed", step=step, error=f"{type(exc).__name__}: {exc}")
         raise
     finally:
         for s, h in previous.items():

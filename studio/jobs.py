@@ -128,7 +128,7 @@ class Jobs:
         for job in running:
             if _alive(job.pid):
                 continue
-            status = _status(job.run_dir)
+            status = read_status(job.run_dir)
             state = status.get("state")
             if state in FINAL:
                 self.finish(job.id, state, status.get("error"))
@@ -270,8 +270,34 @@ def _configured_limit() -> int:
     return max(1, load_config(StudioConfig, os.environ.get("STUDIO_CONFIG")).jobs.max_running)
 
 
-def _status(run_dir: str) -> dict:
+# --- run folders: what a job's training loop writes and the CLI and tabs read --------------------------
+def read_json(path: str | Path, default=None):
+    """A JSON file, or ``default`` when it is missing or half-written."""
     try:
-        return json.loads((Path(run_dir) / "status.json").read_text())
+        return json.loads(Path(path).read_text())
     except (OSError, ValueError):
-        return {}
+        return default
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """The rows of a JSONL log; a line cut by a kill is skipped."""
+    path = Path(path)
+    rows = []
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue
+    return rows
+
+
+def read_status(run_dir: str | Path) -> dict:
+    return read_json(Path(run_dir) / "status.json", {})
+
+
+def write_status(run_dir: str | Path, **fields) -> None:
+    """Merge ``fields`` into ``status.json``, atomically (a reader never sees half a file)."""
+    run_dir = Path(run_dir)
+    tmp = run_dir / "status.json.tmp"
+    tmp.write_text(json.dumps({**read_status(run_dir), **fields, "updated": time.time()}))
+    os.replace(tmp, run_dir / "status.json")

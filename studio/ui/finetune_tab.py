@@ -4,14 +4,14 @@ finished adapters, merge and export them."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 
 from studio.errors import StudioError
-from studio.ui.jobs_ui import job_choices, jobs, run_dir_of, wire_job_controls
+from studio.jobs import read_json, read_jsonl, read_status
+from studio.ui.jobs_ui import job_choices, job_controls, jobs, run_dir_of
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "finetune"
 AUTO = "auto"
@@ -25,18 +25,6 @@ def data_files() -> list[str]:
     d = CONFIGS / "data"
     return [str(p.relative_to(CONFIGS.parents[1])) for p in sorted(d.iterdir())
             if p.suffix in (".jsonl", ".csv", ".json")] if d.is_dir() else []
-
-
-def _read(path: Path, default):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return default
-
-
-def read_events(run_dir: Path) -> list[dict]:
-    p = run_dir / "events.jsonl"
-    return [json.loads(x) for x in p.read_text().splitlines() if x.strip()] if p.is_file() else []
 
 
 def loss_plot(events: list[dict], metrics: dict | None = None):
@@ -72,7 +60,7 @@ def results_table(metrics: dict) -> pd.DataFrame:
 
 
 def examples_table(run_dir: Path) -> pd.DataFrame:
-    ex = _read(run_dir / "examples.json", [])
+    ex = read_json(run_dir / "examples.json", [])
     if not ex:
         return pd.DataFrame()
     first = "prompt" if "prompt" in ex[0] else "text"
@@ -95,7 +83,7 @@ def adapters_md() -> str:
 
 
 def status_md(job, run_dir: Path) -> str:
-    st = _read(run_dir / "status.json", {})
+    st = read_status(run_dir)
     parts = [f"**{job.state}**", f"{st.get('task', '?')} on {st.get('base_model', '?')}",
              f"step {st.get('step', 0)}/{st.get('max_steps', '?')}"]
     if st.get("trainable_share") is not None:
@@ -111,7 +99,7 @@ def status_md(job, run_dir: Path) -> str:
         text += f"\n\n**{len(st['bad_rows'])} malformed rows skipped** ({shown})"
     if job.state == "failed":
         text += f"\n\n**Error:** {st.get('error') or job.error}"
-    m = _read(run_dir / "metrics.json", {})
+    m = read_json(run_dir / "metrics.json", {})
     if m.get("early_stopped"):
         text += f"\n\nEarly stopping ended the run; the adapter is from the best step, {m.get('best_step')}."
     return text
@@ -154,11 +142,7 @@ def build_finetune_tab() -> None:
             with gr.Row():
                 preview_btn = gr.Button("Preview tokenized data", elem_id="ft-preview-btn")
                 start = gr.Button("Start fine-tuning", variant="primary", elem_id="ft-start")
-            job = gr.Dropdown(job_choices("finetune"), label="Job", elem_id="ft-job", allow_custom_value=True)
-            with gr.Row():
-                cancel = gr.Button("Cancel", elem_id="ft-cancel")
-                resume = gr.Button("Resume", elem_id="ft-resume")
-                refresh = gr.Button("Refresh")
+            job, refresh = job_controls("finetune", "ft")
         with gr.Column(scale=3):
             preview = gr.Markdown("", elem_id="ft-preview")
             status = gr.Markdown("No job selected.", elem_id="ft-status")
@@ -253,9 +237,9 @@ def build_finetune_tab() -> None:
         if rd is None:
             return "No job selected.", gr.skip(), gr.skip(), gr.skip(), gr.skip()
         j = jobs().get(job_id)
-        metrics = _read(rd / "metrics.json", {})
+        metrics = read_json(rd / "metrics.json", {})
         done = bool(metrics.get("after"))
-        return (status_md(j, rd), loss_plot(read_events(rd), metrics),
+        return (status_md(j, rd), loss_plot(read_jsonl(rd / "events.jsonl"), metrics),
                 results_table(metrics) if done else gr.skip(), examples_table(rd) if done else gr.skip(),
                 adapters_md() if done else gr.skip())
 
@@ -291,7 +275,6 @@ def build_finetune_tab() -> None:
     start.click(do_start, [upload, *fields], job).then(show, job, outputs)
     job.change(show, job, outputs)
     timer.tick(show, job, outputs)
-    wire_job_controls("finetune", job, cancel, resume)
     refresh.click(lambda: (gr.update(choices=job_choices("finetune")), adapters_md()), None, [job, adapters])
     merge_btn.click(do_merge, job, action_note)
     export_btn.click(do_export, job, [export_file, action_note])

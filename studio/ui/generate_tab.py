@@ -8,7 +8,7 @@ from pathlib import Path
 import gradio as gr
 
 from studio.errors import StudioError
-from studio.ui.jobs_ui import job_choices, jobs, run_dir_of, wire_job_controls
+from studio.ui.jobs_ui import job_choices, job_controls, jobs, run_dir_of
 
 NOTICE = ("Generated images are **synthetic**: they come from a model trained here, are not real data, "
           "and every PNG the studio writes says so in its metadata.")
@@ -72,11 +72,7 @@ def build_generate_tab() -> None:
                 lr = gr.Number(0.001, label="Learning rate (GAN: 2e-4)", elem_id="gen-lr")
                 width = gr.Number(32, precision=0, label="Width", elem_id="gen-width")
             start = gr.Button("Start training", variant="primary", elem_id="gen-start")
-            job = gr.Dropdown(job_choices("generate"), label="Job", elem_id="gen-job", allow_custom_value=True)
-            with gr.Row():
-                cancel = gr.Button("Cancel", elem_id="gen-cancel")
-                resume = gr.Button("Resume", elem_id="gen-resume")
-                refresh = gr.Button("Refresh list")
+            job, refresh = job_controls("generate", "gen", "Refresh list")
         with gr.Column(scale=3):
             status = gr.Markdown("No job selected.", elem_id="gen-status")
             plot = gr.Plot(label="Loss", elem_id="gen-plot")
@@ -222,7 +218,6 @@ def build_generate_tab() -> None:
         .then(show, job, [status, plot, grid])
     job.change(show, job, [status, plot, grid])
     timer.tick(show, job, [status, plot, grid])
-    wire_job_controls("generate", job, cancel, resume)
     refresh.click(lambda: gr.update(choices=job_choices("generate")), None, job)
     draw.click(do_draw, [job, n, s_seed, sampler, s_steps], [out1, out2, out_note])
     walk.click(do_walk, job, [out1, out2, out_note])

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import gradio as gr
 
 from studio.errors import StudioError
+from studio.jobs import read_status
 
 
 def jobs():
@@ -22,10 +22,7 @@ def job_choices(kind: str) -> list[tuple[str, str]]:
     for j in jobs().list():
         if j.kind != kind:
             continue
-        try:
-            step = json.loads((Path(j.run_dir) / "status.json").read_text()).get("step", 0)
-        except (OSError, ValueError):
-            step = 0
+        step = read_status(j.run_dir).get("step", 0)
         out.append((f"{j.id} · {j.state} · {Path(j.run_dir).name} · step {step}", j.id))
     return out
 
@@ -39,8 +36,14 @@ def run_dir_of(job_id) -> Path | None:
         return None
 
 
-def wire_job_controls(kind: str, job: gr.Dropdown, cancel: gr.Button, resume: gr.Button) -> None:
-    """Cancel (SIGTERM: the loop checkpoints, then stops) and resume (from that checkpoint)."""
+def job_controls(kind: str, prefix: str, refresh_label: str = "Refresh") -> tuple[gr.Dropdown, gr.Button]:
+    """The job picker with Cancel (SIGTERM: the loop checkpoints, then stops) and Resume (from that
+    checkpoint) wired; returns (the picker, the refresh button) for the tab to wire."""
+    job = gr.Dropdown(job_choices(kind), label="Job", elem_id=f"{prefix}-job", allow_custom_value=True)
+    with gr.Row():
+        cancel = gr.Button("Cancel", elem_id=f"{prefix}-cancel")
+        resume = gr.Button("Resume", elem_id=f"{prefix}-resume")
+        refresh = gr.Button(refresh_label)
 
     def do_cancel(job_id):
         if not job_id:
@@ -62,3 +65,4 @@ def wire_job_controls(kind: str, job: gr.Dropdown, cancel: gr.Button, resume: gr
 
     cancel.click(do_cancel, job, None)
     resume.click(do_resume, job, job)
+    return job, refresh
