@@ -51,3 +51,17 @@ def test_a_three_step_job_finishes_with_an_adapter_listed(browser, studio_server
     page.locator("li", has_text=run).first.click()
     page.wait_for_function("document.querySelector('#chat-backend input').value === 'hf'", timeout=10_000)
     page.close()
+
+
+def test_the_loss_plot_marks_early_stopping():
+    from studio.ui.finetune_tab import loss_plot
+
+    events = [{"step": s, "loss": 1 / s} for s in range(1, 9)] + [{"step": s, "val_loss": v}
+                                                                     for s, v in ((4, 0.5), (8, 0.6))]
+    ax = loss_plot(events, {"early_stopped": True, "best_step": 4}).axes[0]
+    assert [line.get_label() for line in ax.get_lines()[:2]] == ["train loss", "validation loss"]
+    marker = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+    assert len(marker) == 1 and list(marker[0].get_xdata()) == [4, 4]
+    assert any("early stop (best step 4)" in t.get_text() for t in ax.texts)
+    plain = loss_plot(events, {"early_stopped": False, "best_step": 4}).axes[0]
+    assert not [line for line in plain.get_lines() if line.get_linestyle() == "--"] and not plain.texts

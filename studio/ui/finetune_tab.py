@@ -232,16 +232,21 @@ def build_finetune_tab() -> None:
         j = jobs().submit("finetune", ["finetune", "run", str(rd / "config.yaml"), "--run-dir", str(rd)], rd)
         return gr.update(choices=job_choices("finetune"), value=j.id)
 
-    def show(job_id):
+    def show(job_id, last=None):
+        """Render the job; the 2 s timer passes what it last rendered, and nothing is redrawn (no
+        plot, no adapter scan) until the job's status.json or state changes."""
         rd = run_dir_of(job_id)
         if rd is None:
-            return "No job selected.", gr.skip(), gr.skip(), gr.skip(), gr.skip()
+            return "No job selected.", gr.skip(), gr.skip(), gr.skip(), gr.skip(), None
         j = jobs().get(job_id)
+        key = [job_id, j.state, read_status(rd).get("updated")]
+        if key == last:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), last
         metrics = read_json(rd / "metrics.json", {})
         done = bool(metrics.get("after"))
         return (status_md(j, rd), loss_plot(read_jsonl(rd / "events.jsonl"), metrics),
                 results_table(metrics) if done else gr.skip(), examples_table(rd) if done else gr.skip(),
-                adapters_md() if done else gr.skip())
+                adapters_md() if done else gr.skip(), key)
 
     def do_merge(job_id, progress=gr.Progress()):  # noqa: B008 - gradio injects it
         from finetune.adapters import merge
@@ -268,13 +273,14 @@ def build_finetune_tab() -> None:
             raise gr.Error(str(exc)) from None
         return gr.update(value=str(out), visible=True), f"Exported `{out.name}` ({out.stat().st_size / 1e6:.1f} MB)."
 
-    outputs = [status, plot, results, examples, adapters]
+    shown = gr.State(None)
+    outputs = [status, plot, results, examples, adapters, shown]
     preset.input(fill, preset, fields)
     upload.upload(lambda f: gr.update(value=f), upload, data)
     preview_btn.click(do_preview, [upload, *fields], preview)
     start.click(do_start, [upload, *fields], job).then(show, job, outputs)
     job.change(show, job, outputs)
-    timer.tick(show, job, outputs)
+    timer.tick(show, [job, shown], outputs)
     refresh.click(lambda: (gr.update(choices=job_choices("finetune")), adapters_md()), None, [job, adapters])
     merge_btn.click(do_merge, job, action_note)
     export_btn.click(do_export, job, [export_file, action_note])
