@@ -34,7 +34,7 @@ R_MANUALS = Path("/usr/share/doc/r-doc-pdf/manual")
 HALUEVAL_FILES = {"qa": "dataset_halueval_qa.jsonl", "dialogue": "dataset_halueval_dialogue.jsonl",
                   "summarization": "dataset_halueval_summarization.jsonl"}
 SETS = ("halueval-qa", "halueval-dialogue", "halueval-summarization", "r-manuals")
-TRAIN_OFFSET = 5000
+TRAIN_OFFSET = 5000  # HaluEval training rows start here (the judge and the claim encoder learn on them)
 
 
 @dataclass
@@ -140,10 +140,31 @@ def length_score(pair: Pair) -> float:
     return -float(len(words(pair.answer)))
 
 
+def answer_only_auroc(name: str, n: int = 1000, train_rows: int = 5000) -> float | None:
+    """The answer-only baseline: a word n-gram classifier that never sees the context, fitted on
+    HaluEval training rows of the same task. What it reaches is separable by the answers' style alone."""
+    if not name.startswith("halueval-"):
+        return None
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    task = name.removeprefix("halueval-")
+    train, test = halueval(task, train_rows, offset=TRAIN_OFFSET), halueval(task, n)
+    vec = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
+    model = LogisticRegression(max_iter=3000).fit(vec.fit_transform([p.answer for p in train]),
+                                                  [p.label for p in train])
+    scores = model.predict_proba(vec.transform([p.answer for p in test]))[:, 1]
+    return round(auroc([p.label for p in test], scores), 4)
+
+
 # --- synthetic training pairs from documents ---------------------------------------------------------
 _SWAPS = [("more", "less"), ("before", "after"), ("first", "last"), ("increase", "decrease"), ("larger", "smaller"),
           ("higher", "lower"), ("always", "never"), ("all", "some"), ("true", "false"), ("can", "cannot"),
           ("is", "is not"), ("was", "was not"), ("are", "are not"), ("won", "lost"), ("early", "late")]
+
+
+_NUMBER_WORDS = ("two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "twice", "second", "third",
+                 "fourth")
 
 
 def perturb(sentence: str, vocab: list[str], rng: random.Random) -> str | None:
@@ -154,6 +175,13 @@ def perturb(sentence: str, vocab: list[str], rng: random.Random) -> str | None:
     for kind in kinds:
         if kind == "number":
             idx = [i for i, w in enumerate(ws) if re.fullmatch(r"\d[\d,.]*", w.strip(".,;:()"))]
+            spelled = [i for i, w in enumerate(ws) if w.lower().strip(".,;:()") in _NUMBER_WORDS]
+            if spelled and (not idx or rng.random() < 0.5):
+                i = rng.choice(spelled)
+                core = ws[i].strip(".,;:()")
+                new = rng.choice([w for w in _NUMBER_WORDS if w != core.lower()])
+                ws[i] = ws[i].replace(core, new.capitalize() if core[0].isupper() else new)
+                return " ".join(ws)
             if idx:
                 i = rng.choice(idx)
                 core = ws[i].strip(".,;:()")
@@ -243,6 +271,18 @@ def train_judge(out: Path = JUDGE_FILE, n: int = 1500, seed: int = 0, c: float =
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(spec, indent=1) + "\n")
     return spec
+
+
+def context_swap_auroc(scorer, name: str, n: int = 300) -> float | None:
+    """Does the scorer read the context? AUROC of the supported answers scored against their own
+    context vs. against another row's (same words, now unsupported). 0.5: it ignores the context."""
+    pairs = [p for p in load_set(name, n) if p.label == 1]
+    if len(pairs) < 2:
+        return None
+    swapped = [Pair(pairs[(i + 7) % len(pairs)].context, p.answer, 0) for i, p in enumerate(pairs)
+               if pairs[(i + 7) % len(pairs)].context != p.context]
+    scores = [g.score for g in scorer.score_many([(p.context, p.answer) for p in pairs + swapped])]
+    return round(auroc([1] * len(pairs) + [0] * len(swapped), scores), 4)
 
 
 def calibrate(scorer, pairs: list[Pair]) -> dict:

@@ -10,18 +10,23 @@ claims, counted softly: ``score = mean_i p_i``. A claim counts as supported when
 Scorers (``get_scorer(name)``):
 
 - ``judge`` (default): a logistic model over evidence features of the claim against the context:
-  how many of its content words, names and numbers the context lacks, how much of it one
-  two-sentence window covers (a claim stitched from words scattered across a page is not
-  supported), word-pair coverage (a swapped relation breaks pairs), and negation disagreement
-  with the best window. Its 12 weights are fitted by ``train_judge`` (``studio eval calibrate
-  --train``) on HaluEval training rows and synthetic document pairs and ship in
-  ``eval/data/judge.json``. No model download, ~1000 pairs/s.
+  the rarity-weighted count of its words that its best two-sentence window lacks (a claim stitched
+  from words scattered across a page is not supported), word and word-pair coverage of that
+  window (a swapped relation breaks pairs), and negation disagreement with it. Its weights are
+  fitted by ``train_judge`` (``studio eval calibrate --train``) on HaluEval training rows and
+  synthetic document pairs and ship in ``eval/data/judge.json``. No model, ~400-2000 pairs/s.
+- ``encoder``: the claim encoder (``eval.crossencoder``), a MiniLM cross-encoder trained here
+  on (evidence, claim) pairs and shipped in ``eval/data/claim-encoder``: better on HaluEval
+  dialogue and summarization, worse on paraphrased claims over real manuals; ~20-60 pairs/s.
 - ``lexical``: share of the claim's content words found anywhere in the context (the baseline).
 - ``embedding``: the best cosine between the claim and a context sentence (bundled MiniLM).
 - ``nli:PATH``: a cross-encoder / NLI model from a local folder (sentence-transformers
-  ``CrossEncoder``); the entailment probability of (best window, claim).
+  ``CrossEncoder``); the entailment probability of (evidence, claim).
 - ``llm``: a chat model as judge, answering a JSON schema per claim (``{"supported": bool}``),
   so a small local model never returns something unparseable.
+
+Benchmarks/groundedness.py measures them all next to the length-only, lexical and answer-only
+baselines (README, Benchmarks).
 """
 
 from __future__ import annotations
@@ -42,7 +47,10 @@ from studio.errors import StudioError
 from studio.rag.bm25 import STOPWORDS
 
 JUDGE_FILE = Path(__file__).parent / "data" / "judge.json"
+ENCODER_DIR = Path(__file__).parent / "data" / "claim-encoder"  # the trained claim encoder (eval.crossencoder)
 _WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.'-]*[A-Za-z0-9]|[A-Za-z0-9]")
+_GLUE_CASE = re.compile(r"([a-z)])([A-Z])")
+_GLUE_DOT = re.compile(r"([a-z]{2})\.([A-Z])")
 _CITE = re.compile(r"\s*\[\d{1,2}\]")
 _LEAD_IN = re.compile(r"^(?:the )?(?:short )?(?:answer|reason)(?: to (?:this|the|your) question)? (?:is|was)\s*:?\s*",
                       re.IGNORECASE)
@@ -56,6 +64,7 @@ FEATURES = ["coverage", "log_novel", "novel_names", "name_precision", "pair_cove
 JUDGE_FEATURES = ["window_novel_rarity", "negation_mismatch", "window_coverage", "window_pair_coverage"]
 
 
+EVIDENCE_WORDS = 80  # what the claim encoder reads of the context per claim (it was trained with this)
 _SUFFIXES = ("ations", "ation", "ions", "ion", "ings", "ing", "ed", "es", "s", "ly")
 
 
@@ -83,8 +92,13 @@ def idf(word: str) -> float:
     return math.log((n + 1) / (df.get(word.lower(), 0) + 1))
 
 
+def unglue(text: str) -> str:
+    """Put back the spaces lost between joined records ("Jr.Robert", "TurboTurbo", "RememberA Walk")."""
+    return _GLUE_DOT.sub(r"\1. \2", _GLUE_CASE.sub(r"\1 \2", text))
+
+
 def words(text: str) -> list[str]:
-    return _WORD.findall(text.replace("\u2019", "'"))
+    return _WORD.findall(unglue(text.replace("\u2019", "'")))
 
 
 def content_terms(ws: list[str]) -> list[str]:
@@ -129,7 +143,7 @@ class Context:
 
     def __init__(self, text: str):
         self.text = text
-        self.sentences = split_sentences(text) or [""]
+        self.sentences = split_sentences(unglue(text)) or [""]
         self.terms = [content_terms(words(s)) for s in self.sentences]
         self.sets = [set(t) for t in self.terms]
         self.pairs_of = [set(zip(t, t[1:], strict=False)) for t in self.terms]
@@ -146,6 +160,23 @@ class Context:
             if c > best:
                 best, at = c, i
         return at
+
+    def evidence(self, claim: str, budget: int = EVIDENCE_WORDS) -> str:
+        """The context sentences sharing the most rare words with ``claim``, best first, up to ``budget`` words
+        (best first, so that a model reading only its first tokens still sees the closest sentence)."""
+        terms = set(content_terms(words(claim)))
+        weight = [sum(idf(t) for t in s & terms) for s in self.sets]
+        ranked = sorted(((w, -i, i) for i, w in enumerate(weight)), reverse=True)
+        chosen, used = [], 0
+        for _, _, i in ranked:
+            n = len(self.sentences[i].split())
+            if chosen and used + n > budget:
+                continue
+            chosen.append(i)
+            used += n
+            if used >= budget:
+                break
+        return " ".join(self.sentences[i] for i in chosen)
 
     def window(self, i: int) -> tuple[set[str], set[tuple[str, str]], str]:
         j = min(i + 2, len(self.sets))
@@ -213,18 +244,27 @@ class Scorer(ABC):
     def claim_scores(self, claims_: list[str], ctx: Context) -> list[tuple[float, str]]:
         """(support probability, evidence text) for each claim."""
 
+    def batch_scores(self, jobs: list[tuple[list[str], Context]]) -> list[list[tuple[float, str]]]:
+        """:meth:`claim_scores` for many (claims, context) jobs; scorers that batch a model override it."""
+        return [self.claim_scores(cl, ctx) for cl, ctx in jobs]
+
     def score(self, context: str, answer: str) -> Groundedness:
-        cl = claims(answer)
-        if not cl:
-            return Groundedness(0.0, [], self.name)
-        ctx = Context(context)
-        scored = self.claim_scores(cl, ctx)
-        sentences = [SentenceScore(c, round(float(p), 4), bool(p >= 0.5), ev)
-                     for c, (p, ev) in zip(cl, scored, strict=True)]
-        return Groundedness(round(float(np.mean([s.score for s in sentences])), 4), sentences, self.name)
+        return self.score_many([(context, answer)])[0]
 
     def score_many(self, items: list[tuple[str, str]]) -> list[Groundedness]:
-        return [self.score(c, a) for c, a in items]
+        """Score ``(context, answer)`` items; an answer without claims scores 0 with no sentences."""
+        split = [claims(answer) for _, answer in items]
+        todo = [i for i, cl in enumerate(split) if cl]
+        scored = dict(zip(todo, self.batch_scores([(split[i], Context(items[i][0])) for i in todo]), strict=True))
+        out = []
+        for i, cl in enumerate(split):
+            if not cl:
+                out.append(Groundedness(0.0, [], self.name))
+                continue
+            sentences = [SentenceScore(c, round(float(p), 4), bool(p >= 0.5), ev)
+                         for c, (p, ev) in zip(cl, scored[i], strict=True)]
+            out.append(Groundedness(round(float(np.mean([x.score for x in sentences])), 4), sentences, self.name))
+        return out
 
 
 class LexicalScorer(Scorer):
@@ -268,6 +308,26 @@ class JudgeScorer(Scorer):
                 for p, c in zip(probs, claims_, strict=False)]
 
 
+class EncoderScorer(Scorer):
+    """The claim encoder (``eval.crossencoder``): sigmoid of its logit for (evidence, claim), batched
+    over every claim of every answer."""
+
+    name = "encoder"
+
+    def __init__(self, path: Path | str = ENCODER_DIR):
+        from eval.crossencoder import ClaimEncoder
+
+        self.encoder = ClaimEncoder(path)
+
+    def claim_scores(self, claims_, ctx):
+        return self.batch_scores([(claims_, ctx)])[0]
+
+    def batch_scores(self, jobs):
+        flat = [(ctx.evidence(c), c) for cl, ctx in jobs for c in cl]
+        scored = iter(zip((1 / (1 + np.exp(-np.array(self.encoder.logits(flat))))).tolist(), flat, strict=True))
+        return [[(p, ev) for _, (p, (ev, _)) in zip(cl, scored, strict=False)] for cl, _ in jobs]
+
+
 class EmbeddingScorer(Scorer):
     """Best cosine between the claim and any context sentence, mapped to 0..1 as max(0, cos)."""
 
@@ -286,7 +346,8 @@ class EmbeddingScorer(Scorer):
 
 
 class NLIScorer(Scorer):
-    """A local cross-encoder NLI model: P(entailment | best window, claim)."""
+    """A local cross-encoder NLI model: P(entailment | evidence, claim); ``nli:eval/data/claim-encoder``
+    is the judge's own claim encoder alone."""
 
     name = "nli"
 
@@ -301,7 +362,7 @@ class NLIScorer(Scorer):
         self.entail = labels.get("entailment", 1 if len(labels) == 3 else 0)
 
     def claim_scores(self, claims_, ctx):
-        windows = [ctx.window(ctx.best_window(set(content_terms(words(c)))))[2] for c in claims_]
+        windows = [ctx.evidence(c) for c in claims_]
         logits = np.atleast_2d(self.model.predict(list(zip(windows, claims_, strict=False)), apply_softmax=False))
         if logits.shape[1] == 1:
             probs = 1 / (1 + np.exp(-logits[:, 0]))
@@ -345,14 +406,16 @@ class LLMScorer(Scorer):
         return out
 
 
-SCORERS = ("judge", "lexical", "embedding", "llm", "nli:PATH")
+SCORERS = ("judge", "encoder", "lexical", "embedding", "llm", "nli:PATH")
 
 
 @lru_cache(maxsize=8)
 def get_scorer(name: str = "judge") -> Scorer:
-    """A scorer by name (cached): judge, lexical, embedding, llm, nli:/path/to/model."""
+    """A scorer by name (cached): judge, encoder, lexical, embedding, llm, nli:/path/to/model."""
     if name == "judge":
         return JudgeScorer()
+    if name == "encoder":
+        return EncoderScorer()
     if name == "lexical":
         return LexicalScorer()
     if name == "embedding":

@@ -38,6 +38,8 @@ def add_parsers(sub) -> None:
                         "(repeatable; default: all four built-in sets)")
     c.add_argument("--n", type=int, default=1000, help="HaluEval rows per set (default 1000, i.e. 2000 pairs)")
     c.add_argument("--train", action="store_true", help="refit the judge's weights first (eval/data/judge.json)")
+    c.add_argument("--train-encoder", action="store_true",
+                   help="retrain the claim encoder first (eval/data/claim-encoder; ~45 min on 2 cores), then --train")
     c.add_argument("--json", action="store_true")
     c.set_defaults(handler=cmd_calibrate)
 
@@ -129,11 +131,22 @@ def cmd_groundedness(args) -> int:
     return 0
 
 
+def _encoder_progress(step: int, steps: int, loss: float) -> None:
+    print(f"\rclaim encoder: step {step}/{steps}, loss {loss:.3f}", end="" if step < steps else "\n",
+          file=sys.stderr, flush=True)
+
+
 def cmd_calibrate(args) -> int:
     from eval import calibration
     from eval.groundedness import get_scorer
 
-    if args.train:
+    if args.train_encoder:
+        from eval.crossencoder import train
+
+        info = train(progress=_encoder_progress)
+        print(f"claim encoder trained on {info['examples']} examples in {info['seconds']:.0f} s "
+              f"(final loss {info['final_loss']}) -> eval/data/claim-encoder", file=sys.stderr)
+    if args.train or args.train_encoder:
         spec = calibration.train_judge()
         if not args.json:
             print(f"judge refitted on {spec['fitted_on']['claim_rows']} claims -> eval/data/judge.json")

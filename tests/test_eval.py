@@ -25,7 +25,7 @@ def test_claims_drop_citations_and_lead_ins():
         "seq() has five arguments."]
 
 
-@pytest.mark.parametrize("scorer", ["judge", "lexical", "embedding"])
+@pytest.mark.parametrize("scorer", ["judge", "encoder", "lexical", "embedding"])
 def test_each_scorer_ranks_supported_above_unsupported(scorer):
     judge = get_scorer(scorer)
     good = judge.score(CONTEXT, SUPPORTED)
@@ -65,6 +65,55 @@ def test_nli_scorer_runs_a_local_cross_encoder(tmp_path):
     model.save_pretrained(str(tmp_path / "nli"))
     g = get_scorer(f"nli:{tmp_path / 'nli'}").score(CONTEXT, f"{SUPPORTED} {UNRELATED}")
     assert len(g.sentences) == 2 and all(0 <= s.score <= 1 for s in g.sentences)
+
+
+def test_evidence_puts_the_closest_sentence_first_within_its_budget():
+    from eval.groundedness import Context
+
+    ctx = Context(CONTEXT + " " + " ".join(f"Filler sentence number {i} about nothing." for i in range(40)))
+    ev = ctx.evidence("rep() replicates an object.")
+    assert ev.startswith("A related function is rep(), which replicates an object.")
+    assert len(ev.split()) <= 80 and "seq()" not in ev.split(".")[0]
+    first = ctx.evidence("rep() replicates an object.", budget=5)
+    assert first == "A related function is rep(), which replicates an object."
+
+
+def test_claim_encoder_reads_the_evidence_not_only_the_claim():
+    from eval.crossencoder import ClaimEncoder
+
+    enc = ClaimEncoder()
+    other = "The Danube flows through Vienna and Budapest before it reaches the Black Sea."
+    right, changed, elsewhere = enc.logits([(CONTEXT, SUPPORTED), (CONTEXT, CHANGED), (other, SUPPORTED)])
+    assert right > changed and right > elsewhere
+    assert get_scorer("nli:eval/data/claim-encoder").score(CONTEXT, SUPPORTED).sentences[0].supported
+
+
+def test_claim_encoder_training_writes_a_loadable_cross_encoder(tmp_path):
+    from sentence_transformers import CrossEncoder
+
+    from eval.crossencoder import ClaimEncoder, EncoderConfig, train
+
+    cfg = EncoderConfig(qa_rows=10, dialogue_rows=10, summarization_rows=5, claims_per_task=(8, 8, 8),
+                        swaps_per_task=4, synthetic_qa=8, synthetic_manuals=8, manual_pages=2, epochs=1)
+    steps = []
+    info = train(tmp_path / "enc", cfg, progress=lambda s, n, loss: steps.append((s, n)))
+    assert info["examples"] >= 40 and steps[-1][0] == steps[-1][1] == info["steps"]
+    assert json.loads((tmp_path / "enc" / "training.json").read_text())["config"]["seed"] == 0
+    assert len(ClaimEncoder(tmp_path / "enc").logits([(CONTEXT, SUPPORTED)])) == 1
+    assert CrossEncoder(str(tmp_path / "enc"), device="cpu").predict([(CONTEXT, SUPPORTED)]).shape == (1,)
+
+
+@pytest.mark.parametrize("scorer", ["judge", "encoder"])
+def test_scorers_read_the_context(scorer):
+    # the same supported claims, scored against another page of the manuals, lose their support
+    assert calibration.context_swap_auroc(get_scorer(scorer), "r-manuals") > 0.9
+    assert calibration.context_swap_auroc(get_scorer("lexical"), "r-manuals") > 0.5
+
+
+def test_answer_only_baseline_shows_what_style_gives_away():
+    # a classifier that never sees the context separates HaluEval dialogue answers well above chance
+    assert calibration.answer_only_auroc("halueval-dialogue", n=200, train_rows=1000) > 0.7
+    assert calibration.answer_only_auroc("r-manuals") is None
 
 
 def test_llm_judge_always_answers_in_json(llamacpp):
