@@ -79,6 +79,7 @@ def result_json(res) -> dict:
                        "quote": c.quote} for c in res.citations],
         "groundedness": res.groundedness,
         "answerable": res.answerable,
+        "refusal": res.refusal,
         "standalone_question": res.standalone_question,
         "seconds": round(res.seconds, 3),
         "first_token_seconds": round(res.first_token_seconds or 0.0, 3),

@@ -138,6 +138,22 @@ def test_unanswerable_question_is_refused_plainly(chain):
     assert (res.answer, res.answerable, res.citations) == (REFUSAL, False, [])
 
 
+def test_generative_answer_the_passages_do_not_support_is_marked_unanswerable(retriever, llamacpp):
+    # the passages retrieved are about R and licences, so retrieval lets the question through; the
+    # model then makes a price up, and the groundedness judge finds no sentence of it supported
+    gen = RagChain(retriever, llamacpp, RagConfig(style="generative"))
+    res = gen.ask("What is the price of a commercial R license?")
+    assert res.hits[0].score >= gen.cfg.min_score and res.sentences
+    assert not any(s["supported"] for s in res.sentences)
+    assert (res.answerable, res.refusal) == (False, "unsupported")
+    from studio.ui.chat_rag import sources_html
+
+    panel = sources_html(res)
+    assert "do not support this answer" in panel and "class='unsupported'" in panel
+    kept = RagChain(retriever, llamacpp, RagConfig(style="generative", refuse_unsupported=False))
+    assert kept.ask("What is the price of a commercial R license?").answerable
+
+
 def test_streamed_pieces_add_up_to_the_answer(chain):
     stream = chain.stream("Why does -2^2 give -4?")
     pieces = list(stream)

@@ -16,7 +16,11 @@ Groundedness: the model-written part of the answer (quotes are verbatim) is scor
 sentence against the retrieved chunks by ``eval.groundedness`` (``groundedness_scorer``).
 
 A question is ``answerable`` when the best retrieved chunk's cosine similarity reaches
-``min_score``; otherwise the answer is the plain refusal and no model is called.
+``min_score``; otherwise the answer is the plain refusal and no model is called. A ``generative``
+answer (the model's words only, no quotes) none of whose sentences the groundedness scorer finds
+supported is marked unanswerable too (``refusal == "unsupported"``, ``refuse_unsupported``): the
+passages were close to the question, but they do not say what the model said. Hybrid and extractive answers carry verbatim quotes, so there
+the score only highlights the model's unsupported sentences.
 """
 
 from __future__ import annotations
@@ -73,6 +77,7 @@ class AskResult:
     first_token_seconds: float | None = None
     sentences: list[dict] = field(default_factory=list)  # per-sentence groundedness of scored_text
     scored_text: str = ""  # what groundedness judged: the model's words (quotes are verbatim)
+    refusal: str = ""  # why answerable is false: "no passage" close enough, the "model" declined, or "unsupported"
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -241,6 +246,14 @@ class RagChain:
             result = AskResult(question, answer.strip(), citations, not refused, None, standalone, hits)
             if not refused:
                 self.judge(result, drop_citations(model_text, []).strip() if model_text else answer.strip())
+                if (self.cfg.style == "generative" and self.cfg.refuse_unsupported and result.sentences
+                        and not any(x["supported"] for x in result.sentences)):
+                    result.answerable = False  # the passages were close, but they do not support what was said
+                    result.refusal = "unsupported"
+            elif not answerable:
+                result.refusal = "no passage"
+            else:
+                result.refusal = "model"
             return result
 
         return AnswerStream(pieces(), finish)

@@ -39,6 +39,8 @@ class RagConfig:
     retrieval: RetrievalConfig = field(default_factory=lambda: RetrievalConfig(k=4, mode="hybrid"))
     style: str = field(default="hybrid", metadata={"help": "hybrid | generative | extractive"})
     min_score: float = field(default=0.30, metadata={"help": "best chunk's cosine needed to answer"})
+    refuse_unsupported: bool = field(default=True, metadata={
+        "help": "mark a generative answer unanswerable when the passages support none of its sentences"})
     quotes: int = field(default=2, metadata={"help": "at most this many quotes (hybrid, extractive)"})
     quote_ratio: float = field(default=0.8, metadata={"help": "a further quote must score this share of the best"})
     quote_same_passage: bool = field(default=True, metadata={"help": "further quotes only from the first's passage"})

@@ -55,6 +55,10 @@ def sources_html(result) -> str:
     """The sources panel: each cited passage with file, page and the quoted text marked."""
     if result is None:
         return ""
+    if not result.answerable and getattr(result, "refusal", "") == "unsupported":
+        return ("<p class='sources-none'>The passages found are close to the question, but they do not support "
+                f"this answer (groundedness {result.groundedness:.2f}): treat it as unanswered.</p>"
+                + answer_check_html(result))
     if not result.answerable:
         closest = result.hits[0] if result.hits else None
         hint = (f" The closest passage was in {html.escape(closest.source)}"
