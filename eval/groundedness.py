@@ -165,7 +165,8 @@ class Context:
         """The context sentences sharing the most rare words with ``claim``, best first, up to ``budget`` words
         (best first, so that a model reading only its first tokens still sees the closest sentence)."""
         terms = set(content_terms(words(claim)))
-        weight = [sum(idf(t) for t in s & terms) for s in self.sets]
+        # summed in sorted order: set order changes between processes, and so would near-ties
+        weight = [round(sum(idf(t) for t in sorted(s & terms)), 9) for s in self.sets]
         ranked = sorted(((w, -i, i) for i, w in enumerate(weight)), reverse=True)
         chosen, used = [], 0
         for _, _, i in ranked:

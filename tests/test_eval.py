@@ -88,6 +88,17 @@ def test_claim_encoder_reads_the_evidence_not_only_the_claim():
     assert get_scorer("nli:eval/data/claim-encoder").score(CONTEXT, SUPPORTED).sentences[0].supported
 
 
+def test_encoder_scores_agree_across_processes(tmp_path):
+    # Python randomises set order per process; the evidence the encoder reads must not depend on it
+    f = tmp_path / "pairs.jsonl"
+    f.write_text("\n".join(json.dumps({"context": p.context, "answer": p.answer})
+                           for p in calibration.load_set("r-manuals")))
+    outs = [run_studio("eval", "groundedness", str(f), "--scorer", "encoder", env={"PYTHONHASHSEED": seed})
+            for seed in ("1", "2")]
+    assert outs[0].returncode == 0 and outs[0].stdout.count("\n") == 84
+    assert outs[0].stdout == outs[1].stdout
+
+
 def test_claim_encoder_training_writes_a_loadable_cross_encoder(tmp_path):
     from sentence_transformers import CrossEncoder
 
