@@ -19,8 +19,9 @@ A question is ``answerable`` when the best retrieved chunk's cosine similarity r
 ``min_score``; otherwise the answer is the plain refusal and no model is called. A ``generative``
 answer (the model's words only, no quotes) none of whose sentences the groundedness scorer finds
 supported is marked unanswerable too (``refusal == "unsupported"``, ``refuse_unsupported``): the
-passages were close to the question, but they do not say what the model said. Hybrid and extractive answers carry verbatim quotes, so there
-the score only highlights the model's unsupported sentences.
+passages were close to the question, but they do not say what the model said. Hybrid and
+extractive answers carry verbatim quotes, so there the score only highlights the model's
+unsupported sentences.
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ class RagConfig:
     keyword_weight: float = field(default=0.6, metadata={"help": "weight of keyword overlap in quote choice"})
     max_tokens: int = 120
     condense: str = field(default="concat", metadata={"help": "concat | llm | off"})
-    groundedness_scorer: str = field(default="judge", metadata={"help": "judge | lexical | embedding | llm"})
+    groundedness_scorer: str = field(default="judge", metadata={"help": "judge | encoder | lexical | embedding | llm"})
 
     def check(self) -> RagConfig:
         if self.style not in STYLES:

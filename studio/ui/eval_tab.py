@@ -140,7 +140,7 @@ def build_eval_tab() -> None:
             g_context = gr.Textbox(lines=5, label="Context", elem_id="eval-g-context")
             g_answer = gr.Textbox(lines=5, label="Answer", elem_id="eval-g-answer")
         with gr.Row():
-            g_scorer = gr.Dropdown(["judge", "lexical", "embedding", "llm"], value="judge", label="Scorer")
+            g_scorer = gr.Dropdown(["judge", "encoder", "lexical", "embedding", "llm"], value="judge", label="Scorer")
             g_run = gr.Button("Score", elem_id="eval-g-run")
         g_out = gr.HTML(elem_id="eval-g-out")
 
