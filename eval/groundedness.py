@@ -325,8 +325,9 @@ class EncoderScorer(Scorer):
 
     def batch_scores(self, jobs):
         flat = [(ctx.evidence(c), c) for cl, ctx in jobs for c in cl]
-        scored = iter(zip((1 / (1 + np.exp(-np.array(self.encoder.logits(flat))))).tolist(), flat, strict=True))
-        return [[(p, ev) for _, (p, (ev, _)) in zip(cl, scored, strict=False)] for cl, _ in jobs]
+        probs = (1 / (1 + np.exp(-np.array(self.encoder.logits(flat))))).tolist()
+        scored = iter(zip(probs, (ev for ev, _ in flat), strict=True))
+        return [[next(scored) for _ in cl] for cl, _ in jobs]
 
 
 class EmbeddingScorer(Scorer):
