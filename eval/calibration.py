@@ -21,6 +21,7 @@ import json
 import random
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -78,15 +79,22 @@ def halueval(task: str, n: int, offset: int = 0) -> list[Pair]:
 _PAGES: dict[tuple[str, int], str] = {}
 
 
+@lru_cache(maxsize=8)
+def manual_reader(source: str):
+    """A PDF reader over one R manual (Debian r-doc-pdf), opened once."""
+    from pypdf import PdfReader
+
+    path = R_MANUALS / source
+    if not path.is_file():
+        raise StudioError(f"{path} is missing; install the Debian package r-doc-pdf")
+    return PdfReader(path)
+
+
 def manual_page(source: str, page: int) -> str:
+    """The text of a 1-based page of an R manual, whitespace collapsed."""
     key = (source, page)
     if key not in _PAGES:
-        from pypdf import PdfReader
-
-        path = R_MANUALS / source
-        if not path.is_file():
-            raise StudioError(f"{path} is missing; install the Debian package r-doc-pdf")
-        _PAGES[key] = " ".join(PdfReader(path).pages[page - 1].extract_text().split())
+        _PAGES[key] = " ".join(manual_reader(source).pages[page - 1].extract_text().split())
     return _PAGES[key]
 
 

