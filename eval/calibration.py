@@ -221,17 +221,89 @@ def perturb(sentence: str, vocab: list[str], rng: random.Random) -> str | None:
     return None
 
 
-def synthetic_pairs(passages: list[str], n: int, seed: int = 0) -> list[Pair]:
-    """Supported: a passage sentence. Unsupported: it with one fact changed, or a sentence of another passage."""
+# --- restating a sentence without changing what it says ----------------------------------------------
+_SYNONYMS = [("can", "may"), ("specified", "given"), ("obtain", "get"), ("obtained", "got"), ("returns", "gives"),
+             ("creates", "makes"), ("large", "big"), ("display", "show"), ("displays", "shows"), ("begin", "start"),
+             ("begins", "starts"), ("allows", "lets"), ("contains", "includes"), ("several", "a number of"),
+             ("normally", "usually"), ("often", "frequently"), ("entire", "whole"), ("uses", "employs"),
+             ("use", "employ"), ("used", "employed"), ("quickly", "fast"), ("provides", "offers"),
+             ("provide", "offer"), ("perhaps", "maybe"), ("simple", "easy"), ("example", "instance"),
+             ("difficult", "hard"), ("possible", "feasible"), ("required", "needed"), ("stored", "kept"),
+             ("store", "keep"), ("reads", "loads"), ("produce", "generate"), ("produces", "generates"),
+             ("modify", "change"), ("modified", "changed"), ("remove", "delete"), ("removed", "deleted"),
+             ("describes", "explains"), ("described", "explained"), ("identical", "the same"),
+             ("additional", "extra"), ("several", "various"), ("help", "aid"), ("important", "significant")]
+_FILLERS = {"also", "just", "thus", "then", "simply", "now", "indeed", "actually", "really",
+            "here", "currently"}
+_FRONT = {"for", "in", "with", "on", "at", "by", "during", "after", "before", "since", "under", "within", "as"}
+_CONDITION = {"if", "unless", "when", "whenever", "although", "though", "except", "unlike", "only", "but", "not",
+              "no", "never", "without", "while"}
+_VERBS = {"is", "are", "was", "were", "has", "have", "had", "can", "may", "will", "would", "should", "must", "does",
+          "do", "did", "provides", "returns", "gives", "takes", "allows", "uses", "makes", "creates", "contains"}
+
+
+def _subject(sentence: str) -> str | None:
+    """The words before the first verb of ``sentence`` when they look like a short noun phrase."""
+    ws = sentence.split()
+    for i, w in enumerate(ws[:8]):
+        if w.lower() in _VERBS:
+            return " ".join(ws[:i]) if 1 <= i <= 6 and not any(x.endswith(",") for x in ws[:i]) else None
+    return None
+
+
+def restate(sentence: str, previous: str | None, rng: random.Random) -> str:
+    """``sentence`` said differently with what it states kept: a leading pronoun replaced by the previous
+    sentence's subject, a parenthesis or filler word dropped, a fronted phrase moved to the end, a word
+    replaced by a synonym, or only one clause kept. Facts (names, numbers, negations) are left alone."""
+    s = sentence
+    ws = s.split()
+    if ws and ws[0] in ("It", "This", "They", "These") and previous and (subj := _subject(previous)):
+        s = subj[0].upper() + subj[1:] + " " + " ".join(ws[1:])
+    if rng.random() < 0.5:
+        s = re.sub(r"\s+\((?=[A-Za-z])[^()]{3,80}\)", "", s)
+    ws = s.split()
+    if rng.random() < 0.5:
+        ws = [w for w in ws if w.lower().strip(",;") not in _FILLERS] or ws
+    low = [w.lower() for w in ws]
+    if low and low[0] in _FRONT and rng.random() < 0.6:
+        cut = next((i for i, w in enumerate(ws[:9]) if w.endswith(",")), None)
+        if cut is not None and cut + 4 < len(ws) and not _CONDITION & set(low):
+            head, tail = ws[:cut + 1], ws[cut + 1:]
+            end = tail[-1][-1] if tail[-1][-1] in ".!?" else ""
+            tail[-1] = tail[-1].rstrip(".!?")
+            head[-1] = head[-1].rstrip(",")
+            ws = [tail[0][:1].upper() + tail[0][1:]] + tail[1:] + [head[0].lower()] + head[1:]
+            ws[-1] += end
+    choices = [(i, b) for a, b in _SYNONYMS for i, w in enumerate(ws) if w.lower() == a]
+    choices += [(i, a) for a, b in _SYNONYMS for i, w in enumerate(ws) if w.lower() == b and " " not in b]
+    for i, new in rng.sample(choices, min(len(choices), rng.choice([1, 2]))):
+        ws[i] = new.capitalize() if ws[i][:1].isupper() else new
+    text = " ".join(ws)
+    clauses = [c.strip() for c in re.split(r"[;,]\s+", text)]
+    if len(clauses) > 1 and rng.random() < 0.3 and not _CONDITION & {w.lower() for w in words(text)}:
+        longest = max(clauses, key=lambda c: len(c.split()))
+        if len(longest.split()) >= 6 and longest.split()[0].lower() not in ("which", "and", "or", "where", "who"):
+            text = longest[0].upper() + longest[1:].rstrip(".") + "."
+    return text
+
+
+def synthetic_pairs(passages: list[str], n: int, seed: int = 0, restated: float = 0.0) -> list[Pair]:
+    """Supported: a passage sentence. Unsupported: it with one fact changed, or a sentence of another passage.
+    With ``restated`` > 0, that share of the pairs first :func:`restate` the sentence, so supported claims do
+    not always quote the passage and the changed fact is the only difference between the two."""
     rng = random.Random(seed)
     vocab = sorted({w.strip(".,;:()\"'") for p in passages for w in p.split() if w.strip(".,;:()\"'").isalpha()})
     out: list[Pair] = []
     while len(out) < n:
         p = rng.choice(passages)
-        sents = [s for s in Context(p).sentences if len(content_terms(words(s))) >= 4]
+        all_sents = Context(p).sentences
+        sents = [s for s in all_sents if len(content_terms(words(s))) >= 4]
         if not sents:
             continue
         s = rng.choice(sents)
+        if restated and rng.random() < restated:
+            at = all_sents.index(s)
+            s = restate(s, all_sents[at - 1] if at else None, rng)
         changed = perturb(s, vocab, rng) if rng.random() < 0.8 else rng.choice(
             Context(rng.choice(passages)).sentences)
         if changed and changed != s:

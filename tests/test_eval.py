@@ -311,6 +311,27 @@ def test_cli_calibrate_on_a_file_of_labelled_pairs(tmp_path):
     assert row["pairs"] == 4 and row["auroc"] == 1.0
 
 
+def test_restate_rewords_a_sentence_but_keeps_its_facts():
+    import random
+
+    rng = random.Random(0)
+    before = "The function seq() is a more general facility for generating sequences."
+    said = calibration.restate("It has five arguments (from, to, by, length and along).", before, rng)
+    assert said.startswith("The function seq() has five arguments")  # the pronoun resolved
+    fronted = calibration.restate("For large matrices, only.values = TRUE avoids computing unneeded eigenvectors.",
+                                  None, random.Random(3))
+    assert fronted.startswith("Only.values = TRUE avoids") and fronted.endswith("eigenvectors for big matrices.")
+    for k in range(50):
+        text = "If header is not given, R cannot read 3 files and may use 2 of them."
+        out = calibration.restate(text, None, random.Random(k))
+        assert all(w in out for w in ("If", "not", "cannot", "3", "2"))  # conditions, negations, numbers stay
+    passage = (before + " It has five arguments (from, to, by, length and along). For large matrices, "
+               "only.values = TRUE avoids computing unneeded eigenvectors.")
+    pairs = calibration.synthetic_pairs([passage], 40, seed=0, restated=1.0)
+    positives = [p.answer for p in pairs if p.label == 1]
+    assert len(positives) == 20 and any(p not in pairs[0].context for p in positives)
+
+
 def test_halueval_rows_for_fitting_never_overlap_evaluation():
     test_ctx = {p.context for p in calibration.halueval("dialogue", 50)}
     train_ctx = {p.context for p in calibration.halueval("dialogue", 50, offset=calibration.TRAIN_OFFSET)}
