@@ -11,7 +11,11 @@ the context sentences that share the most rare words with it (:meth:`Context.evi
 - context swaps: claims of right answers read against another row's context (label 0). The same
   words are then unsupported, so the encoder has to read the evidence, not only the claim;
 - synthetic pairs from real documents: a sentence (1) vs. the same sentence with one fact changed,
-  a name, a number, a relation word or a negation, or a sentence of another passage (0). Passages
+  a name, a number, a relation word or a negation, or a sentence of another passage (0). In 70% of
+  them the sentence is first restated (:func:`eval.calibration.restate`: a pronoun resolved, a
+  synonym, a clause or parenthesis dropped, a fronted phrase moved), so that a supported claim need
+  not quote its source: trained on verbatim sentences only, the encoder rejected true claims that
+  reword the manuals (AUROC 0.72 on the hand-written pairs; 0.78 with restatements). Passages
   come from HaluEval QA training rows and from the R manuals R-admin, R-exts, R-lang and R-ints
   (the hand-written evaluation pairs use R-intro, R-data and R-FAQ).
 """
@@ -46,6 +50,7 @@ class EncoderConfig:
     synthetic_qa: int = 1500
     synthetic_manuals: int = 4000
     manual_pages: int = 80
+    restated: float = 0.7
     epochs: int = 2
 
 
@@ -94,9 +99,9 @@ def training_examples(cfg: EncoderConfig) -> list[tuple[str, str, int]]:
                 swaps.append(cal.Pair(other, p.answer, 0))
         examples += sample(claim_examples(swaps), cfg.swaps_per_task)
     qa_passages = [p.context.split(" Question: ")[0] for p in tasks[0][::2]]
-    synthetic = (cal.synthetic_pairs(qa_passages, cfg.synthetic_qa, seed=cfg.seed)
+    synthetic = (cal.synthetic_pairs(qa_passages, cfg.synthetic_qa, seed=cfg.seed, restated=cfg.restated)
                  + cal.synthetic_pairs(manual_passages(cfg.manual_pages), cfg.synthetic_manuals,
-                                       seed=cfg.seed))
+                                       seed=cfg.seed, restated=cfg.restated))
     examples += claim_examples(synthetic)
     rng.shuffle(examples)
     return examples
@@ -155,9 +160,13 @@ def train(out: Path = ENCODER_DIR, cfg: EncoderConfig | None = None, progress=No
 
 
 class ClaimEncoder:
-    """Loads a claim encoder folder once; :meth:`logits` scores (evidence, claim) pairs."""
+    """Loads a claim encoder folder once; :meth:`logits` scores (evidence, claim) pairs.
 
-    def __init__(self, path: Path | str = ENCODER_DIR, max_length: int = 128):
+    It reads 112 tokens, though trained on 128: the evidence is best first, so the cut drops its
+    least related words, and on 400 HaluEval summarization rows this scored 0.867 instead of 0.880
+    (dialogue and the manual pairs unchanged) at 22.7 instead of 20.1 pairs/s."""
+
+    def __init__(self, path: Path | str = ENCODER_DIR, max_length: int = 112):
         folder = Path(path).expanduser()
         if not (folder / "config.json").is_file():
             raise StudioError(f"no claim encoder at {folder}; train one with `studio eval calibrate --train-encoder`")
