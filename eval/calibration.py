@@ -275,7 +275,7 @@ def restate(sentence: str, previous: str | None, rng: random.Random) -> str:
             ws = [tail[0][:1].upper() + tail[0][1:]] + tail[1:] + [head[0].lower()] + head[1:]
             ws[-1] += end
     choices = [(i, b) for a, b in _SYNONYMS for i, w in enumerate(ws) if w.lower() == a]
-    choices += [(i, a) for a, b in _SYNONYMS for i, w in enumerate(ws) if w.lower() == b and " " not in b]
+    choices += [(i, a) for a, b in _SYNONYMS for i, w in enumerate(ws) if w.lower() == b]
     for i, new in rng.sample(choices, min(len(choices), rng.choice([1, 2]))):
         ws[i] = new.capitalize() if ws[i][:1].isupper() else new
     text = " ".join(ws)

@@ -162,11 +162,11 @@ def train(out: Path = ENCODER_DIR, cfg: EncoderConfig | None = None, progress=No
 class ClaimEncoder:
     """Loads a claim encoder folder once; :meth:`logits` scores (evidence, claim) pairs.
 
-    It reads 112 tokens, as it was trained: the evidence is best first, so the cut drops its least
-    related words. 128 tokens ran at 20 pairs/s on HaluEval summarization (5.7 claims per answer),
-    112 at 23."""
+    It reads as many tokens as it was trained on (``training.json``; the shipped one 112): the
+    evidence is best first, so the cut drops its least related words. 128 tokens ran at 20 pairs/s
+    on HaluEval summarization (5.7 claims per answer), 112 at 23."""
 
-    def __init__(self, path: Path | str = ENCODER_DIR, max_length: int = 112):
+    def __init__(self, path: Path | str = ENCODER_DIR, max_length: int | None = None):
         folder = Path(path).expanduser()
         if not (folder / "config.json").is_file():
             raise StudioError(f"no claim encoder at {folder}; train one with `studio eval calibrate --train-encoder`")
@@ -176,7 +176,9 @@ class ClaimEncoder:
         self.torch = torch
         self.tok = AutoTokenizer.from_pretrained(folder)
         self.model = AutoModelForSequenceClassification.from_pretrained(folder, dtype=torch.float32).eval()
-        self.max_length = max_length
+        info = folder / "training.json"
+        trained = json.loads(info.read_text())["config"]["max_length"] if info.is_file() else EncoderConfig.max_length
+        self.max_length = max_length or trained
 
     def logits(self, items: list[tuple[str, str]], batch_size: int = 32) -> list[float]:
         order = sorted(range(len(items)), key=lambda i: len(items[i][0]) + len(items[i][1]))

@@ -105,11 +105,13 @@ def test_claim_encoder_training_writes_a_loadable_cross_encoder(tmp_path):
     from eval.crossencoder import ClaimEncoder, EncoderConfig, train
 
     cfg = EncoderConfig(qa_rows=10, dialogue_rows=10, summarization_rows=5, claims_per_task=(8, 8, 8),
-                        swaps_per_task=4, synthetic_qa=8, synthetic_manuals=8, manual_pages=2, epochs=1)
+                        swaps_per_task=4, synthetic_qa=8, synthetic_manuals=8, manual_pages=2, epochs=1,
+                        max_length=64)
     steps = []
     info = train(tmp_path / "enc", cfg, progress=lambda s, n, loss: steps.append((s, n)))
     assert info["examples"] >= 40 and steps[-1][0] == steps[-1][1] == info["steps"]
     assert json.loads((tmp_path / "enc" / "training.json").read_text())["config"]["seed"] == 0
+    assert ClaimEncoder(tmp_path / "enc").max_length == 64  # it reads what it was trained on
     assert len(ClaimEncoder(tmp_path / "enc").logits([(CONTEXT, SUPPORTED)])) == 1
     assert CrossEncoder(str(tmp_path / "enc"), device="cpu").predict([(CONTEXT, SUPPORTED)]).shape == (1,)
 
