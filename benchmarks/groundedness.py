@@ -10,6 +10,10 @@ answers' style alone gives away, so a groundedness judge is worth what it adds o
 "own-vs-swapped": AUROC of supported answers scored against their own context vs. another row's
 (the same words, now unsupported); 0.5 means the scorer ignores the context.
 
+When the encoder is measured, its two engines also run side by side on the same claims of HaluEval
+summarization: PyTorch (transformers, the reference) and the verified ONNX Runtime export (the
+default), printing claims/s of each, the ratio and the largest logit difference.
+
     .venv/bin/python benchmarks/groundedness.py [--n 1000] [--scorers judge,embedding]
 """
 
@@ -24,6 +28,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from eval import calibration  # noqa: E402
 from eval.groundedness import get_scorer  # noqa: E402
+
+
+def compare_engines(n: int) -> dict:
+    """Claims/s of the claim encoder's PyTorch and ONNX engines on the same (evidence, claim) items."""
+    import time
+
+    from eval.crossencoder import ClaimEncoder
+    from eval.groundedness import Context, claims
+
+    items = [(ctx.evidence(c), c) for p in calibration.load_set("halueval-summarization", n)
+             for ctx in [Context(p.context)] for c in claims(p.answer)]
+    res, logits = {}, {}
+    for engine in ("torch", "onnx"):
+        enc = ClaimEncoder(engine=engine)
+        enc.logits(items[:32])  # warm-up
+        t0 = time.perf_counter()
+        logits[engine] = enc.logits(items)
+        res[engine] = round(len(items) / (time.perf_counter() - t0), 1)
+    res["ratio"] = round(res["onnx"] / res["torch"], 2)
+    res["max_logit_difference"] = max(abs(a - b) for a, b in zip(logits["torch"], logits["onnx"], strict=True))
+    print(f"\nclaim encoder engines on {len(items)} summarization claims: torch {res['torch']:.0f} claims/s, "
+          f"onnx {res['onnx']:.0f} claims/s, ratio {res['ratio']:.2f}x, "
+          f"largest logit difference {res['max_logit_difference']:.1e}")
+    return res
 
 
 def main() -> None:
@@ -52,6 +80,8 @@ def main() -> None:
                   f"{(f'{style[name]:.3f}' if style[name] is not None else '-'):>12}{r['auroc']:>7.3f}"
                   f"{(f'{goal:.2f}' if goal else '-'):>6}{r['accuracy']:>7.3f}{r['pairs_per_second']:>9.0f}"
                   f"{r['context_swap_auroc']:>16.3f}", flush=True)
+    if "encoder" in args.scorers.split(","):
+        out["encoder_engines"] = compare_engines(min(args.n, 300))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
 

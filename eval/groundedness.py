@@ -311,14 +311,14 @@ class JudgeScorer(Scorer):
 
 class EncoderScorer(Scorer):
     """The claim encoder (``eval.crossencoder``): sigmoid of its logit for (evidence, claim), batched
-    over every claim of every answer."""
+    over every claim of every answer; ``engine``: auto (ONNX Runtime when its export verifies), onnx or torch."""
 
     name = "encoder"
 
-    def __init__(self, path: Path | str = ENCODER_DIR):
+    def __init__(self, path: Path | str = ENCODER_DIR, engine: str = "auto"):
         from eval.crossencoder import ClaimEncoder
 
-        self.encoder = ClaimEncoder(path)
+        self.encoder = ClaimEncoder(path, engine=engine)
 
     def claim_scores(self, claims_, ctx):
         return self.batch_scores([(claims_, ctx)])[0]

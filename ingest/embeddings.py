@@ -17,17 +17,14 @@ padding costs little. Embedding: e = normalize(mean_{t: mask_t=1} h_t), h = BERT
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import threading
-import warnings
 from pathlib import Path
 
 import numpy as np
 from langchain_core.embeddings import Embeddings
 
-from studio.env import home_dir
+from studio import onnxrt
 from studio.errors import StudioError
 from studio.registry import resolve_model
 
@@ -41,12 +38,6 @@ PROBES = [
     "A short one.",
     "Die Hauptstadt von Frankreich ist Paris; la capitale de l'Italie est Rome. " * 12,
 ]
-
-
-def _model_key(folder: Path) -> str:
-    weights = folder / "model.safetensors"
-    stat = weights.stat()
-    return hashlib.sha256(f"{weights.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
 
 
 def export_onnx(folder: Path, out: Path) -> None:
@@ -70,14 +61,8 @@ def export_onnx(folder: Path, out: Path) -> None:
             return torch.nn.functional.normalize(v, dim=-1)
 
     enc = tok(PROBES[:2], padding=True, return_tensors="pt")
-    axes = {k: {0: "batch", 1: "tokens"} for k in ("input_ids", "attention_mask", "token_type_ids")}
-    tmp = out.with_suffix(".tmp")
-    with warnings.catch_warnings():  # tracer chatter; the probe check after export is the real guard
-        warnings.simplefilter("ignore")
-        torch.onnx.export(Pooled(bert), (enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]), str(tmp),
-                          input_names=list(axes), output_names=["embedding"],
-                          dynamic_axes={**axes, "embedding": {0: "batch"}}, opset_version=17, dynamo=False)
-    tmp.replace(out)
+    onnxrt.export(Pooled(bert), {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids")},
+                  "embedding", out)
 
 
 class MiniLMEmbeddings(Embeddings):
@@ -85,8 +70,6 @@ class MiniLMEmbeddings(Embeddings):
 
     def __init__(self, model: str = "minilm-l6-v2", engine: str = "auto", batch_size: int = 8,
                  threads: int = 0):
-        if engine not in ("auto", "onnx", "torch"):
-            raise StudioError(f"embedding engine must be auto, onnx or torch, not {engine!r}")
         self.spec = resolve_model(model)
         if self.spec.format != "hf":
             raise StudioError(f"{model} is not a sentence-transformers folder")
@@ -96,45 +79,29 @@ class MiniLMEmbeddings(Embeddings):
         self._lock = threading.Lock()
         self._st = None
         self._session = None
-        self.engine = "torch" if engine == "torch" else self._try_onnx(required=engine == "onnx")
+        self.engine = onnxrt.pick_engine(self, engine, "embedding", "sentence-transformers")
 
     # --- engines -------------------------------------------------------------------------
-    def _try_onnx(self, required: bool) -> str:
-        try:
-            self._session, self._tokenizer = self._load_onnx()
-            return "onnx"
-        except Exception as exc:  # any export/runtime problem falls back to the reference engine
-            if required:
-                raise StudioError(f"the ONNX embedding engine is unavailable: {exc}") from None
-            log.warning("ONNX embeddings unavailable (%s); using sentence-transformers", exc)
-            return "torch"
-
     def _load_onnx(self):
-        import onnxruntime as ort
         from tokenizers import Tokenizer
 
-        cache = home_dir("cache", "onnx") / f"{self.spec.name}-{_model_key(self.spec.path)}"
-        cache.mkdir(parents=True, exist_ok=True)
-        path, verdict = cache / "model.onnx", cache / "verified.json"
-        if not verdict.is_file():
+        cache = onnxrt.cache_dir(self.spec.name, self.spec.path)
+        path, verified = cache / "model.onnx", onnxrt.read_verdict(cache) is not None
+        if not verified:
             log.info("exporting %s to ONNX (once; cached in %s)", self.spec.name, cache)
             export_onnx(self.spec.path, path)
         tokenizer = Tokenizer.from_file(str(self.spec.path / "tokenizer.json"))
         tokenizer.enable_truncation(MAX_TOKENS)
         tokenizer.enable_padding()
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = self.threads
-        so.inter_op_num_threads = 1
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        if not verdict.is_file():
+        session = onnxrt.session(path, self.threads)
+        if not verified:
             self._session, self._tokenizer = session, tokenizer
             got = self._encode_onnx(PROBES)
             want = self._reference().encode(PROBES, normalize_embeddings=True)
             worst = float((got * want).sum(1).min())
             if worst < 0.9999:
                 raise RuntimeError(f"exported model drifts from the reference (cosine {worst:.5f})")
-            verdict.write_text(json.dumps({"min_cosine": worst, "probes": len(PROBES)}))
+            onnxrt.write_verdict(cache, {"min_cosine": worst, "probes": len(PROBES)})
         return session, tokenizer
 
     def _reference(self):

@@ -88,6 +88,38 @@ def test_claim_encoder_reads_the_evidence_not_only_the_claim():
     assert get_scorer("nli:eval/data/claim-encoder").score(CONTEXT, SUPPORTED).sentences[0].supported
 
 
+def test_claim_encoder_onnx_engine_matches_pytorch_and_is_cached():
+    from eval.crossencoder import ClaimEncoder
+    from eval.groundedness import ENCODER_DIR
+    from studio import onnxrt
+
+    items = [(calibration.manual_page(p["source"], p["page"]), p[key])
+             for p in map(json.loads, calibration.CLAIM_PAIRS.read_text().splitlines()[:6])
+             for key in ("supported", "unsupported")]
+    fast = ClaimEncoder(engine="onnx")
+    assert fast.engine == "onnx"
+    got, want = fast.logits(items, batch_size=5), ClaimEncoder(engine="torch").logits(items, batch_size=5)
+    assert max(abs(a - b) for a, b in zip(got, want, strict=True)) < 1e-3
+    cache = onnxrt.cache_dir("claim-encoder", ENCODER_DIR)
+    assert onnxrt.read_verdict(cache)["max_logit_difference"] < 1e-3
+    model = cache / "model.onnx"
+    stamp = model.stat().st_mtime_ns
+    assert ClaimEncoder().engine == "onnx" and model.stat().st_mtime_ns == stamp  # the verified export is reused
+
+
+def test_claim_encoder_refuses_an_export_that_drifts(tmp_path, monkeypatch):
+    from eval import crossencoder
+
+    monkeypatch.setenv("STUDIO_HOME", str(tmp_path))  # no verified export yet: this one is checked
+    monkeypatch.setattr(crossencoder, "ONNX_TOLERANCE", -1.0)  # any difference at all is too much
+    with pytest.raises(StudioError, match="drifts from PyTorch"):
+        crossencoder.ClaimEncoder(engine="onnx")
+    fallback = crossencoder.ClaimEncoder()  # auto falls back to the reference engine
+    assert fallback.engine == "torch" and len(fallback.logits([(CONTEXT, SUPPORTED)])) == 1
+    with pytest.raises(StudioError, match="auto, onnx or torch"):
+        crossencoder.ClaimEncoder(engine="gpu")
+
+
 def test_encoder_scores_agree_across_processes(tmp_path):
     # Python randomises set order per process; the evidence the encoder reads must not depend on it
     f = tmp_path / "pairs.jsonl"
