@@ -79,7 +79,7 @@ class MiniLMEmbeddings(Embeddings):
         self._lock = threading.Lock()
         self._st = None
         self._session = None
-        self.engine = onnxrt.pick_engine(self, engine, "embedding", "sentence-transformers")
+        self.engine = onnxrt.pick_engine(self, engine, "embedding model", "sentence-transformers")
 
     # --- engines -------------------------------------------------------------------------
     def _load_onnx(self):

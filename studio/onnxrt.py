@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import warnings
 from pathlib import Path
 
@@ -37,7 +38,7 @@ def export(module, inputs: dict, output: str, out: Path) -> None:
     import torch
 
     axes = {k: {0: "batch", 1: "tokens"} for k in inputs}
-    tmp = out.with_suffix(".tmp")
+    tmp = out.with_suffix(f".{os.getpid()}.tmp")  # two processes exporting at once must not share it
     with warnings.catch_warnings():  # tracer chatter; the caller's probe check is the real guard
         warnings.simplefilter("ignore")
         torch.onnx.export(module.eval(), tuple(inputs.values()), str(tmp), input_names=list(inputs),
@@ -58,8 +59,9 @@ def session(path: Path, threads: int = 0):
 
 
 def read_verdict(folder: Path) -> dict | None:
+    """The recorded check of ``folder/model.onnx``, or None when either is missing (then: export again)."""
     path = folder / "verified.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    return json.loads(path.read_text()) if path.is_file() and (folder / "model.onnx").is_file() else None
 
 
 def write_verdict(folder: Path, verdict: dict) -> None:
@@ -71,7 +73,7 @@ def pick_engine(owner, engine: str, what: str, reference: str) -> str:
     "torch" (``engine="torch"``, or ``"auto"`` when the export fails or drifts: logged with the reason).
     ``engine="onnx"`` turns a failure into a :class:`StudioError`."""
     if engine not in ("auto", "onnx", "torch"):
-        raise StudioError(f"{what} engine must be auto, onnx or torch, not {engine!r}")
+        raise StudioError(f"the {what} engine must be auto, onnx or torch, not {engine!r}")
     if engine == "torch":
         return "torch"
     try:
@@ -79,6 +81,6 @@ def pick_engine(owner, engine: str, what: str, reference: str) -> str:
         return "onnx"
     except Exception as exc:  # any export/runtime problem falls back to the reference engine
         if engine == "onnx":
-            raise StudioError(f"the ONNX {what} is unavailable: {exc}") from None
-        log.warning("ONNX %s unavailable (%s); using %s", what, exc, reference)
+            raise StudioError(f"the {what} cannot run on ONNX Runtime: {exc}") from None
+        log.warning("the %s cannot run on ONNX Runtime (%s); using %s", what, exc, reference)
         return "torch"

@@ -105,6 +105,8 @@ def test_claim_encoder_onnx_engine_matches_pytorch_and_is_cached():
     model = cache / "model.onnx"
     stamp = model.stat().st_mtime_ns
     assert ClaimEncoder().engine == "onnx" and model.stat().st_mtime_ns == stamp  # the verified export is reused
+    model.unlink()  # a cache emptied by hand is exported and checked again, not left on the slow engine
+    assert ClaimEncoder().engine == "onnx" and model.is_file()
 
 
 def test_claim_encoder_refuses_an_export_that_drifts(tmp_path, monkeypatch):
