@@ -29,6 +29,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+
 from eval.groundedness import ENCODER_DIR, Context, claims
 from studio import onnxrt
 from studio.errors import StudioError
@@ -113,7 +115,6 @@ def training_examples(cfg: EncoderConfig) -> list[tuple[str, str, int]]:
 def train(out: Path = ENCODER_DIR, cfg: EncoderConfig | None = None, progress=None, checkpoint=None) -> dict:
     """Fine-tune the claim encoder and save it (fp16) with its resolved config; ``checkpoint``: a folder
     for each finished epoch's weights."""
-    import numpy as np
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
 
@@ -227,6 +228,7 @@ class ClaimEncoder:
             if worst > ONNX_TOLERANCE:
                 raise RuntimeError(f"exported model drifts from PyTorch (logit difference {worst:.4f})")
             onnxrt.write_verdict(cache, {"max_logit_difference": worst, "probes": len(PROBES)})
+            self._torch = None  # the reference was only needed for the check: don't keep a second model in memory
         return session, tokenizer
 
     def _reference(self):
@@ -248,8 +250,6 @@ class ClaimEncoder:
             return model(**enc).logits[:, 0].tolist()
 
     def _run_onnx(self, items: list[tuple[str, str]]) -> list[float]:
-        import numpy as np
-
         encs = self._tokenizer.encode_batch(items)
         ids = np.array([e.ids for e in encs], dtype=np.int64)
         feeds = {"input_ids": ids, "attention_mask": np.array([e.attention_mask for e in encs], dtype=np.int64),
