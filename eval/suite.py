@@ -27,6 +27,10 @@ import numpy as np
 
 from eval import metrics as M
 from studio.errors import StudioError
+from studio.limits import check_int
+from studio.limits import current as current_limits
+from studio.paths import Roots, check_name, unique_run_dir
+from studio.registry import known_names
 
 PIPELINES = ("rag", "prompt", "answers")
 
@@ -63,6 +67,10 @@ class EvalSuite:
     source_path: str | None = field(default=None, metadata={"help": "set by load_suite"})
 
     def check_valid(self) -> EvalSuite:
+        check_name(self.name, "suite name")  # it names the run folder
+        lim = current_limits()
+        check_int("k", self.k, 1, lim.retrieval_k, "retrieval_k")
+        check_int("max_tokens", self.max_tokens, 1, lim.max_new_tokens, "max_new_tokens")
         if self.pipeline not in PIPELINES:
             raise StudioError(f"unknown pipeline {self.pipeline!r}; choose one of: {', '.join(PIPELINES)}")
         allowed = M.RAG_METRICS + M.PROMPT_METRICS
@@ -72,9 +80,28 @@ class EvalSuite:
         missing = set(self.thresholds) - set(self.metrics)
         if missing:
             raise StudioError(f"thresholds name metrics the suite does not compute: {', '.join(sorted(missing))}")
-        if not self.all_cases():
+        cases = self.all_cases()
+        if not cases:
             raise StudioError(f"suite {self.name!r} has no cases; add `cases:` or a `dataset:` JSONL file")
+        if len(cases) > lim.eval_cases:
+            raise StudioError(f"suite {self.name!r} has {len(cases):,} cases; the limit is {lim.eval_cases:,} "
+                              "(limits.eval_cases)")
         return self
+
+    def confine(self, roots: Roots) -> EvalSuite:
+        """Refuse what a suite sent through the web UI may not read: documents, a dataset, a model
+        file or an ``nli:`` scorer folder outside ``roots`` (the same refusal whether they exist or not)."""
+        self.documents = [str(roots.resolve(self._local(d), "suite document")) for d in self.documents]
+        if self.dataset:
+            self.dataset = str(roots.resolve(self._local(self.dataset), "suite dataset"))
+        if self.model and self.model not in known_names() and self.backend != "openai":
+            self.model = str(roots.resolve(self.model, "suite model"))
+        if self.scorer.startswith("nli:"):
+            self.scorer = "nli:" + str(roots.resolve(self.scorer[4:], "scorer model"))
+        return self
+
+    def _local(self, path: str) -> Path:
+        return Path(path) if Path(path).is_absolute() else self.base_dir() / path
 
     def base_dir(self) -> Path:
         return Path(self.source_path).parent if self.source_path else Path.cwd()
@@ -82,8 +109,7 @@ class EvalSuite:
     def all_cases(self) -> list[dict]:
         cases = [dict(c) for c in self.cases]
         if self.dataset:
-            path = Path(self.dataset)
-            path = path if path.is_absolute() else self.base_dir() / path
+            path = self._local(self.dataset)
             if not path.is_file():
                 raise StudioError(f"dataset {path} not found")
             for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
@@ -101,14 +127,20 @@ class EvalSuite:
         return cases
 
 
-def load_suite(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> EvalSuite:
+def load_suite(path: str | Path, overrides: list[str] | tuple[str, ...] = (), roots: Roots | None = None) -> EvalSuite:
+    """A checked suite from its YAML and ``key=value`` overrides. With ``roots`` (the web UI), the suite
+    file and every path it names must lie inside them (:meth:`EvalSuite.confine`)."""
     from studio.config import load_config
 
+    if roots is not None:
+        path = roots.resolve(path, "suite file")
     path = Path(path)
     if not path.is_file():
-        raise StudioError(f"suite file {path} not found")
+        raise StudioError(f"suite file {path.name} not found")
     suite = load_config(EvalSuite, path, overrides)
     suite.source_path = str(path.resolve())
+    if roots is not None:
+        suite.confine(roots)
     return suite.check_valid()
 
 
@@ -147,7 +179,7 @@ class _Runner:
 
             s = self.suite
             ingestor = Ingestor(IngestConfig())
-            docs = [str(p if Path(p).is_absolute() else s.base_dir() / p) for p in s.documents]
+            docs = [str(s._local(p)) for p in s.documents]
             if docs:
                 result = ingestor.ingest(docs, s.collection)
                 failed = [f for f in result.files if f.status == "failed"]
@@ -158,7 +190,9 @@ class _Runner:
             backend = None if s.style == "extractive" else self.backend()
             settings = GenerationSettings(temperature=0.0, max_tokens=s.max_tokens, seed=s.seed,
                                           stop=["\n\n", "<context>", "Question:"])
-            self._chain = RagChain(Retriever(ingestor, s.collection, cfg.retrieval), backend, cfg, settings)
+            # the suite's own delimiter key: the same suite answers the same on every machine
+            self._chain = RagChain(Retriever(ingestor, s.collection, cfg.retrieval), backend, cfg, settings,
+                                   delimiter_key=f"eval-{s.seed}".encode())
         return self._chain
 
     def answer(self, case: dict) -> tuple[str, list[str], dict]:
@@ -254,8 +288,6 @@ def run_suite(suite: EvalSuite, out_dir: str | Path | None = None,
 
 def new_run_dir(name: str) -> Path:
     """A fresh run folder under $STUDIO_HOME/eval/: NAME-YYYYmmdd-HHMMSS[-n], never an existing one."""
-    from studio.env import unique_run_dir
-
     out = unique_run_dir("eval", name=name)
     out.mkdir(parents=True)
     return out

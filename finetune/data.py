@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from studio.errors import StudioError
+from studio.limits import current as current_limits
 
 IGNORE = -100
 
@@ -87,7 +88,11 @@ def load_dataset(path: str | Path, task: str | None = None) -> Dataset:
     """Read a JSONL or CSV file; ``task`` (generation | classification) is detected when not given."""
     path = Path(path)
     if not path.is_file():
-        raise StudioError(f"dataset {path} not found")
+        raise StudioError(f"dataset {path.name} not found")
+    most = current_limits().data_mb
+    if path.stat().st_size > most * 1e6:
+        raise StudioError(f"dataset {path.name} is {path.stat().st_size / 1e6:,.0f} MB; the limit is {most:g} MB "
+                          "(limits.data_mb)")
     raw: list[tuple[int, dict | None, str | None]] = []
     if path.suffix.lower() == ".csv":
         with open(path, newline="", encoding="utf-8-sig") as fh:

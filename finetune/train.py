@@ -19,6 +19,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
+import re
 import signal
 import time
 from dataclasses import dataclass, field
@@ -27,6 +29,8 @@ from pathlib import Path
 from finetune.data import IGNORE, encode_classification, encode_generation, load_dataset
 from studio.errors import StudioError
 from studio.jobs import write_status
+from studio.limits import check_float, check_int
+from studio.limits import current as current_limits
 
 
 @dataclass
@@ -55,6 +59,31 @@ class FinetuneConfig:
     eval_examples: int = 20
     threads: int = 0
     processes: int = field(default=1, metadata={"help": "CPU processes (accelerate launch, DDP over gloo)"})
+
+    def check(self) -> FinetuneConfig:
+        """Refuse sizes outside ``limits`` (steps, epochs, batch, length, rank, examples) before any work."""
+        lim = current_limits()
+        check_int("max_length", self.max_length, 8, lim.max_length, "max_length")
+        check_int("r", self.r, 1, lim.lora_rank, "lora_rank")
+        check_int("alpha", self.alpha, 1, 16 * lim.lora_rank, "lora_rank")
+        check_float("dropout", self.dropout, 0, 0.95)
+        check_float("lr", self.lr, 0, 10)
+        check_float("epochs", self.epochs, 0.001, lim.epochs, "epochs")
+        if self.max_steps != -1:
+            check_int("max_steps", self.max_steps, 1, lim.train_steps, "train_steps")
+        check_int("batch_size", self.batch_size, 1, lim.batch_size, "batch_size")
+        check_int("grad_accum", self.grad_accum, 1, lim.batch_size, "batch_size")
+        check_int("eval_every", self.eval_every, 1, lim.train_steps, "train_steps")
+        check_int("early_stopping", self.early_stopping, 0, 1000)
+        check_int("eval_examples", self.eval_examples, 0, lim.eval_examples, "eval_examples")
+        check_float("val_ratio", self.val_ratio, 0, 0.9)
+        check_int("threads", self.threads, 0, 1024)
+        check_int("processes", self.processes, 1, max(1, os.cpu_count() or 1))
+        check_int("seed", self.seed, 0, 2**32 - 1)
+        if len(self.target_modules) > 64 or any(not re.fullmatch(r"[A-Za-z0-9_.]{1,100}", t)
+                                                for t in self.target_modules):
+            raise StudioError("target_modules must be module names such as q_proj,v_proj")
+        return self
 
 
 def _base_for(task: str) -> str:
@@ -218,6 +247,7 @@ def run_finetune(cfg: FinetuneConfig, run_dir: str | Path, resume: bool = False,
         return launch_processes(cfg, run_dir, resume)
     if not cfg.data:
         raise StudioError("set data: a JSONL (messages or instruction/output) or CSV/JSONL (text,label) file")
+    cfg.check()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     ds = load_dataset(cfg.data, cfg.task)
@@ -326,6 +356,11 @@ def run_finetune(cfg: FinetuneConfig, run_dir: str | Path, resume: bool = False,
                 model.merge_and_unload().save_pretrained(str(run_dir / "merged"))
                 tok.save_pretrained(str(run_dir / "merged"))
         write_status(run_dir, state=state, step=trainer.state.global_step)
+    except pickle.UnpicklingError:  # transformers reads checkpoints with weights_only=True
+        error = ("a file in checkpoints/ holds objects other than tensors and numbers, so it was not loaded "
+                 "(it may not come from this studio); start the run again instead of resuming it")
+        status(run_dir, state="failed", error=error)
+        raise StudioError(error) from None
     except BaseException as exc:
         status(run_dir, state="failed", error=f"{type(exc).__name__}: {exc}")
         raise

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from studio.errors import StudioError
+from studio.limits import current as current_limits
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 IMAGE_DATASETS = ("digits", "fashion", "folder")
@@ -60,6 +61,9 @@ def _fashion(path: str | None, split: str) -> tuple[np.ndarray, np.ndarray]:
     return read_idx(img).astype(np.float32) / 255.0, read_idx(lab).astype(np.int64)
 
 
+MAX_PIXELS = 40_000_000
+
+
 def _folder(path: str | None, size: int, channels: int) -> tuple[np.ndarray, np.ndarray]:
     from PIL import Image, UnidentifiedImageError
 
@@ -67,18 +71,28 @@ def _folder(path: str | None, size: int, channels: int) -> tuple[np.ndarray, np.
         raise StudioError("the folder dataset needs data.path (a folder of images)")
     folder = Path(path).expanduser()
     if not folder.is_dir():
-        raise StudioError(f"image folder {folder} does not exist")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        raise StudioError(f"image folder {folder.name or path} does not exist")
+    most = current_limits().folder_images
+    files = []
+    for p in folder.rglob("*"):  # stops counting past the limit instead of listing a huge tree first
+        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file():
+            files.append(p)
+            if len(files) > most:
+                raise StudioError(f"the image folder holds more than {most:,} images (limits.folder_images)")
+    files.sort()
     if not files:
-        raise StudioError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {folder}")
+        raise StudioError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {folder.name or path}")
     out = []
     for f in files:
         try:
             with Image.open(f) as im:
+                if im.width * im.height > MAX_PIXELS:  # checked before decoding: a tiny file can claim a huge image
+                    raise StudioError(f"image {f.name} is {im.width}x{im.height} pixels; the limit is "
+                                      f"{MAX_PIXELS:,} pixels")
                 im = im.convert("L" if channels == 1 else "RGB").resize((size, size), Image.Resampling.BILINEAR)
                 arr = np.asarray(im, dtype=np.float32) / 255.0
         except (UnidentifiedImageError, OSError) as exc:
-            raise StudioError(f"cannot read image {f}: {exc}; remove it or fix it") from None
+            raise StudioError(f"cannot read image {f.relative_to(folder)}: {exc}; remove it or fix it") from None
         out.append(arr[None] if channels == 1 else arr.transpose(2, 0, 1))
     return np.stack(out), np.zeros(len(out), dtype=np.int64)
 

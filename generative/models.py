@@ -114,13 +114,34 @@ def save_torch_model(model: nn.Module, folder: Path) -> None:
 
 
 def load_torch_model(folder: Path) -> nn.Module:
+    """A model saved by :func:`save_torch_model`: ``config.json`` (checked) + ``model.safetensors``."""
     from safetensors.torch import load_file
 
     cfg = json.loads((folder / "config.json").read_text())
-    kind = cfg.pop("kind")
+    kind = cfg.pop("kind", None)
+    if kind not in _KINDS or not all(isinstance(v, int) and 0 < v <= 4096 for v in cfg.values()):
+        raise StudioError(f"{folder.name}/config.json does not describe a studio model; train the run again")
     model = _KINDS[kind](**cfg)
     model.load_state_dict(load_file(str(folder / "model.safetensors")))
     return model.eval()
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A training checkpoint written by ``torch.save``, read with ``weights_only=True``.
+
+    Only tensors, numbers, strings and containers of them are rebuilt, so a checkpoint.pt planted in
+    a shared run folder cannot run code when it is sampled from or resumed; such a file is refused
+    with a StudioError instead.
+    """
+    import pickle
+
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, AttributeError, ValueError) as exc:
+        if isinstance(exc, pickle.UnpicklingError) or "weights_only" in str(exc).lower():
+            raise StudioError(f"{path.name} holds objects other than tensors and numbers, so it was not loaded "
+                              "(it may not come from this studio); train the run again") from None
+        raise StudioError(f"{path.name} cannot be read ({type(exc).__name__}); it may be damaged") from None
 
 
 # --- 2-D toys: the same three models on points instead of images -------------------------------------------

@@ -16,40 +16,14 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import special, stats
 
+from generative.formula import compile_expression
 from studio.errors import StudioError
 
 Array = np.ndarray
-SAFE_FUNCS = {name: getattr(np, name) for name in ("exp", "log", "sqrt", "sin", "cos", "tan", "abs", "pi", "e",
-                                                   "tanh", "arctan", "where", "minimum", "maximum", "log1p")}
 
 
 def rng_of(seed: int | np.random.Generator | None) -> np.random.Generator:
     return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-
-
-def compile_expression(expr: str, names: tuple[str, ...] = ("x",)) -> Callable[..., Array]:
-    """A numpy function of ``names`` from a formula like ``"exp(-x**2/2) * (1 + sin(3*x)**2)"``.
-
-    Only arithmetic, comparisons and numpy's exp/log/sqrt/sin/cos/... are available.
-    """
-    if "__" in expr or any(ch in expr for ch in ";\n"):
-        raise StudioError(f"formula {expr!r} may only use arithmetic and functions like exp, log, sin")
-    try:
-        code = compile(expr, "<formula>", "eval")
-    except SyntaxError as exc:
-        raise StudioError(f"formula {expr!r} is not valid: {exc.msg}") from None
-    allowed = set(SAFE_FUNCS) | set(names)
-    unknown = [n for n in code.co_names if n not in allowed]
-    if unknown:
-        raise StudioError(f"formula {expr!r} uses unknown names {unknown}; use {', '.join(names)} and "
-                          f"{', '.join(sorted(SAFE_FUNCS))}")
-
-    def f(*args: Array) -> Array:
-        with np.errstate(all="ignore"):
-            scope = {**SAFE_FUNCS, **dict(zip(names, args, strict=True))}
-            return np.asarray(eval(code, {"__builtins__": {}}, scope), dtype=float)  # noqa: S307 - names checked
-
-    return f
 
 
 @dataclass

@@ -17,9 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from generative import sampling as S
+from generative.formula import compile_expression
 from studio.config import save_config
 from studio.env import home_dir
 from studio.errors import StudioError
+from studio.limits import check_float, check_int
+from studio.limits import current as current_limits
 
 KINDS = ("draw", "mc", "is", "mcmc")
 
@@ -41,10 +44,35 @@ class SamplingConfig:
     x0: list[float] = field(default_factory=list)
     out_dir: str | None = field(default=None, metadata={"help": "default: $STUDIO_HOME/runs/sampling/..."})
 
+    def check(self, kind: str) -> SamplingConfig:
+        """Refuse sizes outside ``limits`` before any work: n, chains x (n + burn-in), parameter lists."""
+        lim = current_limits()
+        if kind == "mcmc":
+            check_int("chains", self.chains, 1, lim.mcmc_chains, "mcmc_chains")
+            check_int("n", self.n, 2, lim.mcmc_draws, "mcmc_draws")
+            check_int("burn_in", self.burn_in, 0, lim.mcmc_draws, "mcmc_draws")
+            total = self.chains * (self.n + self.burn_in)
+            if total > lim.mcmc_draws:
+                raise StudioError(f"chains x (n + burn_in) = {total:,} draws; the limit is {lim.mcmc_draws:,} "
+                                  "(limits.mcmc_draws)")
+            check_float("step", self.step, 1e-12, 1e6)
+            if len(self.x0) > 2 * lim.mcmc_chains:
+                raise StudioError(f"x0 gives {len(self.x0)} values; give one start per chain (and dimension)")
+        else:
+            check_int("n", self.n, 2, lim.sample_n, "sample_n")
+        check_int("seed", self.seed, 0, 2**63 - 1)
+        for name, params in (("params", self.params), ("proposal_params", self.proposal_params)):
+            for key, value in params.items():
+                if isinstance(value, list) and len(value) > 64:
+                    raise StudioError(f"{name}.{key} lists {len(value)} values; at most 64")
+                if isinstance(value, str) and len(value) > 500:
+                    raise StudioError(f"{name}.{key} is {len(value)} characters; at most 500")
+        return self
+
 
 def _f(cfg: SamplingConfig, dim: int):
     names = ("x",) if dim == 1 else ("x", "y")
-    f = S.compile_expression(cfg.function, names)
+    f = compile_expression(cfg.function, names)
     return (lambda x: np.broadcast_to(f(x), np.shape(x)[:1])) if dim == 1 else \
         (lambda x: np.broadcast_to(f(x[:, 0], x[:, 1]), (len(x),)))
 
@@ -53,8 +81,7 @@ def run_sampling(kind: str, cfg: SamplingConfig, plot: bool = True) -> dict:
     """Run one experiment; returns the contract's fields plus what the plots need (``arrays``)."""
     if kind not in KINDS:
         raise StudioError(f"unknown sampling run {kind!r}; choose one of: {', '.join(KINDS)}")
-    if cfg.n < 2:
-        raise StudioError(f"n must be at least 2, got {cfg.n}")
+    cfg.check(kind)
     target = S.make_distribution(cfg.distribution, **cfg.params)
     rng = np.random.default_rng(cfg.seed)
     start = time.perf_counter()

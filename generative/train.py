@@ -34,11 +34,14 @@ from generative.models import (
     MLPDenoiser,
     MLPDiscriminator,
     MLPGenerator,
+    load_checkpoint,
     make_unet,
     save_torch_model,
 )
 from studio.errors import StudioError
 from studio.jobs import read_jsonl, read_status, write_status
+from studio.limits import check_float, check_int
+from studio.limits import current as current_limits
 
 MODELS = ("vae", "gan", "ddpm")
 
@@ -76,12 +79,27 @@ class GenConfig:
     threads: int = 0
 
     def check(self) -> GenConfig:
+        """Refuse unknown models and sizes outside ``limits`` (steps, batch, width, image size, T, grids)."""
         if self.model not in MODELS:
             raise StudioError(f"unknown model {self.model!r}; choose one of: {', '.join(MODELS)}")
-        if self.steps < 1 or self.batch_size < 1:
-            raise StudioError("steps and batch_size must be at least 1")
+        lim = current_limits()
+        check_int("steps", self.steps, 1, lim.train_steps, "train_steps")
+        check_int("batch_size", self.batch_size, 1, lim.batch_size, "batch_size")
+        check_int("width", self.width, 1, lim.width, "width")
+        check_int("z_dim", self.z_dim, 1, lim.width, "width")
+        check_int("timesteps", self.timesteps, 2, lim.timesteps, "timesteps")
+        check_int("n_samples", self.n_samples, 1, lim.sample_images, "sample_images")
+        for key in ("log_every", "sample_every", "checkpoint_every"):
+            check_int(key, getattr(self, key), 1, lim.train_steps, "train_steps")
+        check_float("budget_seconds", self.budget_seconds, 0, 7 * 86400)
+        check_float("lr", self.lr, 0, 10)
+        check_float("ema", self.ema, 0, 1)
+        check_int("threads", self.threads, 0, 1024)
+        if self.data.limit is not None:
+            check_int("data.limit", self.data.limit, 1, lim.folder_images, "folder_images")
         if self.data.name in TOYS:
             return self
+        check_int("data.size", self.data.size, 8, lim.image_size, "image_size")
         if self.data.size % 4 or self.data.size < 8:
             raise StudioError(f"data.size must be a multiple of 4 and at least 8, got {self.data.size}")
         if self.data.channels not in (1, 3):
@@ -318,7 +336,7 @@ def train(cfg: GenConfig, run_dir: str | Path, resume: bool = False, progress=No
     rng = np.random.default_rng(cfg.seed)
     step = 0
     if resume:
-        step = trainer.load(torch.load(run_dir / "checkpoint.pt", weights_only=False), rng)
+        step = trainer.load(load_checkpoint(run_dir / "checkpoint.pt"), rng)
     stop = {"signal": None}
 
     def on_signal(signum, _frame):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from studio.errors import StudioError
+from studio.limits import current as current_limits
 
 SPLITTERS = ("recursive", "sentence", "markdown", "token")
 DEFAULT_SIZES = {"token": (200, 40)}  # others: (1000, 200) characters
@@ -25,8 +26,13 @@ class SplitterConfig:
         size_d, overlap_d = DEFAULT_SIZES.get(self.splitter, (1000, 200))
         size = self.chunk_size or size_d
         overlap = overlap_d if self.chunk_overlap < 0 else self.chunk_overlap
+        most = current_limits().chunk_chars
         if size < 20:
             raise StudioError(f"chunk size {size} is too small; use at least 20")
+        if size > most or overlap > most:
+            raise StudioError(f"chunk size and overlap must be at most {most:,} (limits.chunk_chars)")
+        if overlap < 0:
+            raise StudioError(f"chunk overlap must be 0 or more (-1 = the default), got {self.chunk_overlap}")
         if overlap >= size:
             raise StudioError(f"chunk overlap ({overlap}) must be smaller than chunk size ({size})")
         if self.splitter == "token" and size > 256:

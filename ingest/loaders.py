@@ -21,6 +21,8 @@ from xml.etree import ElementTree
 
 from langchain_core.documents import Document
 
+from studio.limits import current as current_limits
+
 
 class LoadError(Exception):
     """A file that cannot be ingested, with the reason a user can act on."""
@@ -207,12 +209,33 @@ def load_html(data: bytes) -> list[Document]:
 W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
 
 
+def check_zip(zf: zipfile.ZipFile) -> None:
+    """Refuse a zip (a .docx is one) whose members would inflate past ``limits.unzipped_mb`` in all, or
+    past ``limits.zip_ratio`` times their stored size, before anything is inflated.
+
+    The sizes come from the zip's directory; :mod:`zipfile` never inflates a member past its declared
+    size, so a member that lies about its size fails its CRC check instead of filling memory.
+    """
+    lim = current_limits()
+    total = 0
+    for info in zf.infolist():
+        total += info.file_size
+        if info.file_size > 1_000_000 and info.file_size > lim.zip_ratio * max(info.compress_size, 1):
+            ratio = info.file_size / max(info.compress_size, 1)
+            raise LoadError(f"refused: {info.filename} would inflate {ratio:,.0f} times (limits.zip_ratio is "
+                            f"{lim.zip_ratio:g}); this looks like a zip bomb")
+    if total > lim.unzipped_mb * 1e6:
+        raise LoadError(f"refused: it would inflate to {total / 1e6:,.0f} MB (limits.unzipped_mb is "
+                        f"{lim.unzipped_mb:g} MB)")
+
+
 def load_docx(data: bytes) -> list[Document]:
     """Paragraph text of a .docx (tables included), headings kept as their own lines."""
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            check_zip(zf)
             root = ElementTree.fromstring(zf.read("word/document.xml"))
-    except (zipfile.BadZipFile, KeyError, ElementTree.ParseError) as exc:
+    except (zipfile.BadZipFile, KeyError, ElementTree.ParseError, RuntimeError, EOFError) as exc:
         raise LoadError(f"corrupt .docx ({exc})") from None
     paragraphs = []
     for p in root.iter(f"{W}p"):

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from studio.env import studio_home
+from studio.env import open_db, studio_home
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -42,9 +42,7 @@ class Manifest:
             db.execute(SCHEMA)
 
     def _db(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=30)
-        db.execute("PRAGMA journal_mode=WAL")
-        return db
+        return open_db(self.path)
 
     def get(self, store: str, collection: str, source: str) -> FileRecord | None:
         with self._db() as db:

@@ -30,7 +30,9 @@ from ingest.config import IngestConfig
 from ingest.loaders import Limits, LoadError, load_file
 from ingest.manifest import FileRecord, Manifest
 from ingest.splitters import split_documents
+from studio.env import home_lock
 from studio.errors import StudioError
+from studio.limits import current as current_limits
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +144,10 @@ class Ingestor:
             return _Prepared(source, error=f"{source}: cannot read ({exc.strerror})")
         version = hashlib.sha256(data).hexdigest()[:16] + sig
         known = self.manifest.get(self.store.location, collection, source)
-        if known and known.version == version:
+        # unchanged only if the store still holds every chunk the manifest counts (a run killed between
+        # writing and recording, or chunks deleted behind the studio's back, are redone, not trusted)
+        if known and known.version == version and known.chunks == self.store.count(
+                collection, {"$and": [{"source": source}, {"version": version}]}):
             return _Prepared(source, version, len(data), pages=known.pages, unchanged=True,
                              chunks=[None] * known.chunks)
         try:
@@ -174,11 +179,24 @@ class Ingestor:
         status = "updated" if previous else "added"
         return FileResult(prep.source, status, len(ids), None, prep.pages)
 
+    def _lock(self, collection: str):
+        """One writer per collection at a time, across processes: two ingests of one file can then
+        never interleave their writes and deletes (which could leave a manifest row without chunks)."""
+        return home_lock("collection", self.store.location, collection)
+
     def ingest(self, paths: Iterable[str | Path], collection: str, progress: Progress | None = None) -> IngestReport:
         """Ingest files and folders into ``collection``; one bad file fails alone."""
         start = time.perf_counter()
         self.store.collection(collection)  # validates the name, creates the collection
         items = discover(paths)
+        most = current_limits().ingest_files
+        if len(items) > most:
+            raise StudioError(f"{len(items):,} files to ingest; the limit is {most:,} (limits.ingest_files): "
+                              "ingest the folder in parts")
+        with self._lock(collection):
+            return self._ingest(items, collection, progress, start)
+
+    def _ingest(self, items, collection: str, progress: Progress | None, start: float) -> IngestReport:
         sig = self._splitter_signature()
         results: list[FileResult] = []
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="parse") as pool:
@@ -218,13 +236,15 @@ class Ingestor:
         if record is None:
             known = ", ".join(r.source for r in self.documents(collection)[:10]) or "none"
             raise StudioError(f"{collection!r} holds no document {source!r}; it holds: {known}")
-        self.store.delete_where(collection, {"source": source})
-        self.manifest.remove(self.store.location, collection, source)
+        with self._lock(collection):
+            self.store.delete_where(collection, {"source": source})
+            self.manifest.remove(self.store.location, collection, source)
         return record.chunks
 
     def delete_collection(self, collection: str) -> None:
-        self.store.delete_collection(collection)
-        self.manifest.remove(self.store.location, collection)
+        with self._lock(collection):
+            self.store.delete_collection(collection)
+            self.manifest.remove(self.store.location, collection)
 
     def query(self, collection: str, text: str, k: int = 5, where: dict | None = None):
         if not text.strip():

@@ -93,8 +93,10 @@ class Store:
         self.collection(name, create=False)
         self.client.delete_collection(name)
 
-    def count(self, name: str) -> int:
-        return self.collection(name, create=False).count()
+    def count(self, name: str, where: dict | None = None) -> int:
+        """Chunks in the collection (those matching ``where`` when given)."""
+        col = self.collection(name, create=False)
+        return col.count() if where is None else len(col.get(where=where, include=[])["ids"])
 
     def add_chunks(self, name: str, ids: list[str], vectors, texts: list[str], metadatas: list[dict]) -> None:
         """Upsert (idempotent: the same id twice leaves one copy)."""

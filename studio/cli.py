@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from studio.config import read_secret
 from studio.env import apply_offline_defaults
 from studio.errors import StudioError
 
@@ -27,7 +28,9 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--backend", choices=["llamacpp", "hf", "openai"], help="default: from config (llamacpp)")
     g.add_argument("--model", help="registry name, .gguf file, HF folder, or the endpoint's model name")
     g.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
-    g.add_argument("--api-key", help="for the openai backend (default: $OPENAI_API_KEY)")
+    g.add_argument("--api-key", help="for the openai backend; visible in the process list, so prefer "
+                   "--api-key-file or $STUDIO_API_KEY (the configured key goes to chat.base_url only)")
+    g.add_argument("--api-key-file", metavar="FILE", help="read the API key from the first line of FILE")
     g.add_argument("--adapter", metavar="RUN", help="a fine-tune run (or its adapter/ folder): LoRA on the hf backend")
     g.add_argument("--system", help="system prompt")
     s = p.add_argument_group("generation")
@@ -57,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int)
     serve.add_argument("--share", action="store_true", default=None,
                        help="also open a public Gradio link (needs --auth and internet)")
-    serve.add_argument("--auth", metavar="USER:PASS", help="require this login")
+    serve.add_argument("--auth", metavar="USER:PASS", help="require this login (visible in the process list: "
+                       "prefer $STUDIO_AUTH or --auth-file)")
+    serve.add_argument("--auth-file", metavar="FILE", help="read USER:PASS from the first line of FILE")
     serve.add_argument("--no-preload", action="store_true", help="load the chat model on first use")
     serve.set_defaults(handler=cmd_serve)
 
@@ -92,9 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def load_studio_config(args: argparse.Namespace):
+    """The studio config (file, then --set overrides); its limits become the ones the core enforces."""
     from studio.config import StudioConfig, load_config
+    from studio.limits import configure
 
-    return load_config(StudioConfig, getattr(args, "studio_config", None) or os.environ.get("STUDIO_CONFIG"), args.set)
+    cfg = load_config(StudioConfig, getattr(args, "studio_config", None) or os.environ.get("STUDIO_CONFIG"),
+                      args.set)
+    configure(cfg.limits)
+    return cfg
 
 
 def backend_from_args(args: argparse.Namespace, cfg):
@@ -113,11 +123,15 @@ def backend_from_args(args: argparse.Namespace, cfg):
             raise StudioError(f"{a.name} is a {a.task} adapter; chat needs a generation one")
         return load_backend("hf", args.model or a.base_model, adapter=str(a.path),
                             n_threads=c.n_threads or None)
+    url = args.base_url or c.base_url
+    explicit = args.api_key or (read_secret(args.api_key_file, "API key") if args.api_key_file else None)
+    # a key given for this command goes with it; the configured one only to the configured endpoint
+    key = explicit or (c.key() if not args.base_url or args.base_url == c.base_url else None)
     return load_backend(
         backend,
         args.model or c.model,
-        base_url=args.base_url or c.base_url,
-        api_key=args.api_key or c.api_key,
+        base_url=url,
+        api_key=key,
         n_ctx=c.n_ctx if backend == "llamacpp" else None,
         n_threads=c.n_threads or None,
         parallel=c.parallel if backend == "llamacpp" else None,
@@ -189,7 +203,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     s.host = args.host or s.host
     s.port = args.port or s.port
     s.share = bool(args.share) if args.share is not None else s.share
-    s.auth = args.auth or s.auth
+    s.auth = args.auth or (read_secret(args.auth_file, "auth") if args.auth_file else None) \
+        or os.environ.get("STUDIO_AUTH") or s.auth
     if args.no_preload:
         s.preload = False
     s.login()  # refuse a share without auth before the slow UI imports
@@ -213,6 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:  # plain `studio` serves the UI with the configured defaults
         args = parser.parse_args([*(sys.argv[1:] if argv is None else argv), "serve"])
     try:
+        load_studio_config(args)  # every command enforces the configured limits (and checks the config)
         return handler(args)
     except StudioError as exc:
         print(f"studio: error: {exc}", file=sys.stderr)

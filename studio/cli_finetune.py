@@ -34,9 +34,9 @@ def add_parsers(sub) -> None:
 
 
 def default_run_dir(name: str) -> Path:
-    from studio.env import unique_run_dir
+    from studio.paths import slug, unique_run_dir
 
-    return unique_run_dir("runs", "finetune", name=name)
+    return unique_run_dir("runs", "finetune", name=slug(name))
 
 
 def cmd_run(args) -> int:

@@ -50,9 +50,9 @@ def add_parsers(sub) -> None:
 
 
 def default_run_dir(model: str, data: str) -> Path:
-    from studio.env import unique_run_dir
+    from studio.paths import slug, unique_run_dir
 
-    return unique_run_dir("runs", "generative", name=f"{model}_{data}")
+    return unique_run_dir("runs", "generative", name=slug(f"{model}_{data}"))
 
 
 def cmd_train(args) -> int:

@@ -11,6 +11,7 @@ malformed file raises :class:`~studio.errors.StudioError` naming the key and the
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from typing import Any, TypeVar
 import yaml
 
 from studio.errors import StudioError
+from studio.limits import Limits
 
 T = TypeVar("T")
 
@@ -47,12 +49,20 @@ class ChatModelConfig:
         metadata={"help": "registry name, .gguf path, HF folder, or the endpoint's model name"},
     )
     base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible endpoint"})
-    api_key: str | None = None
+    api_key: str | None = field(default=None, metadata={
+        "help": "sent to base_url only; prefer $STUDIO_API_KEY (or $OPENAI_API_KEY) or --api-key-file"})
     system_prompt: str | None = None
     n_ctx: int = 4096
     n_threads: int = field(default=0, metadata={"help": "0 = one per core"})
     parallel: int = field(default=1, metadata={"help": "llama.cpp contexts serving at once"})
     timeout: float = field(default=120.0, metadata={"help": "seconds, openai backend"})
+
+    def key(self) -> str | None:
+        """The API key that belongs to ``base_url``: ``api_key``, else $STUDIO_API_KEY, else $OPENAI_API_KEY."""
+        return self.api_key or os.environ.get("STUDIO_API_KEY") or os.environ.get("OPENAI_API_KEY") or None
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 @dataclass
@@ -62,24 +72,46 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 7860
     share: bool = False
-    auth: str | None = field(default=None, metadata={"help": "USER:PASS, required with share"})
+    auth: str | None = field(default=None, metadata={
+        "help": "USER:PASS, required with share or a non-loopback host; prefer $STUDIO_AUTH or --auth-file"})
+    public_names: list[str] = field(default_factory=list, metadata={
+        "help": "host names (as browsers send them) the server answers besides loopback and its own address"})
     preload: bool = field(default=True, metadata={"help": "load the chat model at start-up"})
     concurrency: int = 4
 
-    def login(self) -> tuple[str, str] | None:
-        """``auth`` as (user, password); refuses ``share`` without it.
+    def exposed(self) -> bool:
+        """True when people other than this machine's user can reach the server."""
+        return self.share or self.host not in LOOPBACK
 
-        A public link without a login would hand the machine's models and files to anyone
-        holding the URL.
+    def login(self) -> tuple[str, str] | None:
+        """``auth`` as (user, password); refuses ``share`` or a non-loopback host without it.
+
+        A public link or an address on the network without a login would hand the machine's
+        models and files to anyone who can reach it.
         """
         if not self.auth:
             if self.share:
                 raise StudioError("--share makes the studio public: add --auth USER:PASS (or server.auth)")
+            if self.host not in LOOPBACK:
+                raise StudioError(f"serving on {self.host} makes the studio reachable from the network: add "
+                                  "--auth USER:PASS (or $STUDIO_AUTH, --auth-file, server.auth), or serve on "
+                                  "127.0.0.1")
             return None
         user, sep, password = self.auth.partition(":")
         if not sep or not user or not password:
             raise StudioError("--auth must look like USER:PASS (both non-empty)")
         return user, password
+
+
+@dataclass
+class SecurityConfig:
+    """What people using the web UI may point the server at."""
+
+    allowed_roots: list[str] = field(default_factory=list, metadata={
+        "help": "folders the web UI may read besides uploads, STUDIO_HOME and configs/"})
+    allowed_base_urls: list[str] = field(default_factory=list, metadata={
+        "help": "OpenAI-compatible endpoints users may type in the UI when the studio is shared "
+                "(chat.base_url is always allowed; a local studio allows any)"})
 
 
 @dataclass
@@ -105,6 +137,8 @@ class StudioConfig:
     ingest: IngestConfig = field(default_factory=_ingest_config)  # noqa: F821
     rag: RagConfig = field(default_factory=lambda: _late_types()["RagConfig"]())  # noqa: F821
     jobs: JobsConfig = field(default_factory=JobsConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
+    limits: Limits = field(default_factory=Limits)
 
 
 # Which dataclass each file under configs/ maps onto (by path relative to configs/; a folder
@@ -131,6 +165,20 @@ def config_class_for(path: str | Path, root: str | Path = "configs") -> type:
                 return getattr(importlib.import_module(module), name)
             return cls
     raise StudioError(f"no config kind is registered for {rel}; known: {', '.join(CONFIG_KINDS)}")
+
+
+def read_secret(path: str | Path, what: str = "secret") -> str:
+    """The first line of a small file holding a password or key (so it need not appear in argv)."""
+    path = Path(path).expanduser()
+    try:
+        if path.stat().st_size > 4096:
+            raise StudioError(f"the {what} file {path.name} is over 4 KB; it should hold one line")
+        text = path.read_text(encoding="utf-8").strip().splitlines()
+    except OSError as exc:
+        raise StudioError(f"cannot read the {what} file {path.name} ({exc.strerror})") from None
+    if not text or not text[0].strip():
+        raise StudioError(f"the {what} file {path.name} is empty")
+    return text[0].strip()
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:

@@ -6,7 +6,12 @@ All state (Chroma data, chat sessions, jobs, runs, caches) lives under ``STUDIO_
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 # Nothing phones home: no hub downloads, no analytics, no telemetry. These are defaults, so a
@@ -29,27 +34,87 @@ def apply_offline_defaults() -> None:
         os.environ.setdefault(key, value)
 
 
+def _private_dir(path: Path) -> Path:
+    """Create ``path`` (and missing parents) readable by this user only (0700)."""
+    if not path.is_dir():
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
+
+
 def studio_home() -> Path:
-    """The studio's state folder (``$STUDIO_HOME`` or ``~/.genai-studio``), created on demand."""
-    home = Path(os.environ.get("STUDIO_HOME") or Path.home() / ".genai-studio").expanduser()
-    home.mkdir(parents=True, exist_ok=True)
+    """The studio's state folder (``$STUDIO_HOME`` or ``~/.genai-studio``), created on demand (0700).
+
+    Chat sessions, collections, jobs and runs are the user's own: other accounts on the machine
+    cannot list or read them.
+    """
+    chosen = os.environ.get("STUDIO_HOME")
+    home = Path(chosen or Path.home() / ".genai-studio").expanduser()
+    if not home.is_dir():
+        _private_dir(home)
+        os.chmod(home, 0o700)  # mkdir's mode is filtered by the umask; say it exactly
+    elif not chosen and home.stat().st_mode & 0o077 and home.stat().st_uid == os.getuid():
+        os.chmod(home, 0o700)  # the default home of an older version, created world-readable
     return home
 
 
 def home_dir(*parts: str) -> Path:
-    """A sub-folder of the studio home, created on demand, e.g. ``home_dir("cache", "hf")``."""
-    path = studio_home().joinpath(*parts)
-    path.mkdir(parents=True, exist_ok=True)
+    """A sub-folder of the studio home, created on demand (0700), e.g. ``home_dir("cache", "hf")``."""
+    return _private_dir(studio_home().joinpath(*parts))
+
+
+def private_file(path: str | Path) -> Path:
+    """Make ``path`` (a database or a secret) readable and writable by this user only (0600),
+    with SQLite's -wal and -shm companions when they exist."""
+    path = Path(path)
+    for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        try:
+            if p.exists() and (p.stat().st_mode & 0o777) != 0o600:
+                os.chmod(p, 0o600)
+        except OSError:  # another process removed the companion meanwhile
+            pass
     return path
 
 
-def unique_run_dir(*parts: str, name: str) -> Path:
-    """A run folder path under the studio home that does not exist yet: NAME-YYYYmmdd-HHMMSS[-n]."""
-    import time
+def open_db(path: str | Path, **kwargs) -> sqlite3.Connection:
+    """A SQLite connection in WAL mode to a database only this user can read (0600)."""
+    db = sqlite3.connect(path, timeout=30, **kwargs)
+    db.execute("PRAGMA journal_mode=WAL")
+    private_file(path)
+    return db
 
-    base = home_dir(*parts) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    out, n = base, 1
-    while out.exists():
-        n += 1
-        out = base.with_name(f"{base.name}-{n}")
-    return out
+
+@contextmanager
+def home_lock(*key: str) -> Iterator[None]:
+    """An exclusive lock named by ``key``, shared by every process and thread using this STUDIO_HOME.
+
+    ``flock`` on a file under ``STUDIO_HOME/locks``: the kernel drops it when its holder exits or is
+    killed, so a crash never leaves a stale lock behind.
+    """
+    name = hashlib.sha1("\x00".join(key).encode()).hexdigest()[:20]
+    fd = os.open(home_dir("locks") / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def install_secret() -> bytes:
+    """32 random bytes kept in ``STUDIO_HOME/secret.key`` (0600), made on first use.
+
+    Used where the studio needs something a document's author cannot predict but the same install
+    should reproduce (the delimiters around retrieved passages).
+    """
+    path = studio_home() / "secret.key"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        data = path.read_bytes()
+        if len(data) >= 32:
+            return data[:32]
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC)  # an empty file left by a kill mid-write
+    key = os.urandom(32)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(key)
+    return key

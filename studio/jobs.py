@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -28,7 +29,9 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from studio.env import home_dir
+import psutil
+
+from studio.env import home_dir, open_db
 from studio.errors import StudioError
 
 FINAL = ("finished", "cancelled", "failed")
@@ -46,6 +49,7 @@ class Job:
     started: float | None
     ended: float | None
     error: str | None
+    pid_started: float | None = None  # the process's start time: a reused PID is not this job's
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -56,20 +60,30 @@ def studio_command() -> list[str]:
     return [str(exe)] if exe.is_file() else [sys.executable, "-m", "studio.cli"]
 
 
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
+def start_time(pid: int) -> float | None:
+    """When process ``pid`` started (seconds since the epoch), or None if there is no such process."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a finished child not yet reaped is a zombie: not alive
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(") ")[-1][:1] != "Z"
-    except OSError:
-        return True
+        return psutil.Process(pid).create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return None
+
+
+def job_process(job: Job) -> psutil.Process | None:
+    """The job's process, if ``job.pid`` still names it: alive, not a zombie, and started when the job
+    recorded (a PID the system has since given to another program is not the job's)."""
+    if not job.pid:
+        return None
+    try:
+        proc = psutil.Process(job.pid)
+        if job.pid_started is not None and abs(proc.create_time() - job.pid_started) > 0.05:
+            return None
+        return None if proc.status() == psutil.STATUS_ZOMBIE else proc
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return None
+
+
+def _alive(job: Job) -> bool:
+    return job_process(job) is not None
 
 
 class Jobs:
@@ -78,15 +92,17 @@ class Jobs:
         self.max_running = max_running or _configured_limit()
         with self._conn() as c:
             c.execute("""CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, kind TEXT, run_dir TEXT, argv TEXT,
-                         state TEXT, pid INTEGER, created REAL, started REAL, ended REAL, error TEXT)""")
+                         state TEXT, pid INTEGER, created REAL, started REAL, ended REAL, error TEXT,
+                         pid_started REAL)""")
+            columns = [r[1] for r in c.execute("PRAGMA table_info(jobs)")]
+            if "pid_started" not in columns:  # a registry written before PIDs carried their start time
+                c.execute("ALTER TABLE jobs ADD COLUMN pid_started REAL")
 
     def _conn(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.db, timeout=30, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        return conn
+        return open_db(self.db, isolation_level=None)
 
     def _row(self, r) -> Job:
-        return Job(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5], r[6], r[7], r[8], r[9])
+        return Job(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5], r[6], r[7], r[8], r[9], r[10])
 
     def _set(self, job_id: str, **fields) -> None:
         cols = ", ".join(f"{k} = ?" for k in fields)
@@ -99,12 +115,15 @@ class Jobs:
         job_id = uuid.uuid4().hex[:8]
         now = time.time()
         with self._conn() as c:
-            c.execute("INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            c.execute("INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                       (job_id, kind, str(run_dir), json.dumps(argv), state, pid, now,
-                       now if state == "running" else None, None, None))
+                       now if state == "running" else None, None, None, start_time(pid) if pid else None))
         return self.get(job_id)
 
     def get(self, job_id: str) -> Job:
+        """A job by its id or a unique prefix of it (hex digits only)."""
+        if not isinstance(job_id, str) or not re.fullmatch(r"[0-9a-f]{1,32}", job_id):
+            raise StudioError(f"{str(job_id)[:40]!r} is not a job id; `studio jobs list` shows them")
         with self._conn() as c:
             rows = c.execute("SELECT * FROM jobs WHERE id = ? OR id LIKE ?", (job_id, f"{job_id}%")).fetchall()
         if not rows:
@@ -119,14 +138,14 @@ class Jobs:
             return [self._row(r) for r in c.execute("SELECT * FROM jobs ORDER BY created DESC").fetchall()]
 
     def finish(self, job_id: str, state: str, error: str | None = None) -> None:
-        self._set(job_id, state=state, ended=time.time(), error=error, pid=None)
+        self._set(job_id, state=state, ended=time.time(), error=error, pid=None, pid_started=None)
 
     def refresh(self) -> None:
         """Mirror each running job's status.json; mark dead ones failed; start queued jobs."""
         with self._conn() as c:
             running = [self._row(r) for r in c.execute("SELECT * FROM jobs WHERE state = 'running'").fetchall()]
         for job in running:
-            if _alive(job.pid):
+            if _alive(job):
                 continue
             status = read_status(job.run_dir)
             state = status.get("state")
@@ -161,7 +180,7 @@ class Jobs:
         proc = subprocess.Popen([*studio_command(), *job.argv], stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, env=env, start_new_session=True)
         log.close()
-        self._set(job.id, pid=proc.pid)
+        self._set(job.id, pid=proc.pid, pid_started=start_time(proc.pid))
 
     # --- user actions --------------------------------------------------------------------------------
     def submit(self, kind: str, argv: list[str], run_dir: str | Path) -> Job:
@@ -174,10 +193,14 @@ class Jobs:
         if job.state == "queued":
             self.finish(job.id, "cancelled")
         elif job.state == "running" and job.pid:
-            try:
-                os.kill(job.pid, signal.SIGTERM)  # the loop checkpoints and exits; refresh() records it
-            except ProcessLookupError:
-                pass
+            proc = job_process(job)
+            if proc is None:  # gone, or its PID now names another program: signal nothing
+                self.refresh()
+            else:
+                try:
+                    proc.send_signal(signal.SIGTERM)  # the loop checkpoints and exits; refresh() records it
+                except psutil.NoSuchProcess:
+                    pass
         elif job.state in FINAL:
             raise StudioError(f"job {job.id} already {job.state}")
         return self.get(job.id)

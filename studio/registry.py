@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from studio.errors import StudioError
+from studio.paths import Roots
 
 
 @dataclass(frozen=True)
@@ -59,12 +60,20 @@ def _package_dir(package: str) -> Path | None:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def resolve_model(name_or_path: str) -> ModelSpec:
+def resolve_model(name_or_path: str, roots: Roots | None = None) -> ModelSpec:
     """A registry name, a ``.gguf`` file or an HF model folder -> :class:`ModelSpec`.
 
     Raises StudioError (one line, listing the known names) for an unknown name or a missing path.
+    With ``roots`` (paths sent through the web UI), a path must lie inside them, and one outside is
+    refused before anything about it is looked up.
     """
     hint = f"known names: {', '.join(known_names())}; or give a .gguf file or a model folder"
+    if not isinstance(name_or_path, str) or not name_or_path.strip():
+        raise StudioError(f"no model given; {hint}")
+    if roots is not None and name_or_path not in BUNDLED:
+        if not _looks_like_path(name_or_path):
+            raise StudioError(f"unknown model {name_or_path!r}; {hint}")
+        name_or_path = str(roots.resolve(name_or_path, "model path"))
     if name_or_path in BUNDLED:
         package, inner, fmt, _ = BUNDLED[name_or_path]
         root = _package_dir(package)
@@ -90,10 +99,13 @@ def resolve_model(name_or_path: str) -> ModelSpec:
             f"{path} holds neither a config.json nor exactly one .gguf file; "
             "point at the model file or a Hugging Face model folder"
         )
-    looks_like_path = any(sep in name_or_path for sep in "/\\") or name_or_path.endswith(".gguf")
-    if looks_like_path:
+    if _looks_like_path(name_or_path):
         raise StudioError(f"model file {name_or_path} does not exist; {hint}")
     raise StudioError(f"unknown model {name_or_path!r}; {hint}")
+
+
+def _looks_like_path(text: str) -> bool:
+    return any(sep in text for sep in "/\\") or text.endswith(".gguf") or text.startswith(("~", "."))
 
 
 def describe() -> list[dict[str, str]]:

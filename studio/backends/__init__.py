@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import importlib
 import threading
+from collections import OrderedDict
+from pathlib import Path
+from urllib.parse import urlsplit
 
 from studio.backends.base import ChatBackend, ChatStream, Chunk, GenerationSettings, Message
 from studio.errors import StudioError
+from studio.limits import current as current_limits
+from studio.registry import BUNDLED, resolve_model
 
 BACKENDS = {
     "llamacpp": "studio.backends.llamacpp:LlamaCppBackend",
@@ -42,33 +47,81 @@ def settings_from_config(gen, **changes) -> GenerationSettings:
 
 
 class BackendCache:
-    """Loaded backends keyed by (backend, model, base_url, adapter), each loaded once.
+    """Loaded backends, each loaded once and shared, at most ``limits.loaded_models`` of them.
 
-    The web UI keeps one of these so switching models back and forth does not reload them.
+    The key is what a backend actually loads: (backend, the model's resolved path, the endpoint,
+    the adapter's resolved path), so a model reached by two spellings of its path is loaded once.
+    When a new model would pass the bound, the least recently used one is dropped (its memory is
+    freed once the requests still streaming from it end).
+
+    Server-side rules for values that come from the web UI:
+    - ``roots`` (a :class:`studio.paths.Roots`): model files and adapters must lie inside them;
+    - ``allowed_urls``: the endpoints a user may point the openai backend at (``None``: any
+      http(s) URL, for a studio only this machine's user reaches); the configured ``base_url`` is
+      always allowed;
+    - the configured ``api_key`` is sent to the configured ``base_url`` only: a URL typed by a
+      user gets no key.
     """
 
-    def __init__(self, **defaults):
+    def __init__(self, *, base_url: str | None = None, api_key: str | None = None, roots=None,
+                 allowed_urls: list[str] | None = None, max_loaded: int | None = None, **defaults):
+        self.base_url = base_url.rstrip("/") if base_url else None
+        self.api_key = api_key
+        self.roots = roots
+        self.allowed_urls = None if allowed_urls is None else [u.rstrip("/") for u in allowed_urls if u]
+        self.max_loaded = max_loaded
         self.defaults = defaults
-        self._loaded: dict[tuple, ChatBackend] = {}
+        self._loaded: OrderedDict[tuple, ChatBackend] = OrderedDict()
         self._lock = threading.Lock()
+
+    def check_url(self, url: str | None) -> str:
+        """The endpoint for the openai backend, if this studio lets a user point at it."""
+        url = (url or self.base_url or "").strip().rstrip("/")
+        if not url:
+            raise StudioError("the openai backend needs a base URL, e.g. http://127.0.0.1:8000/v1")
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password:
+            raise StudioError("the base URL must look like http(s)://HOST:PORT/v1, without a user name or password")
+        if url == self.base_url or self.allowed_urls is None:
+            return url
+        if any(url == a or url.startswith(a + "/") for a in self.allowed_urls):
+            return url
+        raise StudioError("this studio is shared, so the openai backend may only use the endpoints its operator "
+                          "listed (chat.base_url, security.allowed_base_urls)")
 
     def get(self, backend: str, model: str | None = None, base_url: str | None = None,
             adapter: str | None = None) -> ChatBackend:
         """``adapter`` (a fine-tune run's adapter folder) applies LoRA on the hf backend."""
-        key = (backend, model or "", base_url or "", adapter or "")
+        if backend not in BACKENDS:
+            raise StudioError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+        if adapter and backend != "hf":
+            raise StudioError("a LoRA adapter needs the hf backend; pick hf in the Model settings")
+        options = dict(self.defaults)
+        if backend == "openai":
+            url = self.check_url(base_url)
+            key = (backend, model or "", url, "")
+            options.update(base_url=url, api_key=self.api_key if url == self.base_url else None)
+        else:
+            model = model or "smollm2-135m-instruct"
+            spec = resolve_model(model, roots=self.roots)
+            if adapter:
+                adapter = str(self.roots.resolve(adapter, "adapter folder") if self.roots else Path(adapter).resolve())
+                options = {"n_threads": options.get("n_threads"), "adapter": adapter}
+            model = model if model in BUNDLED else str(spec.path)  # load what was checked
+            key = (backend, str(spec.path), "", adapter or "")
+            options.pop("base_url", None)
+            options.pop("timeout", None)
         with self._lock:
-            if key not in self._loaded:
-                options = dict(self.defaults)
-                if adapter and backend != "hf":
-                    raise StudioError("a LoRA adapter needs the hf backend; pick hf in the Model settings")
-                if adapter:
-                    options = {"n_threads": options.get("n_threads"), "adapter": adapter}
-                elif backend == "openai":
-                    options["base_url"] = base_url or options.get("base_url")
-                else:
-                    options.pop("base_url", None)
-                self._loaded[key] = load_backend(backend, model, **options)
-            return self._loaded[key]
+            if key in self._loaded:
+                self._loaded.move_to_end(key)
+                return self._loaded[key]
+            loaded = load_backend(backend, model, **options)
+            self._loaded[key] = loaded
+            most = self.max_loaded or current_limits().loaded_models
+            while len(self._loaded) > most:
+                self._loaded.popitem(last=False)  # freed by refcount once its running streams end
+            return loaded
 
     def loaded(self) -> list[ChatBackend]:
-        return list(self._loaded.values())
+        with self._lock:
+            return list(self._loaded.values())

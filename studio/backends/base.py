@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from studio.errors import StudioError
+from studio.limits import check_int, check_json_schema
+from studio.limits import current as current_limits
 
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": str}
 
@@ -35,14 +37,20 @@ class GenerationSettings:
     json_schema: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
-        if self.temperature < 0:
-            raise StudioError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
+        lim = current_limits()
+        if not (isinstance(self.temperature, (int, float)) and 0 <= self.temperature <= 5):
+            raise StudioError(f"temperature must be between 0 and 5, got {self.temperature}")
+        if not (isinstance(self.top_p, (int, float)) and 0 < self.top_p <= 1):
             raise StudioError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.top_k < 0:
-            raise StudioError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
-        if self.max_tokens < 1:
-            raise StudioError(f"max_tokens must be at least 1, got {self.max_tokens}")
+        if not (isinstance(self.top_k, int) and 0 <= self.top_k <= lim.top_k):
+            raise StudioError(f"top_k must be between 0 (off) and {lim.top_k} (limits.top_k), got {self.top_k}")
+        self.max_tokens = check_int("max_tokens", self.max_tokens, 1, lim.max_new_tokens, "max_new_tokens")
+        self.seed = check_int("seed", self.seed, -(2**31), 2**32 - 1)
+        if len(self.stop) > lim.stop_strings or any(not isinstance(x, str) or len(x) > 200 for x in self.stop):
+            raise StudioError(f"give at most {lim.stop_strings} stop strings of at most 200 characters "
+                              "(limits.stop_strings)")
+        if self.json_schema is not None:
+            check_json_schema(self.json_schema)
 
     def request_fields(self) -> dict[str, Any]:
         """The OpenAI chat-completions fields these settings map to (llama-cpp-python takes the same)."""
@@ -155,11 +163,17 @@ def check_messages(messages: list[Message]) -> None:
     """Reject message lists no chat template can render, with a sentence that says why."""
     if not messages:
         raise StudioError("no messages to answer; send at least one user message")
+    total = 0
     for i, msg in enumerate(messages):
         if not isinstance(msg, dict) or msg.get("role") not in ROLES:
-            raise StudioError(f"message {i} needs a role of system, user or assistant: {msg!r}")
+            raise StudioError(f"message {i} needs a role of system, user or assistant")
         if not isinstance(msg.get("content"), str):
-            raise StudioError(f"message {i} needs text content: {msg!r}")
+            raise StudioError(f"message {i} needs text content")
+        total += len(msg["content"])
+    most = current_limits().prompt_chars
+    if total > most:
+        raise StudioError(f"the conversation is {total:,} characters long; the limit is {most:,} "
+                          "(limits.prompt_chars): start a new chat")
 
 
 def trim_at_stop(text: str, stop: list[str]) -> tuple[str, bool]:

@@ -7,7 +7,6 @@ schema go in the request body the way llama.cpp's server and vLLM read them.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 from studio.backends.base import ChatBackend, Chunk, GenerationSettings, Message
@@ -30,7 +29,8 @@ class OpenAIBackend(ChatBackend):
         self._openai = openai
         self.client = openai.OpenAI(
             base_url=self.base_url,
-            api_key=api_key or os.environ.get("OPENAI_API_KEY") or "not-needed",
+            # only the key the caller passes: the configured one goes to the configured URL only
+            api_key=api_key or "not-needed",
             timeout=timeout,
             max_retries=0,
         )

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from studio.backends.base import ChatBackend, GenerationSettings
 from studio.env import home_dir
 from studio.errors import StudioError
+from studio.limits import check_int, check_text
+from studio.limits import current as current_limits
 from studio.prompting.extract import extract_answer, vote
 
 TECHNIQUES = ("zero-shot", "few-shot", "cot", "self-consistency", "role", "delimiters", "json",
@@ -127,6 +129,13 @@ def run_technique(backend: ChatBackend, task: Task, technique: str, settings: Ge
                   samples: int = 5, cache: PromptCache | None = None) -> dict:
     """Run one technique on one task; returns prompt, output(s), answer, votes, tokens and time."""
     settings = settings or GenerationSettings(temperature=0.0, max_tokens=256)
+    if technique not in TECHNIQUES:
+        raise StudioError(f"unknown technique {technique!r}; choose one of: {', '.join(TECHNIQUES)}")
+    check_text("the task", task.question, "message_chars")
+    if technique == "self-consistency":
+        if not isinstance(samples, int) or samples < 2:
+            raise StudioError("self-consistency needs at least 2 samples")
+        check_int("samples", samples, 2, current_limits().self_consistency_samples, "self_consistency_samples")
     cache = cache or PromptCache()
     start = time.perf_counter()
     if technique == "json":
@@ -140,8 +149,6 @@ def run_technique(backend: ChatBackend, task: Task, technique: str, settings: Ge
         knowledge, steps = facts["text"].strip(), [facts]
     messages = build_messages(technique, task, knowledge)
     if technique == "self-consistency":
-        if samples < 2:
-            raise StudioError("self-consistency needs at least 2 samples")
         temp = settings.temperature if settings.temperature > 0 else 0.7
         outs = [cache.complete(backend, messages,
                                dataclasses.replace(settings, temperature=temp, seed=settings.seed + i))

@@ -29,17 +29,19 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
 from ingest.splitters import split_sentences
 from ingest.store import Hit
 from studio.backends.base import ChatBackend, GenerationSettings
+from studio.env import install_secret
 from studio.errors import StudioError
+from studio.limits import check_text
 from studio.rag.bm25 import tokenize
 from studio.rag.config import RagConfig
-from studio.rag.prompt import REFUSAL, answer_messages, condense_messages, looks_like_instruction
+from studio.rag.prompt import REFUSAL, answer_messages, condense_messages, looks_like_instruction, new_tag
 from studio.rag.retriever import Retriever
 
 MAX_QUOTE = 320  # characters of one quote
@@ -144,9 +146,12 @@ class RagChain:
     """Grounded question answering over one collection with any chat backend."""
 
     def __init__(self, retriever: Retriever, backend: ChatBackend | None, cfg: RagConfig | None = None,
-                 settings: GenerationSettings | None = None):
+                 settings: GenerationSettings | None = None, delimiter_key: bytes | None = None):
+        """``delimiter_key`` keys the per-request passage delimiters (:func:`studio.rag.prompt.new_tag`);
+        default: this install's secret. Eval suites pass a key of their own so runs agree across machines."""
         self.retriever = retriever
         self.backend = backend
+        self.delimiter_key = delimiter_key
         self.cfg = (cfg or RagConfig()).check()
         # one short paragraph: small models ramble past a blank line
         self.settings = settings or GenerationSettings(temperature=0.0, max_tokens=self.cfg.max_tokens,
@@ -210,7 +215,7 @@ class RagChain:
     # --- the chain ----------------------------------------------------------------------------------
     def stream(self, question: str, history: list[dict] | None = None,
                sources: list[str] | None = None) -> AnswerStream:
-        question = question.strip()
+        question = check_text("the question", question, "message_chars").strip()
         if not question:
             raise StudioError("the question is empty")
         standalone = self.condense(question, history)
@@ -227,18 +232,28 @@ class RagChain:
             if self.cfg.style != "extractive":
                 passages = ([(q.n, q.text) for q in quotes] if self.cfg.style == "hybrid"
                             else [(n, _without_instructions(h.text)) for n, h in enumerate(hits, 1)])
-                for piece in self.backend.stream(answer_messages(question, passages), self.settings):
+                tag = new_tag(self.delimiter_key or install_secret(), self.settings.seed, question,
+                              *(h.id for h in hits))
+                # a model echoing the delimiters has stopped answering
+                settings = replace(self.settings, stop=[*self.settings.stop, f"<{tag}>", f"</{tag}>"])
+                stream = self.backend.stream(answer_messages(question, passages, tag), settings)
+                for piece in stream:
                     generated.append(piece)
                     yield piece
+                    if REPEAT_CUT and repetition_cut("".join(generated)) is not None:
+                        stream.close()  # the model started over: what follows is the same again
+                        break
             if quotes:
                 yield from _quote_lines(quotes, lead="\n\n" if generated else "")
 
         def finish(text: str) -> AskResult:
-            model_text = "".join(generated)
+            streamed = "".join(generated)
+            cut = repetition_cut(streamed) if REPEAT_CUT else None
+            model_text = streamed[:cut].rstrip() if cut is not None else streamed
             refused = not answerable or (self.cfg.style == "generative" and REFUSAL.rstrip(".") in model_text)
             # keep a model-written [n] only where its sentence is supported by passage n
             kept = supported_citations(model_text, [h.text for h in hits])
-            answer = text if not model_text else text.replace(model_text, drop_citations(model_text, kept), 1)
+            answer = text if not streamed else text.replace(streamed, drop_citations(model_text, kept), 1)
             order = [*kept, *(q.n for q in quotes)]
             cited = list(dict.fromkeys(order))
             quote_for = {q.n: q.text for q in reversed(quotes)}
@@ -285,6 +300,28 @@ class RagChain:
         return RunnableLambda(answer).with_config(run_name="studio_rag")
 
 
+REPEAT_CUT = True
+_UNIT = re.compile(r"[^.!?:\n]+[.!?:]")
+
+
+def repetition_cut(text: str) -> int | None:
+    """Where a model that started repeating itself should have stopped, or None.
+
+    Small models greedy-decoding a short answer sometimes loop ("The answer is: The answer is: ...").
+    The cut is the end of the first sentence (or clause ending in ':') of at least 12 characters that
+    the text then says again word for word; everything after it is the loop.
+    """
+    seen: dict[str, int] = {}
+    for m in _UNIT.finditer(text):
+        key = " ".join(m.group(0).split()).lower()
+        if len(key) < 12:
+            continue
+        if key in seen:
+            return seen[key]
+        seen[key] = m.end()
+    return None
+
+
 def _without_instructions(text: str) -> str:
     """A passage with its instruction-like sentences taken out (what a generative answer reads)."""
     return " ".join(s for s in split_sentences(text) if not looks_like_instruction(s))
@@ -299,5 +336,5 @@ def _quote_lines(quotes: list[Quote], lead: str) -> Iterator[str]:
     if not quotes:
         return
     yield lead + "From the documents:"
-    for q in quotes:
+    for q in quotes:  # verbatim: a "[n]" inside the quote is the document's text, linked by no front end
         yield f"\n> “{q.text}” [{q.n}]"

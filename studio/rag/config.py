@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from studio.errors import StudioError
+from studio.limits import check_float, check_int
+from studio.limits import current as current_limits
 
 STYLES = ("hybrid", "generative", "extractive")
 MODES = ("dense", "bm25", "hybrid")
@@ -25,8 +27,11 @@ class RetrievalConfig:
     def check(self) -> RetrievalConfig:
         if self.mode not in MODES:
             raise StudioError(f"unknown retrieval mode {self.mode!r}; choose one of: {', '.join(MODES)}")
-        if self.k < 1:
-            raise StudioError(f"k must be at least 1, got {self.k}")
+        lim = current_limits()
+        check_int("k", self.k, 1, lim.retrieval_k, "retrieval_k")
+        check_int("fetch_k", self.fetch_k, 1, lim.fetch_k, "fetch_k")
+        check_int("rrf_k", self.rrf_k, 1, 10_000)
+        check_float("score_threshold", self.score_threshold, -1, 1)
         if not 0 <= self.mmr_lambda <= 1:
             raise StudioError(f"mmr_lambda must be between 0 and 1, got {self.mmr_lambda}")
         return self
@@ -55,5 +60,9 @@ class RagConfig:
             raise StudioError(f"unknown answer style {self.style!r}; choose one of: {', '.join(STYLES)}")
         if self.condense not in ("concat", "llm", "off"):
             raise StudioError(f"condense must be concat, llm or off, not {self.condense!r}")
+        check_float("min_score", self.min_score, -1, 1)
+        check_int("max_tokens", self.max_tokens, 1, current_limits().max_new_tokens, "max_new_tokens")
+        check_int("quotes", self.quotes, 0, 20)
+        check_int("sentence_window", self.sentence_window, 1, 20)
         self.retrieval.check()
         return self

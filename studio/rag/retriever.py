@@ -19,6 +19,7 @@ import numpy as np
 
 from ingest.store import Hit
 from studio.errors import StudioError
+from studio.limits import check_text
 from studio.rag.bm25 import BM25Index
 from studio.rag.config import RetrievalConfig
 
@@ -85,8 +86,10 @@ class Retriever:
     def retrieve(self, query: str, sources: list[str] | None = None, cfg: RetrievalConfig | None = None) -> list[Hit]:
         """The ``k`` best chunks for ``query`` (optionally only from ``sources``), best first."""
         cfg = (cfg or self.cfg).check()
-        if not query.strip():
+        if not check_text("the query", query, "message_chars").strip():
             raise StudioError("the question is empty")
+        if sources is not None and len(sources) > 1000:
+            raise StudioError("name at most 1,000 sources to search in")
         qvec = self.ingestor.embedder.encode([query])[0]
         n = max(cfg.fetch_k, cfg.k)
         store = self.ingestor.store

@@ -13,6 +13,7 @@ connection, so sessions are safe to use from several UI threads and processes at
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import time
 import uuid
@@ -20,7 +21,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
-from studio.env import studio_home
+from studio.env import open_db, studio_home
 from studio.errors import StudioError
 
 SCHEMA = [
@@ -49,9 +50,8 @@ class Sessions:
                 db.execute(stmt)
 
     def _db(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, timeout=30)
+        db = open_db(self.path)
         db.execute("PRAGMA foreign_keys=ON")
-        db.execute("PRAGMA journal_mode=WAL")
         return db
 
     def create(self, title: str = "New chat", collection: str | None = None) -> Session:
@@ -63,6 +63,8 @@ class Sessions:
         return session
 
     def get(self, sid: str) -> Session:
+        if not isinstance(sid, str) or not re.fullmatch(r"[0-9a-f]{1,32}", sid):
+            raise StudioError(f"{str(sid)[:40]!r} is not a chat session id; `studio sessions list` shows them")
         with self._db() as db:
             row = db.execute("SELECT id, title, collection, created, updated FROM sessions WHERE id=?",
                              (sid,)).fetchone()
@@ -79,6 +81,8 @@ class Sessions:
     def rename(self, sid: str, title: str) -> None:
         if not title.strip():
             raise StudioError("a session title cannot be empty")
+        if len(title) > 200:
+            raise StudioError("a session title can be at most 200 characters")
         self.get(sid)
         with self._db() as db:
             db.execute("UPDATE sessions SET title=?, titled=1 WHERE id=?", (title.strip(), sid))
