@@ -8,22 +8,28 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import sys
 
 import gradio as gr
 
 from studio.backends import BackendCache
 from studio.config import StudioConfig
+from studio.env import home_dir
+from studio.limits import configure
+from studio.paths import Roots
 from studio.ui.chat_rag import RagService
 from studio.ui.chat_tab import build_chat_tab, header_text
 from studio.ui.docs_tab import DocsService, build_docs_tab
 from studio.ui.eval_tab import build_eval_tab
 from studio.ui.finetune_tab import build_finetune_tab
 from studio.ui.generate_tab import build_generate_tab
+from studio.ui.http import middleware
 from studio.ui.prompt_tab import build_prompt_tab
 from studio.ui.sampling_tab import build_sampling_tab
 
 log = logging.getLogger(__name__)
+QUEUE_MAX = 64  # requests waiting in Gradio's queue; more are refused at once rather than piling up
 
 CSS = """
 #chat-stats { font-size: 0.85em; opacity: 0.75; }
@@ -42,14 +48,26 @@ CSS = """
 """
 
 
-def make_backends(cfg: StudioConfig) -> BackendCache:
+def make_backends(cfg: StudioConfig, roots: Roots | None = None) -> BackendCache:
+    """The app's model cache: model paths confined to ``roots``; user-typed endpoints only as the config
+    allows once the studio is exposed (a local studio lets its user point at any endpoint)."""
     c = cfg.chat
-    return BackendCache(base_url=c.base_url, api_key=c.api_key, n_ctx=c.n_ctx,
-                        n_threads=c.n_threads or None, parallel=c.parallel, timeout=c.timeout)
+    allowed = [*cfg.security.allowed_base_urls] if cfg.server.exposed() or cfg.server.auth else None
+    return BackendCache(base_url=c.base_url, api_key=c.key(), roots=roots or server_roots(cfg),
+                        allowed_urls=allowed, n_ctx=c.n_ctx, n_threads=c.n_threads or None,
+                        parallel=c.parallel, timeout=c.timeout)
+
+
+def server_roots(cfg: StudioConfig) -> Roots:
+    """Where paths sent through the UI may point (see :mod:`studio.paths`)."""
+    os.environ.setdefault("GRADIO_TEMP_DIR", str(home_dir("uploads")))  # uploads land in STUDIO_HOME (0700)
+    return Roots.for_server(cfg.security.allowed_roots)
 
 
 def build_app(cfg: StudioConfig, backends: BackendCache, docs: DocsService | None = None) -> gr.Blocks:
     """The whole UI as a ``gr.Blocks`` (not launched)."""
+    configure(cfg.limits)
+    roots = server_roots(cfg)
     docs = docs or DocsService(cfg.ingest)
     rag = RagService(docs, backends, cfg.rag)
     with gr.Blocks(title="GenAI Studio") as demo:
@@ -64,11 +82,11 @@ def build_app(cfg: StudioConfig, backends: BackendCache, docs: DocsService | Non
             with gr.Tab("Sampling", id="sampling"):
                 build_sampling_tab()
             with gr.Tab("Fine-tune", id="finetune"):
-                build_finetune_tab()
+                build_finetune_tab(roots)
             with gr.Tab("Generate", id="generate"):
-                build_generate_tab()
+                build_generate_tab(roots)
             with gr.Tab("Eval", id="eval"):
-                build_eval_tab()
+                build_eval_tab(roots, backends)
         demo.load(lambda: header_text(backends, cfg), None, header)
         demo.load(chat_load, None, chat_outputs)
         demo.load(docs_load, None, docs_outputs)
@@ -78,9 +96,11 @@ def build_app(cfg: StudioConfig, backends: BackendCache, docs: DocsService | Non
 def serve(cfg: StudioConfig) -> None:
     """Start the web UI and block until interrupted.
 
-    ``share`` needs ``auth``: a public link without a login would hand the machine's models and
-    files to anyone with the URL. Without internet the share attempt fails, says so, and the
-    local server keeps serving.
+    ``share`` or a non-loopback host needs ``auth``: a public link or a network address without a
+    login would hand the machine's models and files to anyone who can reach it. Requests whose Host
+    is not one the studio is served as are refused (DNS rebinding), pages may load images from the
+    studio only, and uploads are capped at ``ingest.max_file_mb``. Without internet the share attempt
+    fails, says so, and the local server keeps serving.
     """
     s = cfg.server
     auth = s.login()
@@ -92,11 +112,13 @@ def serve(cfg: StudioConfig) -> None:
             backends.get(cfg.chat.backend, cfg.chat.model)
         docs.collections()  # open the store now, so the first page load lists collections at once
     demo = build_app(cfg, backends, docs)
-    demo.queue(default_concurrency_limit=s.concurrency)
+    demo.queue(default_concurrency_limit=s.concurrency, max_size=QUEUE_MAX)
     chatter = io.StringIO()  # gradio prints its own share advice (download a binary): keep it for -v
     with contextlib.redirect_stdout(chatter):
         demo.launch(server_name=s.host, server_port=s.port, share=s.share, auth=auth,
-                    prevent_thread_lock=True, quiet=True, css=CSS, footer_links=["gradio"])
+                    prevent_thread_lock=True, quiet=True, css=CSS, footer_links=["gradio"],
+                    max_file_size=f"{cfg.ingest.max_file_mb:g}mb", show_error=False,
+                    app_kwargs={"middleware": middleware(s)})
     if chatter.getvalue().strip():
         log.info("gradio: %s", chatter.getvalue().strip())
     local = f"http://{s.host}:{s.port}"

@@ -34,9 +34,22 @@ class RagService:
 
 
 def linkify(answer: str, available: int) -> str:
-    """Turn ``[n]`` into Markdown links to the sources panel's entry n."""
-    return _CITE.sub(lambda m: f"[[{m.group(1)}]](#chat-src-{m.group(1)})" if 1 <= int(m.group(1)) <= available
-                     else m.group(0), answer)
+    """Turn the studio's ``[n]`` labels into Markdown links to the sources panel's entry n.
+
+    In a quote line (``> “...” [n]``) only the label after the closing quote is linked: a ``[2]``
+    inside the quoted document text is the document's, and must not pose as a citation.
+    """
+    def link(m: re.Match) -> str:
+        return f"[[{m.group(1)}]](#chat-src-{m.group(1)})" if 1 <= int(m.group(1)) <= available else m.group(0)
+
+    lines = []
+    for line in answer.split("\n"):
+        if line.startswith("> “") and "”" in line:
+            body, _, label = line.rpartition("”")
+            lines.append(body + "”" + _CITE.sub(link, label))
+        else:
+            lines.append(_CITE.sub(link, line))
+    return "\n".join(lines)
 
 
 def _mark(text: str, quote: str) -> str:

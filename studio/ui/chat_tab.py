@@ -6,6 +6,7 @@ collection) a :class:`RagChain`, streams from the core and turns the pieces into
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,9 +16,12 @@ import gradio as gr
 from studio.backends import BACKENDS, BackendCache, GenerationSettings
 from studio.config import StudioConfig
 from studio.errors import StudioError
+from studio.markup import neutralize
+from studio.paths import uploads_dir
 from studio.rag.sessions import Sessions
 from studio.registry import BUNDLED
 from studio.ui.chat_rag import NO_COLLECTION, RagService, highlight_unsupported, linkify, sources_html
+from studio.ui.guard import as_float, as_int, choice, fail, text
 
 CHAT_MODELS = [name for name, (_, _, fmt, _) in BUNDLED.items() if fmt == "gguf"]
 NO_ADAPTER = "(none)"
@@ -37,6 +41,11 @@ def header_text(backends: BackendCache, cfg: StudioConfig) -> str:
         names = ", ".join(b.describe() for b in loaded)
         return f"**GenAI Studio** · loaded: {names}"
     return f"**GenAI Studio** · default model: {cfg.chat.model} ({cfg.chat.backend}), loads on first message"
+
+
+def shown_messages(convo: list[dict]) -> list[dict]:
+    """The conversation as the chat shows it: images, links and HTML in any message defused."""
+    return [{"role": m["role"], "content": neutralize(m["content"])} for m in convo]
 
 
 def session_choices(sessions: Sessions) -> list[tuple[str, str]]:
@@ -108,46 +117,57 @@ def build_chat_tab(cfg: StudioConfig, backends: BackendCache, header: gr.Markdow
 
     def respond(message, convo, sid, coll, mode_v, k_v, min_v, style_v, backend_name, model_name, url,
                 lora, sys_prompt, temp, tp, tk, max_new, seed_value) -> Iterator:
-        message = (message or "").strip()
+        message = text(message, "the message").strip()
+        sys_prompt = text(sys_prompt, "the system prompt", "system_prompt_chars")
+        choice(backend_name, list(BACKENDS), "backend")
         if not message:
             gr.Warning("Type a message first.")
             yield gr.skip(), convo, sid, "", gr.skip(), gr.skip(), gr.skip(), gr.skip()
             return
         grounded = coll and coll != NO_COLLECTION
+        temp = as_float(temp, "temperature")
+        try:
+            settings = GenerationSettings(temperature=temp, top_p=as_float(tp, "top-p"), top_k=as_int(tk, "top-k"),
+                                          max_tokens=as_int(max_new, "max new tokens"),
+                                          seed=as_int(seed_value, "seed", 0))
+        except StudioError as exc:
+            raise fail(exc) from None
         sid = sid or sessions.create(collection=coll if grounded else None).id
         turn = [*convo, {"role": "user", "content": message}]
-        shown = [*turn, {"role": "assistant", "content": ""}]
+        shown = [*shown_messages(turn), {"role": "assistant", "content": ""}]
         yield shown, convo, sid, "", gr.skip(), "*working…*", "", gr.skip()
         try:
-            lora = None if lora in (None, "", NO_ADAPTER) else lora
+            lora = None if lora in (None, "", NO_ADAPTER) else choice(lora, [v for _, v in adapter_choices()],
+                                                                       "the adapter")
             chat = backends.get(backend_name, model_name or None, url or None, lora) \
                 if style_v != "extractive" or not grounded else None
-            settings = GenerationSettings(temperature=float(temp), top_p=float(tp), top_k=int(tk),
-                                          max_tokens=int(max_new), seed=int(seed_value or 0))
             if grounded:
-                settings.temperature = 0.0 if float(temp) == gen.temperature else float(temp)
-                settings.max_tokens = min(int(max_new), rc.max_tokens)
+                settings.temperature = 0.0 if temp == gen.temperature else temp
+                settings.max_tokens = min(settings.max_tokens, rc.max_tokens)
                 settings.stop = ["\n\n", "<context>", "Question:"]
-                chain = rag.chain(coll, chat, k_v, mode_v, min_v, style_v, settings)
+                chain = rag.chain(coll, chat, as_int(k_v, "k"), mode_v, as_float(min_v, "similarity"), style_v,
+                                  settings)
                 stream = chain.stream(message, convo)
             else:
                 prompt = ([{"role": "system", "content": sys_prompt}] if sys_prompt.strip() else []) + turn
                 stream = chat.stream(prompt, settings)
             for _ in stream:
-                shown[-1]["content"] = stream.text
+                shown[-1]["content"] = neutralize(stream.text)
                 # the state keeps the partial reply too, so Stop leaves what the user saw
-                yield shown, [dict(m) for m in shown], sid, "", header_text(backends, cfg), "", gr.skip(), gr.skip()
+                partial = [*turn, {"role": "assistant", "content": stream.text}]
+                yield shown, partial, sid, "", header_text(backends, cfg), "", gr.skip(), gr.skip()
         except StudioError as exc:
-            raise gr.Error(str(exc)) from None
+            raise fail(exc) from None
         if grounded:
             res = stream.result
             reply, cites = res.answer, [c.__dict__ for c in res.citations]
-            shown[-1]["content"] = linkify(highlight_unsupported(reply, res.sentences), len(res.hits))
+            shown[-1]["content"] = linkify(highlight_unsupported(neutralize(reply), res.sentences), len(res.hits))
             g = f" · groundedness {res.groundedness:.2f}" if res.groundedness is not None else ""
             line = f"{coll} · {len(res.citations)} citations{g} · {res.seconds:.1f} s"
             panel = sources_html(res)
         else:
             reply, cites, panel = stream.text, [], ""
+            shown[-1]["content"] = neutralize(reply)
             line = (f"{chat.describe()} · {stream.completion_tokens} tokens · {stream.seconds:.1f} s · "
                     f"{stream.tokens_per_second:.0f} tok/s")
         sessions.add_message(sid, "user", message)
@@ -162,10 +182,12 @@ def build_chat_tab(cfg: StudioConfig, backends: BackendCache, header: gr.Markdow
     def open_session(sid):
         if not sid:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        msgs = sessions.messages(sid)
-        convo = [{"role": m["role"], "content": m["content"]} for m in msgs]
-        s = sessions.get(sid)
-        return convo, convo, sid, s.title, gr.update(value=s.collection or NO_COLLECTION)
+        try:
+            s = sessions.get(sid)
+        except StudioError as exc:
+            raise fail(exc) from None
+        convo = [{"role": m["role"], "content": m["content"]} for m in sessions.messages(sid)]
+        return shown_messages(convo), convo, sid, s.title, gr.update(value=s.collection or NO_COLLECTION)
 
     def rename_session(sid, new_title):
         if not sid:
@@ -173,22 +195,26 @@ def build_chat_tab(cfg: StudioConfig, backends: BackendCache, header: gr.Markdow
         try:
             sessions.rename(sid, new_title)
         except StudioError as exc:
-            raise gr.Error(str(exc)) from None
+            raise fail(exc) from None
         return gr.update(choices=session_choices(sessions), value=sid)
 
     def delete_session(sid):
         if sid:
-            sessions.delete(sid)
+            try:
+                sessions.delete(sid)
+            except StudioError as exc:
+                raise fail(exc) from None
         return [], [], None, gr.update(choices=session_choices(sessions), value=None), ""
 
     def export(sid, fmt):
         if not sid:
             raise gr.Error("Open or start a chat first.")
-        import json
-
-        text = json.dumps(sessions.export_json(sid), indent=2) if fmt == "json" else sessions.export_markdown(sid)
-        path = Path(tempfile.mkdtemp(prefix="studio-export-")) / f"chat-{sid}.{fmt}"
-        path.write_text(text, encoding="utf-8")
+        try:
+            body = json.dumps(sessions.export_json(sid), indent=2) if fmt == "json" else sessions.export_markdown(sid)
+        except StudioError as exc:
+            raise fail(exc) from None
+        path = Path(tempfile.mkdtemp(prefix="studio-export-", dir=uploads_dir())) / f"chat-{sid}.{fmt}"
+        path.write_text(body, encoding="utf-8")
         return gr.update(value=str(path), visible=True)
 
     def pick_adapter(path):
@@ -196,27 +222,29 @@ def build_chat_tab(cfg: StudioConfig, backends: BackendCache, header: gr.Markdow
             return gr.skip(), gr.skip()
         from finetune.adapters import adapter_of
 
+        choice(path, [v for _, v in adapter_choices()], "the adapter")
         try:
             a = adapter_of(path)
         except StudioError as exc:
-            raise gr.Error(str(exc)) from None
+            raise fail(exc) from None
         return gr.update(value="hf"), gr.update(value=a.base_model)
 
-    adapter.input(pick_adapter, adapter, [backend, model])
+    adapter.input(pick_adapter, adapter, [backend, model], api_name="pick_adapter")
     inputs = [box, history, session_id, collection, mode, k, min_score, style, backend, model, base_url, adapter,
               system, temperature, top_p, top_k, max_tokens, seed]
     outputs = [chatbot, history, session_id, box, header, stats, sources, session_pick]
-    on_submit = box.submit(respond, inputs, outputs)
-    on_click = send.click(respond, inputs, outputs)
+    on_submit = box.submit(respond, inputs, outputs, api_name="chat_enter", api_visibility="undocumented")
+    on_click = send.click(respond, inputs, outputs, api_name="chat")
     # Stop cancels the running generation; the backend frees its model when the stream closes.
     stop.click(None, None, None, cancels=[on_submit, on_click])
     clear.click(new_chat, None, [chatbot, history, session_id, stats, sources, session_pick],
                 cancels=[on_submit, on_click])
-    session_pick.input(open_session, session_pick, [chatbot, history, session_id, title, collection])
+    session_pick.input(open_session, session_pick, [chatbot, history, session_id, title, collection],
+                       api_name="open_session")
     rename.click(rename_session, [session_id, title], session_pick)
     delete.click(delete_session, session_id, [chatbot, history, session_id, session_pick, stats])
-    export_md.click(lambda sid: export(sid, "md"), session_id, export_file)
-    export_json.click(lambda sid: export(sid, "json"), session_id, export_file)
+    export_md.click(lambda sid: export(sid, "md"), session_id, export_file, api_name="export_md")
+    export_json.click(lambda sid: export(sid, "json"), session_id, export_file, api_name="export_json")
 
     def on_load():
         names = rag.docs.collections()

@@ -18,6 +18,9 @@ from ingest.loaders import LoadError, load_file
 from ingest.splitters import split_documents
 from studio.config import StudioConfig
 from studio.errors import StudioError
+from studio.limits import current as current_limits
+from studio.paths import Roots, uploads_dir
+from studio.ui.guard import as_int, fail, text
 
 DEFAULT_COLLECTION = "documents"
 MAX_PREVIEW = 60
@@ -55,8 +58,16 @@ def safe_name(path: str) -> str:
 
 
 def uploaded_paths(files, folder) -> list[str]:
+    """The uploaded files' paths, each checked to lie in the upload folder (a client can post any string)."""
+    uploads = Roots([uploads_dir()])
     paths = [getattr(f, "name", f) for f in (files or []) + (folder or [])]
-    return [p for p in paths if p and Path(p).is_file()]
+    if len(paths) > current_limits().ingest_files:
+        raise gr.Error(f"at most {current_limits().ingest_files:,} files at once (limits.ingest_files)")
+    try:
+        checked = [str(uploads.resolve(p, "upload")) for p in paths if p]
+    except StudioError as exc:
+        raise fail(exc) from None
+    return [p for p in checked if Path(p).is_file()]
 
 
 def chunk_preview_html(path: str, splitter: SplitterConfig) -> str:
@@ -150,11 +161,11 @@ def build_docs_tab(cfg: StudioConfig, service: DocsService):
     hits = gr.HTML(elem_id="docs-hits")
 
     def splitter_cfg(kind, n, ov) -> SplitterConfig:
-        cfg_ = SplitterConfig(kind, int(n or 0), int(-1 if ov is None else ov))
+        cfg_ = SplitterConfig(kind, as_int(n, "chunk size", 0), as_int(ov, "overlap", -1))
         try:
             cfg_.resolved()
         except StudioError as exc:
-            raise gr.Error(str(exc)) from None
+            raise fail(exc) from None
         return cfg_
 
     def listing_update(name):
@@ -166,15 +177,21 @@ def build_docs_tab(cfg: StudioConfig, service: DocsService):
         return gr.update(choices=[(Path(p).name, p) for p in paths], value=paths[0] if paths else None)
 
     def on_preview(path, f, d, kind, n, ov):
-        path = path or next(iter(uploaded_paths(f, d)), None)
+        uploaded = uploaded_paths(f, d)
+        path = path or next(iter(uploaded), None)
         if not path:
             raise gr.Error("Upload a file first.")
+        try:
+            path = str(Roots([uploads_dir()]).resolve(path, "file to preview"))
+        except StudioError as exc:
+            raise fail(exc) from None
         return chunk_preview_html(path, splitter_cfg(kind, n, ov))
 
     def on_ingest(f, d, name, kind, n, ov, progress=gr.Progress()):  # noqa: B008 - gradio injects it
         paths = uploaded_paths(f, d)
         if not paths:
             raise gr.Error("Upload files or a folder first.")
+        name = text(name, "the collection name") or ""
         try:
             for p in paths:
                 safe_name(p)
@@ -184,7 +201,7 @@ def build_docs_tab(cfg: StudioConfig, service: DocsService):
                                 lambda done, total, src: progress((done, total), desc=f"embedding {src}",
                                                                   unit="files"))
         except StudioError as exc:
-            raise gr.Error(str(exc)) from None
+            raise fail(exc) from None
         rows = [[r.source, r.status, r.chunks, r.error or ""] for r in report.files]
         counts = ", ".join(f"{report.count(s)} {s}" for s in ("added", "updated", "unchanged", "failed")
                            if report.count(s))
@@ -198,7 +215,7 @@ def build_docs_tab(cfg: StudioConfig, service: DocsService):
         try:
             n = service.ingestor().remove(name, source)
         except StudioError as exc:
-            raise gr.Error(str(exc)) from None
+            raise fail(exc) from None
         gr.Info(f"Removed {source} ({n} chunks).")
         return listing_update(name)
 
@@ -207,10 +224,10 @@ def build_docs_tab(cfg: StudioConfig, service: DocsService):
         from studio.rag.retriever import Retriever
 
         try:  # the same retrieval as `studio query` (hybrid), so the tab and the CLI agree
-            retriever = Retriever(service.ingestor(), name, RetrievalConfig(k=int(k_value), mode="hybrid"))
+            retriever = Retriever(service.ingestor(), name, RetrievalConfig(k=as_int(k_value, "k"), mode="hybrid"))
             return hits_html(retriever.retrieve(text))
         except StudioError as exc:
-            raise gr.Error(str(exc)) from None
+            raise fail(exc) from None
 
     def on_refresh(name):
         rows, choice = listing_update(name)
@@ -218,14 +235,15 @@ def build_docs_tab(cfg: StudioConfig, service: DocsService):
 
     files.change(on_upload, [files, folder], preview_file)
     folder.change(on_upload, [files, folder], preview_file)
-    preview_btn.click(on_preview, [preview_file, files, folder, splitter, size, overlap], preview)
+    preview_btn.click(on_preview, [preview_file, files, folder, splitter, size, overlap], preview,
+                      api_name="preview_chunks")
     ingest_btn.click(on_ingest, [files, folder, collection, splitter, size, overlap],
-                     [results, summary, listing, to_delete, collection])
+                     [results, summary, listing, to_delete, collection], api_name="ingest")
     delete_btn.click(on_delete, [collection, to_delete], [listing, to_delete])
     refresh_btn.click(on_refresh, collection, [listing, to_delete, collection])
     collection.change(listing_update, collection, [listing, to_delete])
-    search_btn.click(on_search, [collection, query, k], hits)
-    query.submit(on_search, [collection, query, k], hits)
+    search_btn.click(on_search, [collection, query, k], hits, api_name="search")
+    query.submit(on_search, [collection, query, k], hits, api_name="search_enter", api_visibility="undocumented")
 
     def on_load():
         names = service.collections()

@@ -10,9 +10,13 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
+from studio.backends import BackendCache
 from studio.env import home_dir
 from studio.errors import StudioError
+from studio.paths import Roots
+from studio.ui.guard import choice, fail, public, text
 
+SCORERS = ["judge", "encoder", "lexical", "embedding", "llm"]  # nli:PATH is for the CLI (a model folder)
 SUITES = Path(__file__).resolve().parents[2] / "configs" / "eval"
 
 
@@ -59,7 +63,8 @@ def table(report: dict) -> pd.DataFrame:
 def summary_md(report: dict) -> str:
     lines = [f"### {'✅ PASSED' if report['passed'] else '❌ FAILED'} · {report['suite']} · "
              f"{len(report['cases'])} cases · {report['seconds']} s",
-             f"Run folder: `{report.get('run_dir', '')}`", "", "| metric | mean | threshold |", "|---|---:|---:|"]
+             f"Run folder: `{public(report.get('run_dir', ''))}`", "", "| metric | mean | threshold |",
+             "|---|---:|---:|"]
     for m, v in report["metrics"].items():
         th = report["thresholds"].get(m)
         lines.append(f"| {m} | {v:.3f}{' ✗' if m in report['threshold_failures'] else ''} | "
@@ -112,7 +117,8 @@ def comparison_md(report: dict, baseline_name: str, comparison: dict) -> str:
     return "\n".join([head, *body])
 
 
-def build_eval_tab() -> None:
+def build_eval_tab(roots: Roots, backends: BackendCache) -> None:
+    """``roots``: where an uploaded suite and the paths it names may be; ``backends`` checks its endpoint."""
     suites = suite_files()
     with gr.Row():
         with gr.Column(scale=2):
@@ -140,7 +146,7 @@ def build_eval_tab() -> None:
             g_context = gr.Textbox(lines=5, label="Context", elem_id="eval-g-context")
             g_answer = gr.Textbox(lines=5, label="Answer", elem_id="eval-g-answer")
         with gr.Row():
-            g_scorer = gr.Dropdown(["judge", "encoder", "lexical", "embedding", "llm"], value="judge", label="Scorer")
+            g_scorer = gr.Dropdown(SCORERS, value="judge", label="Scorer")
             g_run = gr.Button("Score", elem_id="eval-g-run")
         g_out = gr.HTML(elem_id="eval-g-out")
 
@@ -150,13 +156,17 @@ def build_eval_tab() -> None:
         path = file if file else suites.get(name)
         if not path:
             raise gr.Error("Pick a suite or upload a suite file.")
+        if base not in (None, "(none)"):
+            choice(base, earlier_runs(), "the earlier run")
         try:
-            s = load_suite(path, over.split())
+            s = load_suite(path, text(over, "the overrides").split(), roots=roots)
+            if s.backend == "openai" or s.base_url:
+                s.base_url = backends.check_url(s.base_url)
             out = new_run_dir(s.name)
             progress(0, desc="starting")
             report = run_suite(s, out, progress=lambda i, n, what: progress((i, n), desc=what, unit="cases"))
         except StudioError as exc:
-            raise gr.Error(str(exc)) from None
+            raise fail(exc) from None
         base_report, note = None, ""
         if base and base != "(none)":
             base_report = load_report(runs_dir() / base)
@@ -167,21 +177,25 @@ def build_eval_tab() -> None:
                 gr.update(choices=["(none)", *earlier_runs()]))
 
     run.click(do_run, [suite, upload, overrides, baseline], [summary, compared, plot, cases, answers, baseline],
+              api_name="eval_run",
               concurrency_limit=1)
     refresh.click(lambda: gr.update(choices=["(none)", *earlier_runs()]), None, baseline)
 
     def do_score(context, answer, scorer):
         from eval.groundedness import get_scorer
 
+        context = text(context, "the context", "prompt_chars")
+        answer = text(answer, "the answer")
+        choice(scorer, SCORERS, "scorer")
         if not context.strip() or not answer.strip():
             raise gr.Error("Give both a context and an answer.")
         try:
             g = get_scorer(scorer).score(context, answer)
         except StudioError as exc:
-            raise gr.Error(str(exc)) from None
+            raise fail(exc) from None
         case = {"answer": answer, "sentences": [s.__dict__ for s in g.sentences]}
         return (f"<p class='grounded'>groundedness <b>{g.score:.2f}</b> · {len(g.unsupported)} of "
                 f"{len(g.sentences)} sentences not supported</p><div class='eval-answer'>{answer_html(case)}</div>"
                 f"<pre>{html.escape(json.dumps(g.to_dict(), indent=1)[:3000])}</pre>")
 
-    g_run.click(do_score, [g_context, g_answer, g_scorer], g_out)
+    g_run.click(do_score, [g_context, g_answer, g_scorer], g_out, api_name="groundedness")

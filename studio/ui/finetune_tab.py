@@ -11,6 +11,9 @@ import pandas as pd
 
 from studio.errors import StudioError
 from studio.jobs import read_json, read_jsonl, read_status
+from studio.paths import Roots
+from studio.registry import resolve_model
+from studio.ui.guard import as_float, as_int, choice, fail, public, text
 from studio.ui.jobs_ui import job_choices, job_controls, jobs, run_dir_of
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "finetune"
@@ -78,7 +81,7 @@ def adapters_md() -> str:
     lines = ["| run | task | base model | after | adapter folder |", "|---|---|---|---|---|"]
     for a in found:
         after = ", ".join(f"{k} {v}" for k, v in a.metrics.get("after", {}).items())
-        lines.append(f"| {a.name} | {a.task} | {a.base_model} | {after} | `{a.path}` |")
+        lines.append(f"| {a.name} | {a.task} | {a.base_model} | {after} | `{public(str(a.path))}` |")
     return "\n".join(lines) + "\n\nGeneration adapters appear in Chat → Model → LoRA adapter."
 
 
@@ -91,7 +94,7 @@ def status_md(job, run_dir: Path) -> str:
                      f"({100 * st['trainable_share']:.2f}%)")
     if st.get("train") is not None:
         parts.append(f"{st['train']} train / {st['val']} validation rows")
-    text = " · ".join(parts) + f"\n\nrun folder `{run_dir}`"
+    text = " · ".join(parts) + f"\n\nrun folder `{public(str(run_dir))}`"
     if st.get("truncated"):
         text += f"\n\n{st['truncated']} examples were cut to max_length."
     if st.get("bad_rows"):
@@ -105,7 +108,8 @@ def status_md(job, run_dir: Path) -> str:
     return text
 
 
-def build_finetune_tab() -> None:
+def build_finetune_tab(roots: Roots) -> None:
+    """``roots``: where the data file and a base-model folder typed in the tab may be."""
     gr.Markdown("LoRA fine-tuning on this machine's CPU: only small adapter matrices train, so the bundled "
                 "135M model learns a new format in minutes. Jobs run in the background; leave the tab and come back.")
     with gr.Row():
@@ -167,7 +171,7 @@ def build_finetune_tab() -> None:
 
         if not name:
             return [gr.skip()] * len(fields)
-        c = load_config(FinetuneConfig, presets()[name])
+        c = load_config(FinetuneConfig, presets()[choice(name, list(presets()), "preset")])
         return [c.data, c.task or AUTO, c.base_model or AUTO, c.r, c.alpha, c.dropout, ",".join(c.target_modules),
                 c.lr, c.epochs, max(0, c.max_steps), c.batch_size, c.grad_accum, c.max_length, c.eval_every,
                 c.early_stopping, c.seed, c.eval_examples, c.merge]
@@ -178,16 +182,23 @@ def build_finetune_tab() -> None:
         path = up or (d or "").strip()
         if not path:
             raise gr.Error("Pick a dataset or upload one.")
+        choice(tk, [AUTO, "generation", "classification"], "task")
+        ms = as_int(ms, "max steps", 0)
         try:
+            base = None if b in (AUTO, "", None) else b
+            if base is not None:
+                resolve_model(base, roots=roots)  # a folder must be one the studio may read
             return FinetuneConfig(
-                data=str(path), task=None if tk == AUTO else tk, base_model=None if b in (AUTO, "") else b,
-                r=int(r_v), alpha=int(a_v), dropout=float(dr),
-                target_modules=[t.strip() for t in (tg or "").split(",") if t.strip()], lr=float(lr_v),
-                epochs=float(ep), max_steps=int(ms) if int(ms or 0) > 0 else -1, batch_size=int(bs),
-                grad_accum=int(ac), max_length=int(ml), eval_every=max(1, int(ee)), early_stopping=int(pa),
-                seed=int(sd), eval_examples=int(ne), merge=bool(mg))
-        except (TypeError, ValueError) as exc:
-            raise gr.Error(f"check the numbers: {exc}") from None
+                data=str(roots.resolve(path, "dataset")), task=None if tk == AUTO else tk, base_model=base,
+                r=as_int(r_v, "LoRA rank"), alpha=as_int(a_v, "alpha"), dropout=as_float(dr, "dropout"),
+                target_modules=[t.strip() for t in text(tg, "target modules").split(",") if t.strip()],
+                lr=as_float(lr_v, "learning rate"), epochs=as_float(ep, "epochs"), max_steps=ms if ms > 0 else -1,
+                batch_size=as_int(bs, "batch size"), grad_accum=as_int(ac, "gradient accumulation"),
+                max_length=as_int(ml, "max length"), eval_every=max(1, as_int(ee, "evaluate every")),
+                early_stopping=as_int(pa, "patience"), seed=as_int(sd, "seed", 0),
+                eval_examples=as_int(ne, "examples"), merge=bool(mg)).check()
+        except StudioError as exc:
+            raise fail(exc) from None
 
     def do_preview(*vals):
         from finetune.data import encode_classification, encode_generation, load_dataset
@@ -199,7 +210,7 @@ def build_finetune_tab() -> None:
             ds = load_dataset(cfg.data, cfg.task)
             tok = load_tokenizer(cfg, ds.task)
         except StudioError as exc:
-            raise gr.Error(str(exc)) from None
+            raise fail(exc) from None
         enc = encode_generation(ds.rows[:200], tok, cfg.max_length) if ds.task == "generation" \
             else encode_classification(ds.rows[:200], tok, ds.labels, cfg.max_length)
         lines = [f"**{len(ds.rows)} rows**, task **{ds.task}**"
@@ -223,7 +234,7 @@ def build_finetune_tab() -> None:
         try:
             ds = load_dataset(cfg.data, cfg.task)  # a bad file fails here, with its reason, not in the job
         except StudioError as exc:
-            raise gr.Error(str(exc)) from None
+            raise fail(exc) from None
         if len(ds.rows) < 2:
             raise gr.Error("The dataset needs at least two good rows (one for validation).")
         rd = default_run_dir(Path(cfg.data).stem)
@@ -258,8 +269,8 @@ def build_finetune_tab() -> None:
         try:
             out = merge(rd)
         except StudioError as exc:
-            raise gr.Error(str(exc)) from None
-        return f"Merged model: `{out}` (loads with plain transformers, no peft needed)."
+            raise fail(exc) from None
+        return f"Merged model: `{public(str(out))}` (loads with plain transformers, no peft needed)."
 
     def do_export(job_id):
         from finetune.adapters import export
@@ -270,15 +281,15 @@ def build_finetune_tab() -> None:
         try:
             out = export(rd, rd / "export" / f"{rd.name}-adapter.zip")
         except StudioError as exc:
-            raise gr.Error(str(exc)) from None
+            raise fail(exc) from None
         return gr.update(value=str(out), visible=True), f"Exported `{out.name}` ({out.stat().st_size / 1e6:.1f} MB)."
 
     shown = gr.State(None)
     outputs = [status, plot, results, examples, adapters, shown]
-    preset.input(fill, preset, fields)
+    preset.input(fill, preset, fields, api_name="finetune_preset")
     upload.upload(lambda f: gr.update(value=f), upload, data)
-    preview_btn.click(do_preview, [upload, *fields], preview)
-    start.click(do_start, [upload, *fields], job).then(show, job, outputs)
+    preview_btn.click(do_preview, [upload, *fields], preview, api_name="finetune_preview")
+    start.click(do_start, [upload, *fields], job, api_name="finetune_start").then(show, job, outputs)
     job.change(show, job, outputs)
     timer.tick(show, [job, shown], outputs)
     refresh.click(lambda: (gr.update(choices=job_choices("finetune")), adapters_md()), None, [job, adapters])

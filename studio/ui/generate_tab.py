@@ -8,6 +8,8 @@ from pathlib import Path
 import gradio as gr
 
 from studio.errors import StudioError
+from studio.paths import Roots
+from studio.ui.guard import as_float, as_int, choice, fail, public
 from studio.ui.jobs_ui import job_choices, job_controls, jobs, run_dir_of
 
 NOTICE = ("Generated images are **synthetic**: they come from a model trained here, are not real data, "
@@ -49,7 +51,8 @@ def latest_grid(run_dir: Path) -> str | None:
     return str(samples[-1]) if samples else None
 
 
-def build_generate_tab() -> None:
+def build_generate_tab(roots: Roots) -> None:
+    """``roots``: where the image folder (or IDX folder) typed in the tab may be."""
     from generative.data import IMAGE_DATASETS, TOYS
 
     gr.Markdown(NOTICE, elem_id="gen-notice")
@@ -107,25 +110,29 @@ def build_generate_tab() -> None:
         last = (f" · classifier-Fréchet {metrics[-1]['fd']:.1f}, confidence {metrics[-1]['confidence']:.2f}, "
                 f"nearest-neighbour ratio {metrics[-1]['nn_ratio']:.2f}" if metrics else "")
         text = (f"**{j.state}** · {st.get('model', '?')} on {st.get('dataset', '?')} · step {st.get('step', 0)}/"
-                f"{st.get('steps', '?')} · {st.get('train_seconds', 0)} s{last} · run folder `{rd}`{err}")
+                f"{st.get('steps', '?')} · {st.get('train_seconds', 0)} s{last} · run folder `{public(str(rd))}`{err}")
         return text, loss_plot(read_events(rd), st.get("model", ""), metrics), latest_grid(rd)
 
     def do_start(m, d, sz, ch, p, st, bud, sd, bs, lr_v, w):
+        from generative.data import load_images
         from generative.train import DataConfig, GenConfig
         from studio.cli_generate import default_run_dir
         from studio.config import save_config
 
+        choice(d, [*IMAGE_DATASETS, *TOYS], "dataset")
+        steps_v = as_int(st, "steps")
         try:
-            cfg = GenConfig(model=m, data=DataConfig(name=d, size=int(sz), channels=int(ch), path=p.strip() or None),
-                            steps=int(st), budget_seconds=float(bud or 0), seed=int(sd), batch_size=int(bs),
-                            lr=float(lr_v), width=int(w), sample_every=max(10, min(200, int(st) // 20)),
-                            checkpoint_every=max(10, min(200, int(st) // 20))).check()
-            from generative.data import load_images
-
+            folder = str(roots.resolve(p, "image folder")) if (p or "").strip() else None
+            data = DataConfig(name=d, size=as_int(sz, "image size"), channels=as_int(ch, "colour"), path=folder)
+            cfg = GenConfig(model=m, data=data, steps=steps_v, budget_seconds=as_float(bud, "time budget", 0.0),
+                            seed=as_int(sd, "seed", 0),
+                            batch_size=as_int(bs, "batch size"), lr=as_float(lr_v, "learning rate"),
+                            width=as_int(w, "width"), sample_every=max(10, min(200, steps_v // 20)),
+                            checkpoint_every=max(10, min(200, steps_v // 20))).check()
             if d in IMAGE_DATASETS:  # a bad dataset fails here, not in the job
-                load_images(d, int(sz), int(ch), p.strip() or None, limit=2)
+                load_images(d, cfg.data.size, cfg.data.channels, folder, limit=2)
         except StudioError as exc:
-            raise gr.Error(str(exc)) from None
+            raise fail(exc) from None
         rd = default_run_dir(m, d)
         rd.mkdir(parents=True)
         save_config(cfg, rd / "config.yaml")
@@ -141,15 +148,20 @@ def build_generate_tab() -> None:
         try:
             return load_generator(rd), rd
         except StudioError as exc:
-            raise gr.Error(str(exc)) from None
+            raise fail(exc) from None
 
     def do_draw(job_id, n_v, sd, smp, stp):
         from generative.images import save_grid
 
         gen, rd = loaded(job_id)
-        imgs = gen.sample(int(n_v), int(sd), int(stp) if gen.kind == "ddpm" else None, smp)
-        return str(save_grid(imgs, rd / "outputs" / f"samples_seed{int(sd)}.png", gen.kind)), gr.skip(), \
-            f"{int(n_v)} samples, seed {int(sd)}" + (f", {smp} at {int(stp)} steps" if gen.kind == "ddpm" else "")
+        n_v, sd, stp = as_int(n_v, "samples"), as_int(sd, "seed", 0), as_int(stp, "DDPM steps")
+        choice(smp, ["ddpm", "ddim"], "sampler")
+        try:
+            imgs = gen.sample(n_v, sd, stp if gen.kind == "ddpm" else None, smp)
+        except StudioError as exc:
+            raise fail(exc) from None
+        return str(save_grid(imgs, rd / "outputs" / f"samples_seed{sd}.png", gen.kind)), gr.skip(), \
+            f"{n_v} samples, seed {sd}" + (f", {smp} at {stp} steps" if gen.kind == "ddpm" else "")
 
     def do_walk(job_id):
         from generative.data import load_images
@@ -175,6 +187,13 @@ def build_generate_tab() -> None:
         from generative.images import save_gif, save_grid
 
         gen, rd = loaded(job_id)
+        choice(smp, ["ddpm", "ddim"], "sampler")
+        stp = as_int(stp, "DDPM steps")
+        if gen.kind == "ddpm":
+            try:
+                gen.check_request(8, stp)
+            except StudioError as exc:
+                raise fail(exc) from None
         if gen.toy:
             from generative.images import save_scatter
 
@@ -195,7 +214,11 @@ def build_generate_tab() -> None:
         gen, rd = loaded(job_id)
         if gen.kind != "ddpm" or gen.toy:
             raise gr.Error("The comparison is for DDPM runs on images.")
-        n_v = min(int(n_v), 64)
+        n_v, stp = min(as_int(n_v, "samples"), 64), as_int(stp, "DDPM steps")
+        try:
+            gen.check_request(n_v, stp)
+        except StudioError as exc:
+            raise fail(exc) from None
         t0 = _time.perf_counter()
         full = gen.sample(n_v, 0, None, "ddpm")
         t_full = _time.perf_counter() - t0
@@ -214,12 +237,13 @@ def build_generate_tab() -> None:
         return str(a), str(b), note
 
     versus.click(do_versus, [job, n, s_steps], [out1, out2, out_note])
-    start.click(do_start, [model, dataset, size, channels, path, steps, budget, seed, batch, lr, width], job) \
+    start.click(do_start, [model, dataset, size, channels, path, steps, budget, seed, batch, lr, width], job,
+                api_name="generate_start") \
         .then(show, job, [status, plot, grid])
     job.change(show, job, [status, plot, grid])
     timer.tick(show, job, [status, plot, grid])
     refresh.click(lambda: gr.update(choices=job_choices("generate")), None, job)
-    draw.click(do_draw, [job, n, s_seed, sampler, s_steps], [out1, out2, out_note])
+    draw.click(do_draw, [job, n, s_seed, sampler, s_steps], [out1, out2, out_note], api_name="generate_sample")
     walk.click(do_walk, job, [out1, out2, out_note])
     denoise.click(do_denoise, [job, sampler, s_steps], [out1, out2, out_note])
     model.change(lambda m: 2e-4 if m == "gan" else 1e-3, model, lr)

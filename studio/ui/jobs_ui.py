@@ -8,6 +8,7 @@ import gradio as gr
 
 from studio.errors import StudioError
 from studio.jobs import read_status
+from studio.ui.guard import fail
 
 
 def jobs():
@@ -51,7 +52,7 @@ def job_controls(kind: str, prefix: str, refresh_label: str = "Refresh") -> tupl
         try:
             jobs().cancel(job_id)
         except StudioError as exc:
-            raise gr.Error(str(exc)) from None
+            raise fail(exc) from None
         gr.Info("Cancel sent: the run stops after its current step and saves a checkpoint.")
 
     def do_resume(job_id):
@@ -60,9 +61,9 @@ def job_controls(kind: str, prefix: str, refresh_label: str = "Refresh") -> tupl
         try:
             jobs().resume(job_id)
         except StudioError as exc:
-            raise gr.Error(str(exc)) from None
+            raise fail(exc) from None
         return gr.update(choices=job_choices(kind), value=job_id)
 
-    cancel.click(do_cancel, job, None)
-    resume.click(do_resume, job, job)
+    cancel.click(do_cancel, job, None, api_name=f"{kind}_cancel")
+    resume.click(do_resume, job, job, api_name=f"{kind}_resume")
     return job, refresh

@@ -11,8 +11,10 @@ import pandas as pd
 from studio.backends import BackendCache, GenerationSettings
 from studio.config import StudioConfig, load_config
 from studio.errors import StudioError
+from studio.limits import check_json_schema
 from studio.prompting.bench import PromptSuite, score
 from studio.prompting.techniques import TECHNIQUES, run_technique
+from studio.ui.guard import as_float, as_int, choice, fail, public, text
 
 DEFAULT_SCHEMA = '{"type": "object", "properties": {"answer": {"type": "number"}}, "required": ["answer"]}'
 LIBRARY = Path(__file__).resolve().parents[2] / "configs" / "prompts"
@@ -77,15 +79,24 @@ def build_prompt_tab(cfg: StudioConfig, backends: BackendCache) -> None:
 
     def on_run(name, q, kind_v, exp, labels_v, exs, schema_v, chosen, n, temp, tp, tk, seed_v,
                progress=gr.Progress()):  # noqa: B008
+        q, exs = text(q, "the task"), text(exs, "the few-shot examples")
+        labels_v, exp = text(labels_v, "the labels"), text(exp, "the expected answer")
+        chosen = [choice(t, list(TECHNIQUES), "technique") for t in (chosen or [])]
+        choice(kind_v, ["number", "option", "text"], "answer kind")
+        n, seed_v = as_int(n, "samples"), as_int(seed_v, "seed", 0)
+        temp, tp, tk = as_float(temp, "temperature"), as_float(tp, "top-p"), as_int(tk, "top-k")
         if not q.strip() or not chosen:
             raise gr.Error("Write a task and choose at least one technique.")
         suite = tasks[name][0] if name in tasks else PromptSuite(kind=kind_v, check={
             "number": "numeric", "option": "exact", "text": "contains"}[kind_v])
         pairs = [line.split("=>", 1) for line in exs.splitlines() if "=>" in line]
+        schema_v = text(schema_v, "the JSON schema", "json_schema_chars")
         try:
-            user_schema = json.loads(schema_v) if schema_v and schema_v.strip() else None
-        except ValueError as exc:
+            user_schema = check_json_schema(json.loads(schema_v)) if schema_v.strip() else None
+        except (ValueError, RecursionError) as exc:
             raise gr.Error(f"The JSON schema is not valid JSON: {exc}") from None
+        except StudioError as exc:
+            raise fail(exc) from None
         suite = PromptSuite(**{**suite.__dict__, "kind": kind_v,
                                "labels": [x.strip() for x in labels_v.split(",") if x.strip()],
                                "examples": [{"q": a.strip(), "a": b.strip()} for a, b in pairs],
@@ -95,12 +106,12 @@ def build_prompt_tab(cfg: StudioConfig, backends: BackendCache) -> None:
         rows, blocks, chart, stats = [], [], pd.DataFrame({"answer": [], "votes": []}), ""
         for i, technique in enumerate(chosen):
             progress((i, len(chosen)), desc=technique)
-            settings = GenerationSettings(temperature=float(temp) if technique == "self-consistency" else 0.0,
-                                          top_p=float(tp), top_k=int(tk), max_tokens=256, seed=int(seed_v or 0))
             try:
-                res = run_technique(backend, task, technique, settings, int(n))
+                settings = GenerationSettings(temperature=temp if technique == "self-consistency" else 0.0,
+                                              top_p=tp, top_k=tk, max_tokens=256, seed=seed_v)
+                res = run_technique(backend, task, technique, settings, n)
             except StudioError as exc:
-                rows.append([technique, f"error: {exc}", "", 0, 0, ""])
+                rows.append([technique, f"error: {public(str(exc))}", "", 0, 0, ""])
                 continue
             ok = "" if not exp.strip() else ("yes" if score(suite, res, _expected(exp, suite)) else "no")
             rows.append([technique, res["answer"] or "(none)", ok, res["completion_tokens"], res["seconds"],
@@ -117,11 +128,13 @@ def build_prompt_tab(cfg: StudioConfig, backends: BackendCache) -> None:
         return rows, chart, stats, "\n\n---\n\n".join(blocks)
 
     run.click(on_run, [pick, question, kind, expected, labels, examples, schema, techniques, samples, temperature,
-                       top_p, top_k, seed], [table, votes, vote_stats, details])
+                       top_p, top_k, seed], [table, votes, vote_stats, details], api_name="prompt_run")
 
     def on_library(chosen, n, seed_v, progress=gr.Progress()):  # noqa: B008
         from studio.prompting.bench import run_bench
 
+        chosen = [choice(t, list(TECHNIQUES), "technique") for t in (chosen or [])]
+        n, seed_v = as_int(n, "samples"), as_int(seed_v, "seed", 0)
         if not chosen:
             raise gr.Error("Choose at least one technique.")
         suites = [load_config(PromptSuite, p) for p in sorted(LIBRARY.glob("*.yaml"))]
@@ -133,7 +146,7 @@ def build_prompt_tab(cfg: StudioConfig, backends: BackendCache) -> None:
         return pd.DataFrame([[t, *(round(row[n_], 2) for n_ in names), res["seconds"][t]]
                              for t, row in res["table"].items()], columns=["technique", *names, "seconds"])
 
-    run_library.click(on_library, [techniques, samples, seed], library_table)
+    run_library.click(on_library, [techniques, samples, seed], library_table, api_name="prompt_library")
 
 
 def _expected(text: str, suite: PromptSuite):

@@ -10,6 +10,7 @@ import gradio as gr
 
 from generative.sampling_runs import SamplingConfig, run_sampling
 from studio.errors import StudioError
+from studio.ui.guard import as_float, as_int, choice, fail, public, text
 
 # distribution -> [(parameter, min, max, default)] shown on the three sliders
 PARAMS = {
@@ -90,32 +91,37 @@ def build_sampling_tab() -> None:
     dist.change(on_dist, dist, [*sliders, expr])
 
     def config(name, s1, s2, s3, formula, n_v, seed_v, f) -> SamplingConfig:
-        params = {p: v for (p, *_), v in zip(PARAMS[name], (s1, s2, s3), strict=False)}
+        choice(name, list(PARAMS), "distribution")
+        values = [as_float(v, p) for (p, *_), v in zip(PARAMS[name], (s1, s2, s3), strict=False)]
+        params = {p: v for (p, *_), v in zip(PARAMS[name], values, strict=False)}
         if name == "formula":
-            params["expr"] = formula
+            params["expr"] = text(formula, "the density formula")
         if name == "coin":
-            params = {k: int(v) for k, v in params.items()}
-        return SamplingConfig(distribution=name, params=params, n=int(n_v or 0), seed=int(seed_v or 0),
-                              function=f or "x")
+            params = {k: as_int(v, k) for k, v in params.items()}
+        return SamplingConfig(distribution=name, params=params, n=as_int(n_v, "n", 0), seed=as_int(seed_v, "seed", 0),
+                              function=text(f, "f(x)") or "x")
 
     def runner(kind):
         def go(name, s1, s2, s3, formula, n_v, seed_v, f, *extra):
             cfg = config(name, s1, s2, s3, formula, n_v, seed_v, f)
             if kind == "is":
-                cfg.proposal, cfg.proposal_params = "normal", {"mean": extra[0], "std": extra[1]}
+                cfg.proposal = "normal"
+                cfg.proposal_params = {"mean": as_float(extra[0], "proposal mean"),
+                                       "std": as_float(extra[1], "proposal std")}
             if kind == "mcmc":
-                cfg.step, cfg.chains, cfg.burn_in = float(extra[0]), int(extra[1]), int(extra[2])
+                cfg.step, cfg.chains = as_float(extra[0], "step size"), as_int(extra[1], "chains")
+                cfg.burn_in = as_int(extra[2], "burn-in")
                 cfg.n = min(cfg.n, 20_000)  # MH steps are sequential: keep the tab responsive
             try:
                 res = run_sampling(kind, cfg)
             except StudioError as exc:
-                raise gr.Error(str(exc)) from None
+                raise fail(exc) from None
             return res["plot"], describe(kind, res)
         return go
 
     base = [dist, *sliders, expr, n, seed, function]
     for kind, (run, extra, image, result) in outputs.items():
-        run.click(runner(kind), [*base, *extra], [image, result])
+        run.click(runner(kind), [*base, *extra], [image, result], api_name=f"sample_{kind}")
 
     def make_gif(name, s1, s2, s3, formula, n_v, seed_v, f):
         from pathlib import Path
@@ -123,15 +129,15 @@ def build_sampling_tab() -> None:
         from generative import sampling as S
         from generative.sampling_plots import histogram_gif
 
-        cfg = config(name, s1, s2, s3, formula, min(int(n_v or 0), 100_000), seed_v, f)
+        cfg = config(name, s1, s2, s3, formula, min(as_int(n_v, "n", 0), 100_000), seed_v, f)
         try:
             d = S.make_distribution(cfg.distribution, **cfg.params)
             res = run_sampling("draw", cfg, plot=False)
         except StudioError as exc:
-            raise gr.Error(str(exc)) from None
+            raise fail(exc) from None
         return str(histogram_gif(res["arrays"]["samples"], d, Path(res["run_dir"]) / "histogram.gif"))
 
-    gif_btn.click(make_gif, base, gif)
+    gif_btn.click(make_gif, base, gif, api_name="sample_gif")
 
 
 def describe(kind: str, res: dict) -> str:
@@ -153,5 +159,5 @@ def describe(kind: str, res: dict) -> str:
         accept = sum(res["acceptance"]) / len(res["acceptance"])
         exact = f" · exact mean {res['exact']:.6g}" if "exact" in res else ""
         lines.append(f"R-hat {res['rhat']:.4f} · acceptance {accept:.2f} · burn-in {res['burn_in']}{exact}")
-    lines.append(f"run folder: `{res['run_dir']}`")
+    lines.append(f"run folder: `{public(res['run_dir'])}`")
     return "\n\n".join(lines)
