@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -140,15 +141,26 @@ def browser(chromium_path):
         b.close()
 
 
-@pytest.fixture(scope="session")
-def studio_server(studio_home, tmp_path_factory):
-    """`studio serve` as a user starts it, on a free loopback port; yields the URL."""
+@contextlib.contextmanager
+def serving(log_dir: Path, *args: str, env: dict | None = None):
+    """`studio [ARGS...] serve --port P` on a free loopback port, as a user starts it; yields its URL.
+
+    ``args`` go before ``serve`` (``--set key=value``); ``--no-preload`` etc. can follow ``"serve"``.
+    """
     port = free_port()
-    proc = start_server([STUDIO, "serve", "--port", str(port)],
-                        tmp_path_factory.mktemp("studio-serve") / "serve.log", cwd=ROOT)
+    argv = [STUDIO, *args] if "serve" in args else [STUDIO, *args, "serve"]
+    proc = start_server([*argv, "--port", str(port)], log_dir / f"serve-{port}.log", cwd=ROOT,
+                        env={**os.environ, **(env or {})})
     url = f"http://127.0.0.1:{port}/"
     try:
         wait_http(url, proc)
         yield url
     finally:
         stop_process(proc)
+
+
+@pytest.fixture(scope="session")
+def studio_server(studio_home, tmp_path_factory):
+    """`studio serve` as a user starts it, on a free loopback port; yields the URL."""
+    with serving(tmp_path_factory.mktemp("studio-serve")) as url:
+        yield url

@@ -2,11 +2,15 @@
 
 import json
 import math
+import os
+import pickle
+import shutil
 import time
 
 import pytest
 
 from finetune.train import FinetuneConfig, run_finetune
+from studio.errors import StudioError
 from studio.jobs import Jobs
 from tests.conftest import run_studio
 
@@ -113,6 +117,32 @@ def test_merge_gives_the_same_model_without_peft_and_export_zips_it(gen_run, tmp
     names = set(z.namelist())
     assert {"adapter/adapter_config.json", "adapter/adapter_model.safetensors", "config.yaml",
             "metrics.json"} <= names
+
+
+def test_a_pickled_trainer_checkpoint_runs_nothing_on_resume(gen_run, tmp_path):
+    """A run folder shared by someone else: its Trainer checkpoint files are pickles that run a command."""
+    run, _ = gen_run
+    shared = tmp_path / "shared-run"
+    shutil.copytree(run, shared)
+    marker = tmp_path / "pwned"
+    newest = max((shared / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    for name in ("optimizer.pt", "scheduler.pt", "rng_state.pth"):
+        with open(newest / name, "wb") as fh:
+            pickle.dump(_Payload(marker), fh)
+    config = shared / "config.yaml"
+    config.write_text(config.read_text().replace("max_steps: 12", "max_steps: 14"))
+    with pytest.raises(StudioError, match="not loaded"):
+        run_finetune(FinetuneConfig(), shared, resume=True)
+    assert not marker.exists()
+    assert json.loads((shared / "status.json").read_text())["state"] == "failed"
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
 
 
 def test_classification_run_on_minilm(tmp_path):

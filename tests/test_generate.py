@@ -109,13 +109,13 @@ def test_ddpm_samples_and_saves_the_weight_average(tmp_path):
     from safetensors.torch import load_file
 
     train(tiny("ddpm", steps=30), tmp_path / "r")
-    ckpt = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=False)["modules"]
+    ckpt = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=True)["modules"]
     saved = load_file(str(next((tmp_path / "r" / "pipeline" / "unet").glob("*.safetensors"))))
     name = next(k for k in saved if k.endswith("conv_in.weight"))
     assert torch.equal(saved[name], ckpt["ema"][name]) and not torch.equal(saved[name], ckpt["model"][name])
     DDPMPipeline.from_pretrained(str(tmp_path / "r" / "pipeline"))
     train(tiny("ddpm", steps=5, ema=0), tmp_path / "off")
-    assert "ema" not in torch.load(tmp_path / "off" / "checkpoint.pt", weights_only=False)["modules"]
+    assert "ema" not in torch.load(tmp_path / "off" / "checkpoint.pt", weights_only=True)["modules"]
 
 
 def test_every_written_image_is_marked_synthetic(tmp_path):
@@ -172,7 +172,7 @@ def test_cancel_then_resume_continues_from_the_saved_step(tmp_path):
     jobs = Jobs()
     assert jobs.wait(job["job_id"], 60).state == "cancelled"
     stopped = read_status(run_dir)["step"]
-    saved = torch.load(run_dir / "checkpoint.pt", weights_only=False)["step"]
+    saved = torch.load(run_dir / "checkpoint.pt", weights_only=True)["step"]
     assert saved == stopped >= 30
     # resume with a smaller goal: edit the run's config, as a user would
     cfg = (run_dir / "config.yaml").read_text().replace("steps: 100000", f"steps: {stopped + 20}")

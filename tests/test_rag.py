@@ -275,3 +275,13 @@ def test_generation_settings_reach_the_model(retriever, llamacpp):
     res = short.ask("How do I cite R in a publication?")
     model_part = res.answer.split("From the documents:")[0]
     assert len(model_part.split()) <= 6
+
+
+def test_a_looping_answer_is_cut_where_it_starts_over():
+    from studio.rag.chain import repetition_cut
+
+    looped = "The answer to this question is: The answer to this question is: The answer to this"
+    assert looped[:repetition_cut(looped)] == "The answer to this question is:"
+    fine = "Use write.table. It writes the row and column labels. Use write.table with sep=','."
+    assert repetition_cut(fine) is None
+    assert repetition_cut("Yes. Yes. Yes.") is None  # too short to call a loop

@@ -103,8 +103,8 @@ def test_metropolis_hastings_recovers_the_coin_posterior():
     ("gamma", {"shape": 0}, "shape must be a positive number"),
     ("uniform", {"low": 2, "high": 1}, "must be greater than low"),
     ("formula", {"expr": "x - 3", "low": 0, "high": 1}, "is not a density"),
-    ("formula", {"expr": "__import__('os')", "low": 0, "high": 1}, "may only use arithmetic"),
-    ("formula", {"expr": "foo(x)", "low": 0, "high": 1}, "unknown names"),
+    ("formula", {"expr": "__import__('os')", "low": 0, "high": 1}, "function '__import__', which is not allowed"),
+    ("formula", {"expr": "foo(x)", "low": 0, "high": 1}, "function 'foo', which is not allowed"),
     ("cauchy", {}, "unknown distribution"),
 ])
 def test_bad_parameters_are_explained(name, params, message):
