@@ -373,16 +373,20 @@ def test_exposed_serving_without_a_login_is_refused():
 def test_login_can_come_from_the_environment_or_a_file(tmp_path):
     from gradio_client import Client
 
+    from studio.config import read_secret
+
     secret = tmp_path / "auth"
     secret.write_text("teacher:s3cret-pass\n")
-    for extra, env in ((["--auth-file", str(secret)], {}), ([], {"STUDIO_AUTH": "teacher:s3cret-pass"})):
-        with serving(tmp_path, "serve", "--no-preload", *extra, env=env) as url:
-            with pytest.raises(Exception):  # noqa: B017 - any refusal: no session without the login
-                Client(url, verbose=False).predict("normal", 0, 1, 0, "x", 100, 0, "x", api_name="/sample_draw")
-            ok = Client(url, auth=("teacher", "s3cret-pass"), verbose=False)
-            assert "estimate" in ok.predict("normal", 0, 1, 0, "x", 100, 0, "x", api_name="/sample_draw")[1]
-            listed = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-            assert "s3cret-pass" not in listed  # the password is in no process's command line
+    assert read_secret(secret) == "teacher:s3cret-pass"  # what --auth-file passes on
+    with serving(tmp_path, "serve", "--no-preload", env={"STUDIO_AUTH": "teacher:s3cret-pass"}) as url:
+        with pytest.raises(Exception):  # noqa: B017 - any refusal: no session without the login
+            Client(url, verbose=False).predict("normal", 0, 1, 0, "x", 100, 0, "x", api_name="/sample_draw")
+        ok = Client(url, auth=("teacher", "s3cret-pass"), verbose=False)
+        assert "estimate" in ok.predict("normal", 0, 1, 0, "x", 100, 0, "x", api_name="/sample_draw")[1]
+        listed = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+        assert "s3cret-pass" not in listed  # the password is in no process's command line
+    out = run_studio("serve", "--share", "--auth-file", str(tmp_path / "missing"))
+    assert out.returncode == 2 and "cannot read the auth file" in out.stderr
 
 
 class _Recorder(http.server.BaseHTTPRequestHandler):
@@ -464,7 +468,7 @@ def test_a_second_ingest_waits_for_the_collection_lock(tmp_path):
     with home_lock("collection", Store().location, "locked-coll"):
         proc = subprocess.Popen([STUDIO, "ingest", str(doc), "--collection", "locked-coll", "--json"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-        time.sleep(6)
+        time.sleep(4)
         assert proc.poll() is None  # still waiting: it does not write while another writer holds the lock
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
