@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from generative import sampling as S
+# the repository first: run as a script, this folder's generative.py would shadow the package
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from generative import sampling as S  # noqa: E402
 
 CASES = [("uniform", {}), ("normal", {}), ("exponential", {}), ("beta", {"a": 2, "b": 5}), ("gamma", {"shape": 2}),
          ("student_t", {"df": 3}), ("mixture", {}), ("banana", {}), ("formula", {"expr": "exp(-x**2/2)"})]

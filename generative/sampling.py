@@ -3,6 +3,12 @@
 Every function takes a ``numpy.random.Generator`` (or a seed) and returns arrays; no Python
 loop runs over samples (MCMC loops over steps, vectorized across chains).
 
+MCMC diagnostics follow Vehtari, Gelman, Simpson, Carpenter, Bürkner (2021), "Rank-normalization,
+folding, and localization: An improved R-hat for assessing convergence of MCMC", Bayesian Analysis
+16(2), as Stan and ArviZ implement them: ``ess_bulk`` / ``ess_mean`` (multi-chain ESS of split
+chains, rank-normalized or not) and ``split_rhat`` (rank-normalized split-R-hat, bulk and tail);
+they agree with ArviZ's ``az.ess`` / ``az.ess(method="mean")`` / ``az.rhat`` to rounding.
+
 >>> x = sample_distribution("normal", 10_000_000, seed=0, mean=0, std=1)        # shape (10**7,)
 >>> importance_sampling(lambda x: x > 4, make_distribution("normal"), make_distribution("normal", mean=4), 10**6)
 """
@@ -15,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import special, stats
+from scipy.fft import next_fast_len
 
 from generative.formula import compile_expression
 from studio.errors import StudioError
@@ -245,45 +252,141 @@ def metropolis_hastings(logpdf: Callable[[Array], Array], x0: Array, n: int, ste
     return {"samples": out, "acceptance": accepted / n}
 
 
+def _autocov(x: Array) -> Array:
+    """Autocovariances of each row of x, shape (m, n) -> (m, n): gamma_t = sum_i (x_i - xbar)(x_{i+t} - xbar) / n.
+
+    The biased estimator (divide by n at every lag), by FFT with zero padding to >= 2n.
+    """
+    n = x.shape[-1]
+    size = next_fast_len(2 * n, real=True)
+    f = np.fft.rfft(x - x.mean(axis=-1, keepdims=True), n=size, axis=-1)
+    return np.fft.irfft(f * np.conj(f), n=size, axis=-1)[..., :n] / n
+
+
 def autocorrelation(x: Array, max_lag: int | None = None) -> Array:
-    """rho_k of a 1-D series for k = 0..max_lag (FFT, biased estimator)."""
-    x = np.asarray(x, float) - np.mean(x)
-    n = len(x)
-    f = np.fft.rfft(x, 2 * n)
-    acf = np.fft.irfft(f * np.conj(f))[:n]
-    acf = acf / acf[0] if acf[0] > 0 else np.zeros(n)
-    return acf[: (max_lag or n)]
+    """rho_k = gamma_k / gamma_0 of a 1-D series for k = 0..max_lag (FFT, biased estimator)."""
+    acov = _autocov(np.asarray(x, float)[None])[0]
+    acf = acov / acov[0] if acov[0] > 0 else np.zeros_like(acov)
+    return acf[: (max_lag or len(acf))]
+
+
+def _draws(chains: Array) -> Array:
+    """MCMC draws as a float array of shape (chains, n); a 1-D array is one chain."""
+    x = np.atleast_2d(np.asarray(chains, float))
+    if x.ndim != 2:
+        raise StudioError(f"MCMC draws must have shape (chains, n) or (n,), got {x.shape}")
+    return x
+
+
+def _split_chains(x: Array) -> Array:
+    """(m, n) -> (2m, n // 2): each chain's first and last half; for odd n the middle draw is dropped."""
+    half = x.shape[1] // 2
+    return np.concatenate([x[:, :half], x[:, x.shape[1] - half:]])
+
+
+def _rank_normalize(x: Array) -> Array:
+    """z = Phi^-1((r - 3/8) / (S + 1/4)), r the rank of each draw among all S draws (ties averaged), same shape."""
+    r = stats.rankdata(x, axis=None).reshape(x.shape)
+    return stats.norm.ppf((r - 3 / 8) / (x.size + 1 / 4))
+
+
+def _geyer_tau(rho: Array) -> float:
+    """tau = -1 + 2 sum_{k<K} P_k + rho_{2K} from rho_t, t = 0..n-1 (Geyer's initial monotone sequence).
+
+    P_k = rho_{2k} + rho_{2k+1} for k < ceil(n/2) - 1; K is the first k with P_k <= 0, or the last
+    pair; the P_k before it are made non-increasing (running minimum, Geyer's monotone adjustment).
+    rho_{2K} counts if P_K >= 0 or rho_{2K} > 0, as in Stan and ArviZ.
+    """
+    n_pairs = max(math.ceil(len(rho) / 2) - 1, 1)
+    pairs = rho[: 2 * n_pairs].reshape(-1, 2).sum(axis=1)
+    first_bad = np.flatnonzero(pairs <= 0)
+    last = min(first_bad[0] if len(first_bad) else n_pairs, n_pairs - 1)
+    even = rho[2 * last] if pairs[last] >= 0 else max(rho[2 * last], 0.0)
+    return float(-1 + 2 * np.minimum.accumulate(pairs[:last]).sum() + even)
+
+
+def _ess(x: Array) -> float:
+    """Multi-chain ESS of draws x, shape (m, n) (already split): S / tau with S = m n.
+
+    W = mean_j s_j^2, var+ = (n-1)/n W + var(chain means), and
+    rho_t = 1 - (W - mean_j gamma_{j,t}) / var+ (gamma the autocovariance, rho_0 = 1), so chains
+    that disagree (large var+) lower rho_t less than W and raise tau. tau >= 1 / log10(S).
+    """
+    m, n = x.shape
+    if np.ptp(x) < np.finfo(float).resolution:
+        return float(x.size)
+    acov = _autocov(x)
+    w = acov[:, 0].mean() * n / (n - 1)
+    var_plus = w * (n - 1) / n + (x.mean(axis=1).var(ddof=1) if m > 1 else 0.0)
+    rho = 1 - (w - acov.mean(axis=0)) / var_plus
+    rho[0] = 1.0
+    if np.isnan(rho).any():  # an infinite draw
+        return float("nan")
+    tau = max(_geyer_tau(rho), 1 / math.log10(x.size))
+    return float(x.size / tau)
+
+
+def ess_bulk(chains: Array) -> float:
+    """Bulk ESS (Vehtari et al. 2021): the multi-chain ESS of the rank-normalized split chains.
+
+    chains: shape (chains, n) or (n,). Split each chain in two, replace every draw by
+    Phi^-1((rank - 3/8) / (S + 1/4)) over all S draws, then ``_ess``. Works for heavy tails (even
+    infinite variance); ArviZ's ``az.ess`` default. NaN if n < 4 or any draw is NaN.
+    """
+    x = _draws(chains)
+    if x.shape[1] < 4 or np.isnan(x).any():
+        return float("nan")
+    return _ess(_rank_normalize(_split_chains(x)))
+
+
+def ess_mean(chains: Array) -> float:
+    """ESS for the mean: the multi-chain ESS of the split chains, untransformed (``az.ess(method="mean")``).
+
+    chains: shape (chains, n) or (n,). This is the ESS behind the Monte Carlo standard error of the
+    mean, MCSE = sd(all draws) / sqrt(ess_mean); it assumes a finite variance. NaN if n < 4 or any NaN.
+    """
+    x = _draws(chains)
+    if x.shape[1] < 4 or np.isnan(x).any():
+        return float("nan")
+    return _ess(_split_chains(x))
 
 
 def effective_sample_size(chains: Array) -> float:
-    """ESS of MCMC draws, shape (chains, n) or (n,), by Geyer's initial monotone sequence.
+    """The ESS of MCMC draws, shape (chains, n) or (n,): the bulk ESS (``ess_bulk``), ArviZ's default.
 
-    ESS = M n / tau, tau = -1 + 2 sum_k Gamma_k, Gamma_k = rho_{2k} + rho_{2k+1} (paired sums,
-    truncated at the first negative pair and made monotone); rho averaged over chains.
+    A convergence diagnostic: chains that disagree give a small ESS. For a standard error of the
+    mean use ``ess_mean``.
     """
-    x = np.atleast_2d(np.asarray(chains, float))
-    m, n = x.shape
-    rho = np.mean([autocorrelation(c) for c in x], axis=0)
-    pairs = rho[: n - n % 2].reshape(-1, 2).sum(axis=1)
-    positive = np.argmax(pairs < 0) if (pairs < 0).any() else len(pairs)
-    gamma = np.minimum.accumulate(pairs[:positive]) if positive else np.array([1.0])
-    tau = max(-1 + 2 * gamma.sum(), 1 / math.log10(max(m * n, 10)))
-    return float(m * n / tau)
+    return ess_bulk(chains)
+
+
+def _rhat(x: Array) -> float:
+    """R-hat of x, shape (m, n): sqrt(var+ / W) = sqrt((B / W + n - 1) / n).
+
+    W = mean_j s_j^2 (within-chain variance), B = n var(chain means) (between-chain variance).
+    """
+    n = x.shape[1]
+    w = x.var(axis=1, ddof=1).mean()
+    b = n * x.mean(axis=1).var(ddof=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return float(np.sqrt((b / w + n - 1) / n))
 
 
 def split_rhat(chains: Array) -> float:
-    """Split-R-hat (Gelman et al.): each chain cut in two halves, then sqrt(var+ / W).
+    """Rank-normalized split-R-hat (Vehtari et al. 2021), shape (chains, n) or (n,) -> float.
 
-    var+ = (n-1)/n W + B/n with W the mean within-chain variance and B/n the variance of chain means.
+    max(bulk, tail): bulk = ``_rhat`` of the rank-normalized split chains; tail = the same of the
+    folded draws |x - median(x)|, which catches chains with equal location but different scale.
+    Near 1 when the chains agree; above 1.01 they have not mixed. Like Stan's posterior package (and
+    unlike ArviZ, which returns NaN) one chain gets a value: its two halves are compared. NaN if
+    n < 4, any draw is NaN or all draws are equal.
     """
-    x = np.atleast_2d(np.asarray(chains, float))
-    half = x.shape[1] // 2
-    halves = np.concatenate([x[:, :half], x[:, half: 2 * half]])
-    n = halves.shape[1]
-    w = halves.var(axis=1, ddof=1).mean()
-    b = n * halves.mean(axis=1).var(ddof=1)
-    var_plus = (n - 1) / n * w + b / n
-    return float(math.sqrt(var_plus / w)) if w > 0 else float("inf")
+    x = _draws(chains)
+    if x.shape[1] < 4 or np.isnan(x).any():
+        return float("nan")
+    split = _split_chains(x)
+    folded = np.abs(split - np.median(split))
+    return max(_rhat(_rank_normalize(split)), _rhat(_rank_normalize(folded)))
 
 
 def coin_posterior(heads: int, tails: int, a: float = 1.0, b: float = 1.0) -> Distribution:

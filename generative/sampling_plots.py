@@ -37,7 +37,8 @@ def plot_run(kind: str, target, result: dict, arrays: dict, path: Path) -> Path:
 
         axes[1].plot(autocorrelation(arrays["fx"][0], 100))
         axes[1].axhline(0, color="grey", lw=0.5)
-        axes[1].set_title(f"autocorrelation · ESS {result['ess']:.0f} · R-hat {result['rhat']:.3f}")
+        axes[1].set_title(f"autocorrelation · ESS {result['ess']:.0f} (bulk {result['ess_bulk']:.0f})"
+                          f" · R-hat {result['rhat']:.3f}")
         kept = chains[:, burn:, 0].ravel()
         axes[2].hist(kept, bins=80, density=True, alpha=0.6, label="MCMC")
         if target.dim == 1:
