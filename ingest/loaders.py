@@ -17,7 +17,6 @@ import zipfile
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
-from xml.etree import ElementTree
 
 from langchain_core.documents import Document
 
@@ -207,6 +206,7 @@ def load_html(data: bytes) -> list[Document]:
 
 
 W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
+MC = "{http://schemas.openxmlformats.org/markup-compatibility/2006}"
 
 
 def check_zip(zf: zipfile.ZipFile) -> None:
@@ -230,19 +230,143 @@ def check_zip(zf: zipfile.ZipFile) -> None:
 
 
 def load_docx(data: bytes) -> list[Document]:
-    """Paragraph text of a .docx (tables included), headings kept as their own lines."""
+    """The text of a .docx in reading order, as one document.
+
+    Headers first (each distinct one once), then the body, then the footers. One line per
+    paragraph (headings included; a line break inside a paragraph is a newline, a tab stays a
+    tab), one line per table row with its cells joined by `` | `` (a merged cell once; a nested
+    table's rows follow the row holding it), a text box's paragraphs after the paragraph it is
+    anchored to. Blank paragraphs are dropped. The zip is checked by :func:`check_zip` before
+    python-docx inflates anything.
+    """
+    from docx.exceptions import PythonDocxError
+    from docx.opc.constants import CONTENT_TYPE
+    from docx.opc.exceptions import OpcError
+    from docx.package import Package
+    from lxml.etree import XMLSyntaxError
+
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
             check_zip(zf)
-            root = ElementTree.fromstring(zf.read("word/document.xml"))
-    except (zipfile.BadZipFile, KeyError, ElementTree.ParseError, RuntimeError, EOFError) as exc:
+        # docx.Document() does these two steps, but names a stream by its repr in its error
+        part = Package.open(io.BytesIO(data)).main_document_part
+        if part.content_type != CONTENT_TYPE.WML_DOCUMENT_MAIN:
+            raise LoadError(f"not a plain Word document ({part.content_type}); save it as .docx")
+        document = part.document
+        headers, footers = _docx_headers_footers(document)
+        lines = headers + _docx_blocks(document.element.body) + footers
+    except (zipfile.BadZipFile, KeyError, ValueError, RuntimeError, EOFError, XMLSyntaxError, PythonDocxError,
+            OpcError) as exc:
         raise LoadError(f"corrupt .docx ({exc})") from None
-    paragraphs = []
-    for p in root.iter(f"{W}p"):
-        text = "".join(t.text or "" for t in p.iter(f"{W}t"))
-        if text.strip():
-            paragraphs.append(text)
-    return [Document(page_content="\n".join(paragraphs))]
+    return [Document(page_content="\n".join(lines))]
+
+
+def _docx_headers_footers(document) -> tuple[list[str], list[str]]:
+    """Lines of every header and footer a section defines and shows, each distinct text once.
+
+    A header "linked to previous" has no definition of its own (and asking python-docx for its
+    content would add an empty one), so it is skipped; so are first-page and even-page variants
+    the document does not switch on, which Word keeps but never prints.
+    """
+    even = document.settings.odd_and_even_pages_header_footer
+    headers: list[str] = []
+    footers: list[str] = []
+    seen: set[str] = set()
+    for section in document.sections:
+        shown = [(headers, section.header), (footers, section.footer)]
+        if section.different_first_page_header_footer:
+            shown += [(headers, section.first_page_header), (footers, section.first_page_footer)]
+        if even:
+            shown += [(headers, section.even_page_header), (footers, section.even_page_footer)]
+        for out, hf in shown:
+            if hf.is_linked_to_previous:
+                continue
+            lines = _docx_blocks(hf.part.element)  # w:hdr / w:ftr holds blocks as the body does
+            text = "\n".join(lines)
+            if text and text not in seen:
+                seen.add(text)
+                out.extend(lines)
+    return headers, footers
+
+
+def _docx_blocks(container) -> list[str]:
+    """Lines of the paragraphs and tables in a body, header, cell or text box, in order."""
+    lines = []
+    for el in _docx_children(container, "p", "tbl"):
+        lines += _docx_table(el) if el.tag == f"{W}tbl" else _docx_paragraph(el)
+    return lines
+
+
+def _docx_paragraph(p) -> list[str]:
+    """The paragraph's own text as one line (none if blank), then the lines of its text boxes.
+
+    python-docx's ``Paragraph.text`` reads only the paragraph's direct runs and hyperlinks, so
+    it misses tracked insertions (``w:ins``), inline content controls and simple fields; here
+    every run belongs to the nearest paragraph above it. A text box sits in a run of its anchor
+    paragraph as ``mc:AlternateContent``: the DrawingML ``mc:Choice`` and a VML ``mc:Fallback``
+    holding the same paragraphs, so only the choice is read (a lone VML box has no fallback
+    around it and is read too). Deleted and moved-away text is not.
+    """
+    own = "".join(r.text for r in p.iter(f"{W}r") if _docx_owned_by(r, p))  # CT_R.text: tabs, breaks
+    lines = [own] if own.strip() else []
+    for box in p.iter(f"{W}txbxContent"):
+        if _docx_owned_by(box, p):
+            lines += _docx_blocks(box)
+    return lines
+
+
+_DOCX_SKIPPED = {f"{W}del", f"{W}moveFrom", f"{W}p", f"{MC}Fallback"}
+
+
+def _docx_owned_by(el, p) -> bool:
+    """Whether ``el`` is ``p``'s own content: not in a nested paragraph, a deletion or a fallback."""
+    parent = el.getparent()
+    while parent is not None and parent is not p:
+        if parent.tag in _DOCX_SKIPPED:
+            return False
+        parent = parent.getparent()
+    return parent is p
+
+
+def _docx_table(tbl) -> list[str]:
+    """One line per row, ``cell | cell``; then, after that row, the rows of tables nested in it.
+
+    Each ``w:tc`` is read once. python-docx's ``row.cells`` repeats a horizontally merged cell
+    once per grid column and a vertically merged one in every row it spans (and raises on a
+    ``vMerge`` it cannot place), so the rows' own ``w:tc`` elements are read instead and a
+    ``vMerge="continue"`` cell, whose text is the cell above's, is left out.
+    """
+    lines = []
+    for tr in _docx_children(tbl, "tr"):
+        cells, nested = [], []
+        for tc in _docx_children(tr, "tc"):
+            if tc.vMerge == "continue":
+                continue
+            parts = []
+            for el in _docx_children(tc, "p", "tbl"):
+                if el.tag == f"{W}tbl":
+                    nested += _docx_table(el)
+                else:
+                    parts += _docx_paragraph(el)
+            cells.append(" ".join(parts).replace("\n", " "))  # the row stays one line
+        if any(c.strip() for c in cells):
+            lines.append(" | ".join(cells))
+        lines += nested
+    return lines
+
+
+def _docx_children(el, *tags: str):
+    """``el``'s ``w:`` children with these names, looking through content controls and custom XML.
+
+    python-docx's ``iter_inner_content`` stops at such wrappers, which hold cover pages, tables
+    of contents and template fields.
+    """
+    wanted = {f"{W}{t}" for t in tags}
+    for child in el:
+        if child.tag in wanted:
+            yield child
+        elif child.tag in (f"{W}sdt", f"{W}sdtContent", f"{W}customXml"):
+            yield from _docx_children(child, *tags)
 
 
 def load_csv(data: bytes, rows_per_doc: int = 50) -> list[Document]:

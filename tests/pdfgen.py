@@ -51,8 +51,10 @@ def encrypt_pdf(src: str | Path, dst: str | Path, password: str = "secret") -> P
     return Path(dst)
 
 
-def make_docx(path: str | Path, paragraphs: list[str]) -> Path:
-    """A minimal .docx (the parts Word needs) holding the given paragraphs."""
+def make_bare_docx(path: str | Path, paragraphs: list[str]) -> Path:
+    """A zip named .docx with only a content-types part and ``word/document.xml`` holding the paragraphs:
+    no package relationships, so Word (and python-docx) cannot open it. Real test documents are built
+    with python-docx."""
     import zipfile
 
     w = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"

@@ -89,3 +89,17 @@ def test_unusable_files_say_what_to_fix(tmp_path):
     one = write_jsonl(tmp_path / "o.jsonl", [{"text": "a", "label": "x"}, {"text": "b", "label": "x"}])
     with pytest.raises(StudioError, match="at least two labels"):
         load_dataset(one)
+
+
+@pytest.mark.filterwarnings("error")  # zero_division is explicit: no UndefinedMetricWarning
+@pytest.mark.parametrize("preds, y, n_labels, expected", [
+    # class 0: F1 2/3; class 1: TP 2, FP 2 -> 2/3; class 2 never predicted: 0; class 3 in neither: 0
+    ([0, 1, 1, 1, 1], [0, 0, 1, 1, 2], 4, {"accuracy": 0.6, "f1": 0.3333}),
+    ([0, 1, 0, 1], [0, 1, 0, 1], 2, {"accuracy": 1.0, "f1": 1.0}),
+    ([1, 1, 1], [0, 0, 0], 2, {"accuracy": 0.0, "f1": 0.0}),
+    ([0, 2, 1], [0, 1, 2], 3, {"accuracy": 0.3333, "f1": 0.3333}),
+], ids=["unpredicted-and-absent-class", "perfect", "all-wrong", "swapped"])
+def test_classification_metrics_match_hand_computed_macro_f1(preds, y, n_labels, expected):
+    from finetune.train import classification_metrics
+
+    assert classification_metrics(preds, y, n_labels) == expected
