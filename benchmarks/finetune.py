@@ -30,8 +30,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from finetune.config import FinetuneConfig  # noqa: E402
 from finetune.data import encode_generation, load_dataset  # noqa: E402
-from finetune.train import FinetuneConfig, _collate, load_base, run_finetune  # noqa: E402
+from finetune.train import _collate, load_base, run_finetune  # noqa: E402
 from studio.config import load_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

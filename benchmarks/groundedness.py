@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from eval import calibration  # noqa: E402
+from eval import calibration, data  # noqa: E402
 from eval.groundedness import get_scorer  # noqa: E402
 
 
@@ -35,9 +35,9 @@ def compare_engines(n: int) -> dict:
     import time
 
     from eval.crossencoder import ClaimEncoder
-    from eval.groundedness import Context, claims
+    from eval.text import Context, claims
 
-    items = [(ctx.evidence(c), c) for p in calibration.load_set("halueval-summarization", n)
+    items = [(ctx.evidence(c), c) for p in data.load_set("halueval-summarization", n)
              for ctx in [Context(p.context)] for c in claims(p.answer)]
     res, logits = {}, {}
     for engine in ("torch", "onnx"):
@@ -69,7 +69,7 @@ def main() -> None:
         print(f"{'set':<24}{'pairs':>6}{'length':>8}{'lexical':>9}{'answer-only':>12}{'ours':>7}{'goal':>6}{'acc':>7}"
               f"{'pairs/s':>9}{'own-vs-swapped':>16}")
         for name in sets:
-            r = calibration.calibrate(judge, calibration.load_set(name, args.n))
+            r = calibration.calibrate(judge, data.load_set(name, args.n))
             if name not in style:
                 style[name] = calibration.answer_only_auroc(name, args.n)
             r["answer_only_auroc"] = style[name]

@@ -67,6 +67,7 @@ def main() -> None:
 
     from ingest.pipeline import Ingestor
     from studio.backends import GenerationSettings, load_backend
+    from studio.langchain import as_langchain
     from studio.rag.chain import RagChain, RagConfig
     from studio.rag.retriever import RetrievalConfig, Retriever
 
@@ -90,7 +91,7 @@ def main() -> None:
         for q in questions)
 
     # the LangChain default chain: retrieve top 4, stuff them into the prompt, stream the answer
-    chat_model = llm.as_langchain(GenerationSettings(temperature=0, max_tokens=160))
+    chat_model = as_langchain(llm, GenerationSettings(temperature=0, max_tokens=160))
     stuff = ChatPromptTemplate.from_messages([("user", STUFF_PROMPT)]) | chat_model | StrOutputParser()
     base = {"answers": [], "ttft": []}
     for q in questions + unanswerable:

@@ -96,8 +96,9 @@ class EvalSuite:
             self.dataset = str(roots.resolve(self._local(self.dataset), "suite dataset"))
         if self.model and self.model not in known_names() and self.backend != "openai":
             self.model = str(roots.resolve(self.model, "suite model"))
-        if self.scorer.startswith("nli:"):
-            self.scorer = "nli:" + str(roots.resolve(self.scorer[4:], "scorer model"))
+        for prefix in ("nli:", "encoder:"):
+            if self.scorer.startswith(prefix):
+                self.scorer = prefix + str(roots.resolve(self.scorer.removeprefix(prefix), "scorer model"))
         return self
 
     def _local(self, path: str) -> Path:

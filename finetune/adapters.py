@@ -74,7 +74,8 @@ def merge(run_or_adapter: str | Path) -> Path:
     out = a.run_dir / "merged"
     if (out / "config.json").is_file():
         return out
-    from finetune.train import FinetuneConfig, load_base
+    from finetune.config import FinetuneConfig
+    from finetune.train import load_base
 
     labels = read_status(a.run_dir).get("labels") or []
     model, tok = load_base(FinetuneConfig(base_model=a.base_model), a.task, labels)

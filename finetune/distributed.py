@@ -3,7 +3,8 @@
 ``accelerate launch --multi_gpu`` is its torchrun launcher; with no GPU the workers form a
 MULTI_CPU group over gloo, each taking 1/N of the rows. Only rank 0 writes the run folder. The
 parent (the job's process) passes a cancel on to the workers, which agree on the step to stop at
-(see :func:`finetune.train.run_finetune`). Each worker is ``python -m finetune.distributed RUN``;
+(see :func:`finetune.train.run_finetune`). :func:`run_job` is the job's entry and chooses between
+this launcher and one process. Each worker is ``python -m finetune.distributed RUN``;
 ``accelerate launch --multi_gpu --num_processes 2 -m finetune.distributed RUN`` works by hand too.
 """
 
@@ -13,11 +14,24 @@ import os
 import signal
 from pathlib import Path
 
+from finetune.config import FinetuneConfig, base_model_for
 from finetune.data import load_dataset
-from finetune.train import FinetuneConfig, _base_for, run_finetune
-from studio.config import load_config
+from finetune.train import run_finetune
+from studio.config import load_config, save_config
 from studio.errors import StudioError
 from studio.jobs import read_status, write_status
+
+
+def run_job(cfg: FinetuneConfig, run_dir: str | Path, resume: bool = False, progress=None) -> dict:
+    """A fine-tuning job's entry (what `studio finetune run` calls): ``cfg.processes`` > 1 runs the
+    workers under ``accelerate launch`` (:func:`launch_processes`), 1 runs :func:`run_finetune` here.
+    The choice is made once, here: a worker runs :func:`run_finetune` and never launches again."""
+    run_dir = Path(run_dir)
+    if cfg.processes > 1:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+        return launch_processes(cfg, run_dir, resume)
+    return run_finetune(cfg, run_dir, resume=resume, progress=progress)
 
 
 def launch_processes(cfg: FinetuneConfig, run_dir: Path, resume: bool) -> dict:
@@ -35,7 +49,7 @@ def launch_processes(cfg: FinetuneConfig, run_dir: Path, resume: bool) -> dict:
     from studio.registry import resolve_model
 
     task = load_dataset(cfg.data, cfg.task).task
-    spec = resolve_model(cfg.base_model or _base_for(task))
+    spec = resolve_model(cfg.base_model or base_model_for(task))
     if spec.format == "gguf":  # convert once here, or the workers would race to write the same cache
         from studio.backends.hf import converted_gguf_dir, load_model_and_tokenizer
 
@@ -50,7 +64,7 @@ def launch_processes(cfg: FinetuneConfig, run_dir: Path, resume: bool) -> dict:
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_ip",
            "127.0.0.1", "--main_process_port", str(port), "-m", "finetune.distributed", str(run_dir)]
     threads = cfg.threads or max(1, (os.cpu_count() or 1) // cfg.processes)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "ACCELERATE_USE_CPU": "true", "STUDIO_FT_WORKER": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "ACCELERATE_USE_CPU": "true"}
     proc = subprocess.Popen(cmd + (["--resume"] if resume else []), env=env)
 
     def forward(signum, _frame):

@@ -20,74 +20,14 @@ import json
 import math
 import os
 import pickle
-import re
 import signal
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from finetune.config import FinetuneConfig, base_model_for
 from finetune.data import IGNORE, encode_classification, encode_generation, load_dataset
 from studio.errors import StudioError
 from studio.jobs import write_status
-from studio.limits import check_float, check_int
-from studio.limits import current as current_limits
-
-
-@dataclass
-class FinetuneConfig:
-    """A LoRA fine-tuning run (``configs/finetune/*.yaml``)."""
-
-    data: str = ""
-    validation: str | None = field(default=None, metadata={"help": "a separate validation file"})
-    val_ratio: float = 0.15
-    task: str | None = field(default=None, metadata={"help": "generation | classification (auto)"})
-    base_model: str | None = field(default=None, metadata={"help": "registry name or HF folder (auto by task)"})
-    max_length: int = 256
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.05
-    target_modules: list[str] = field(default_factory=list)
-    lr: float = 5e-4
-    epochs: float = 3.0
-    max_steps: int = -1
-    batch_size: int = 8
-    grad_accum: int = 1
-    seed: int = 0
-    eval_every: int = 20
-    early_stopping: int = field(default=3, metadata={"help": "evaluations without improvement (0 = off)"})
-    merge: bool = False
-    eval_examples: int = 20
-    threads: int = 0
-    processes: int = field(default=1, metadata={"help": "CPU processes (accelerate launch, DDP over gloo)"})
-
-    def check(self) -> FinetuneConfig:
-        """Refuse sizes outside ``limits`` (steps, epochs, batch, length, rank, examples) before any work."""
-        lim = current_limits()
-        check_int("max_length", self.max_length, 8, lim.max_length, "max_length")
-        check_int("r", self.r, 1, lim.lora_rank, "lora_rank")
-        check_int("alpha", self.alpha, 1, 16 * lim.lora_rank, "lora_rank")
-        check_float("dropout", self.dropout, 0, 0.95)
-        check_float("lr", self.lr, 0, 10)
-        check_float("epochs", self.epochs, 0.001, lim.epochs, "epochs")
-        if self.max_steps != -1:
-            check_int("max_steps", self.max_steps, 1, lim.train_steps, "train_steps")
-        check_int("batch_size", self.batch_size, 1, lim.batch_size, "batch_size")
-        check_int("grad_accum", self.grad_accum, 1, lim.batch_size, "batch_size")
-        check_int("eval_every", self.eval_every, 1, lim.train_steps, "train_steps")
-        check_int("early_stopping", self.early_stopping, 0, 1000)
-        check_int("eval_examples", self.eval_examples, 0, lim.eval_examples, "eval_examples")
-        check_float("val_ratio", self.val_ratio, 0, 0.9)
-        check_int("threads", self.threads, 0, 1024)
-        check_int("processes", self.processes, 1, max(1, os.cpu_count() or 1))
-        check_int("seed", self.seed, 0, 2**32 - 1)
-        if len(self.target_modules) > 64 or any(not re.fullmatch(r"[A-Za-z0-9_.]{1,100}", t)
-                                                for t in self.target_modules):
-            raise StudioError("target_modules must be module names such as q_proj,v_proj")
-        return self
-
-
-def _base_for(task: str) -> str:
-    return "smollm2-135m-instruct" if task == "generation" else "minilm-l6-v2"
 
 
 def load_base(cfg: FinetuneConfig, task: str, labels: list[str]):
@@ -96,7 +36,7 @@ def load_base(cfg: FinetuneConfig, task: str, labels: list[str]):
 
     from studio.registry import resolve_model
 
-    spec = resolve_model(cfg.base_model or _base_for(task))
+    spec = resolve_model(cfg.base_model or base_model_for(task))
     if task == "generation":
         from studio.backends.hf import load_model_and_tokenizer
 
@@ -119,7 +59,7 @@ def load_tokenizer(cfg: FinetuneConfig, task: str):
 
     from studio.registry import resolve_model
 
-    spec = resolve_model(cfg.base_model or _base_for(task))
+    spec = resolve_model(cfg.base_model or base_model_for(task))
     if spec.format == "hf":
         tok = AutoTokenizer.from_pretrained(str(spec.path))
     else:
@@ -174,6 +114,19 @@ def _collate(pad_id: int, task: str):
     return collate
 
 
+def classification_metrics(preds: list[int], y: list[int], n_labels: int) -> dict:
+    """``{"accuracy", "f1"}`` of predicted against true label ids, each rounded to 4 places.
+
+    ``f1`` is the macro F1 over all ``n_labels`` classes, F1_c = 2 TP_c / (2 TP_c + FP_c + FN_c),
+    and a class with no true positives scores 0. Every class counts, also one absent from both
+    ``y`` and ``preds`` (sklearn would otherwise average only over the labels it sees).
+    """
+    from sklearn.metrics import accuracy_score, f1_score
+
+    f1 = f1_score(y, preds, labels=list(range(n_labels)), average="macro", zero_division=0)
+    return {"accuracy": round(float(accuracy_score(y, preds)), 4), "f1": round(float(f1), 4)}
+
+
 def evaluate(model, tok, task: str, val_rows: list[dict], val_enc, labels: list[str], n_examples: int,
              batch_size: int = 8) -> tuple[dict, list[dict]]:
     """Validation loss (and perplexity), and the task metric: exact match, or accuracy and macro F1."""
@@ -211,15 +164,7 @@ def evaluate(model, tok, task: str, val_rows: list[dict], val_enc, labels: list[
             examples.append({"prompt": r["messages"][-2]["content"], "reference": ref, "output": text})
         metrics["exact_match"] = round(right / max(1, min(n_examples, len(val_rows))), 4)
     else:
-        y = val_enc.labels
-        metrics["accuracy"] = round(sum(p == t for p, t in zip(preds, y, strict=True)) / len(y), 4)
-        f1s = []
-        for c in range(len(labels)):
-            tp = sum(p == c and t == c for p, t in zip(preds, y, strict=True))
-            fp = sum(p == c and t != c for p, t in zip(preds, y, strict=True))
-            fn = sum(p != c and t == c for p, t in zip(preds, y, strict=True))
-            f1s.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
-        metrics["f1"] = round(sum(f1s) / len(f1s), 4)
+        metrics.update(classification_metrics(preds, val_enc.labels, len(labels)))
         examples = [{"text": r["text"], "label": r["label"], "predicted": labels[p]}
                     for r, p in zip(val_rows[:n_examples], preds, strict=False)]
     model.train()
@@ -240,11 +185,6 @@ def run_finetune(cfg: FinetuneConfig, run_dir: str | Path, resume: bool = False,
         cfg = load_config(FinetuneConfig, run_dir / "config.yaml")
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))  # set by torchrun
     main = rank == 0
-    if cfg.processes > 1 and world == 1 and not os.environ.get("STUDIO_FT_WORKER"):
-        from finetune.distributed import launch_processes
-
-        save_config(cfg, run_dir / "config.yaml")
-        return launch_processes(cfg, run_dir, resume)
     if not cfg.data:
         raise StudioError("set data: a JSONL (messages or instruction/output) or CSV/JSONL (text,label) file")
     cfg.check()
@@ -270,7 +210,7 @@ def run_finetune(cfg: FinetuneConfig, run_dir: str | Path, resume: bool = False,
         va_enc = encode_classification(val_rows, tok, ds.labels, cfg.max_length)
     status = write_status if main else (lambda *a, **k: None)  # only rank 0 writes the run folder
     status(run_dir, state="running", pid=os.getpid(), task=task, error=None, processes=world,
-           base_model=cfg.base_model or _base_for(task), labels=ds.labels, rows=len(ds.rows),
+           base_model=cfg.base_model or base_model_for(task), labels=ds.labels, rows=len(ds.rows),
            bad_rows=[{"line": n, "error": e} for n, e in ds.bad], train=len(train_rows), val=len(val_rows),
            truncated=tr_enc.truncated + va_enc.truncated, step=0)
     before = None

@@ -11,79 +11,27 @@ from pathlib import Path
 
 import torch
 
-from generative.models import load_checkpoint
+from generative.data import TOYS
+from generative.diffusion import ddpm_sample, toy_ddpm_sample
+from generative.models import load_checkpoint, load_torch_model
+from generative.train import GenConfig, Trainer
+from studio.config import load_config
 from studio.errors import StudioError
 from studio.limits import check_int
 from studio.limits import current as current_limits
 
 
-@torch.no_grad()
-def ddpm_sample(unet, train_scheduler, n: int, seed: int = 0, steps: int | None = None, sampler: str = "ddpm",
-                keep: int = 0) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Reverse diffusion from pure noise. ``sampler``: ddpm (``steps`` defaults to T) or ddim.
-    Returns the images and ``keep`` evenly spaced intermediate x_t (the trajectory)."""
-    from diffusers import DDIMScheduler, DDPMScheduler
-
-    if sampler not in ("ddpm", "ddim"):
-        raise StudioError(f"sampler must be ddpm or ddim, not {sampler!r}")
-    cls = DDPMScheduler if sampler == "ddpm" else DDIMScheduler
-    sched = cls.from_config(train_scheduler.config)
-    sched.set_timesteps(steps or train_scheduler.config.num_train_timesteps)
-    g = torch.Generator().manual_seed(seed)
-    size, ch = unet.config.sample_size, unet.config.in_channels
-    x = torch.randn(n, ch, size, size, generator=g)
-    timesteps = list(sched.timesteps)
-    marks = {int(i * (len(timesteps) - 1) / max(1, keep - 1)) for i in range(keep)} if keep else set()
-    frames = []
-    unet.eval()
-    for i, t in enumerate(timesteps):
-        eps = unet(x, t).sample
-        x = sched.step(eps, t, x, generator=g).prev_sample if sampler == "ddpm" else sched.step(eps, t, x).prev_sample
-        if i in marks:
-            frames.append(x.clamp(-1, 1).clone())
-    return x.clamp(-1, 1), frames
-
-
-@torch.no_grad()
-def toy_ddpm_sample(model, train_scheduler, n: int, seed: int = 0, steps: int | None = None, sampler: str = "ddpm",
-                    keep: int = 0) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Reverse diffusion for 2-D points with an MLP denoiser (same schedulers as the images)."""
-    from diffusers import DDIMScheduler, DDPMScheduler
-
-    if sampler not in ("ddpm", "ddim"):
-        raise StudioError(f"sampler must be ddpm or ddim, not {sampler!r}")
-    sched = (DDPMScheduler if sampler == "ddpm" else DDIMScheduler).from_config(train_scheduler.config)
-    sched.set_timesteps(steps or train_scheduler.config.num_train_timesteps)
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, model.dim, generator=g)
-    timesteps = list(sched.timesteps)
-    marks = {int(i * (len(timesteps) - 1) / max(1, keep - 1)) for i in range(keep)} if keep else set()
-    frames = []
-    model.eval()
-    for i, t in enumerate(timesteps):
-        eps = model(x, t)
-        x = sched.step(eps, t, x, generator=g).prev_sample if sampler == "ddpm" else sched.step(eps, t, x).prev_sample
-        if i in marks:
-            frames.append(x.clone())
-    return x, frames
-
-
 class LoadedGenerator:
     def __init__(self, run_dir: Path):
-        from generative.train import GenConfig
-        from studio.config import load_config
 
         self.run_dir = Path(run_dir)
         if not (self.run_dir / "config.yaml").is_file():
             raise StudioError(f"{self.run_dir} is not a generator run folder (no config.yaml)")
         self.cfg = load_config(GenConfig, self.run_dir / "config.yaml").check()
         self.kind = self.cfg.model
-        from generative.data import TOYS
 
         self.toy = self.cfg.data.name in TOYS
         if self.toy and (self.run_dir / "model").is_dir():
-            from generative.models import load_torch_model
-
             self.model = load_torch_model(self.run_dir / "model")
             if self.kind == "ddpm":
                 from diffusers import DDPMScheduler
@@ -95,12 +43,8 @@ class LoadedGenerator:
             pipe = DDPMPipeline.from_pretrained(str(self.run_dir / "pipeline"), use_safetensors=True)
             self.model, self.scheduler = pipe.unet.eval(), pipe.scheduler
         elif self.kind != "ddpm" and (self.run_dir / "model").is_dir():
-            from generative.models import load_torch_model
-
             self.model = load_torch_model(self.run_dir / "model")
         elif (self.run_dir / "checkpoint.pt").is_file():  # an unfinished run: its last checkpoint
-            from generative.train import Trainer
-
             t = Trainer(self.cfg)
             saved = load_checkpoint(self.run_dir / "checkpoint.pt")["modules"]
             t.model.load_state_dict(saved.get("ema") or saved["model"])  # DDPM samples with its weight average

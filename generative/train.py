@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from generative.data import TOYS, load_images, load_toy
+from generative.diffusion import ddpm_sample, toy_ddpm_sample
 from generative.images import save_grid, save_scatter
 from generative.models import (
     MLPVAE,
@@ -225,8 +226,6 @@ class Trainer:
     @torch.no_grad()
     def sample(self, n: int, seed: int = 0, steps: int = 50, sampler: str = "ddim") -> torch.Tensor:
         """n images in [-1, 1] (DDPM: ``sampler`` at ``steps`` steps)."""
-        from generative.generate import ddpm_sample, toy_ddpm_sample
-
         for m in self.modules().values():
             m.eval()
         try:

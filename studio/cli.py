@@ -1,7 +1,8 @@
 """The ``studio`` command: a thin front end over the core, mirroring the web UI.
 
 Heavy libraries (torch, transformers, gradio, llama.cpp) are imported inside the command that
-needs them, so ``studio --help`` answers at once. Errors the user can fix print one line on
+needs them, so ``studio --help`` answers at once. Shared helpers live in :mod:`studio.cli_common`;
+the command modules import it, and only this module imports them. Errors the user can fix print one line on
 stderr and exit with code 2; ``--json`` output goes to stdout and nothing else does.
 """
 
@@ -15,6 +16,14 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from studio import cli_docs, cli_eval, cli_finetune, cli_generate, cli_prompt, cli_rag, cli_sample
+from studio.cli_common import (
+    add_model_options,
+    backend_from_args,
+    load_studio_config,
+    messages_for,
+    settings_from_args,
+)
 from studio.config import read_secret
 from studio.env import apply_offline_defaults
 from studio.errors import StudioError
@@ -22,24 +31,6 @@ from studio.errors import StudioError
 Handler = Callable[[argparse.Namespace], int]
 
 
-def add_model_options(p: argparse.ArgumentParser) -> None:
-    """Backend and generation options shared by chat, ask and prompt commands."""
-    g = p.add_argument_group("model")
-    g.add_argument("--backend", choices=["llamacpp", "hf", "openai"], help="default: from config (llamacpp)")
-    g.add_argument("--model", help="registry name, .gguf file, HF folder, or the endpoint's model name")
-    g.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
-    g.add_argument("--api-key", help="for the openai backend; visible in the process list, so prefer "
-                   "--api-key-file or $STUDIO_API_KEY (the configured key goes to chat.base_url only)")
-    g.add_argument("--api-key-file", metavar="FILE", help="read the API key from the first line of FILE")
-    g.add_argument("--adapter", metavar="RUN", help="a fine-tune run (or its adapter/ folder): LoRA on the hf backend")
-    g.add_argument("--system", help="system prompt")
-    s = p.add_argument_group("generation")
-    s.add_argument("--temperature", type=float)
-    s.add_argument("--top-p", type=float)
-    s.add_argument("--top-k", type=int)
-    s.add_argument("--seed", type=int)
-    s.add_argument("--max-tokens", type=int)
-    s.add_argument("--stop", action="append", help="stop string (repeatable)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,22 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--json", action="store_true", help="print one JSON document")
     chat.set_defaults(handler=cmd_chat)
 
-    from studio import cli_docs
-
-    cli_docs.add_parsers(sub, load_studio_config)
-    from studio import cli_rag
-
-    cli_rag.add_parsers(sub, load_studio_config, add_model_options)
-    from studio import cli_prompt, cli_sample
-
-    cli_prompt.add_parsers(sub, load_studio_config, add_model_options)
-
-    cli_sample.add_parsers(sub)
-    from studio import cli_eval, cli_finetune, cli_generate
-
-    cli_eval.add_parsers(sub)
-    cli_generate.add_parsers(sub)
-    cli_finetune.add_parsers(sub)
+    for module in (cli_docs, cli_rag, cli_prompt, cli_sample, cli_eval, cli_generate, cli_finetune):
+        module.add_parsers(sub)
 
     models = sub.add_parser("models", help="the bundled models and where they are")
     models.add_argument("--json", action="store_true")
@@ -96,61 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_studio_config(args: argparse.Namespace):
-    """The studio config (file, then --set overrides); its limits become the ones the core enforces."""
-    from studio.config import StudioConfig, load_config
-    from studio.limits import configure
-
-    cfg = load_config(StudioConfig, getattr(args, "studio_config", None) or os.environ.get("STUDIO_CONFIG"),
-                      args.set)
-    configure(cfg.limits)
-    return cfg
 
 
-def backend_from_args(args: argparse.Namespace, cfg):
-    """The backend the options (over the config) ask for."""
-    from studio.backends import load_backend
-
-    c = cfg.chat
-    backend = args.backend or c.backend
-    if getattr(args, "adapter", None):
-        from finetune.adapters import adapter_of
-
-        a = adapter_of(args.adapter)
-        if args.backend not in (None, "hf"):
-            raise StudioError("--adapter needs the hf backend (a LoRA adapter applies to transformers models)")
-        if a.task != "generation":
-            raise StudioError(f"{a.name} is a {a.task} adapter; chat needs a generation one")
-        return load_backend("hf", args.model or a.base_model, adapter=str(a.path),
-                            n_threads=c.n_threads or None)
-    url = args.base_url or c.base_url
-    explicit = args.api_key or (read_secret(args.api_key_file, "API key") if args.api_key_file else None)
-    # a key given for this command goes with it; the configured one only to the configured endpoint
-    key = explicit or (c.key() if not args.base_url or args.base_url == c.base_url else None)
-    return load_backend(
-        backend,
-        args.model or c.model,
-        base_url=url,
-        api_key=key,
-        n_ctx=c.n_ctx if backend == "llamacpp" else None,
-        n_threads=c.n_threads or None,
-        parallel=c.parallel if backend == "llamacpp" else None,
-        timeout=c.timeout if backend == "openai" else None,
-    )
 
 
-def settings_from_args(args: argparse.Namespace, cfg, **extra):
-    from studio.backends import settings_from_config
-
-    return settings_from_config(
-        cfg.generation, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
-        seed=args.seed, max_tokens=args.max_tokens, stop=args.stop, **extra,
-    )
 
 
-def messages_for(text: str, system: str | None) -> list[dict[str, str]]:
-    msgs = [{"role": "system", "content": system}] if system else []
-    return [*msgs, {"role": "user", "content": text}]
 
 
 def cmd_chat(args: argparse.Namespace) -> int:

@@ -7,10 +7,11 @@ import json
 import sys
 from datetime import datetime
 
+from studio.cli_common import load_studio_config, make_ingestor, read_batch
 from studio.errors import StudioError
 
 
-def add_parsers(sub, load_config) -> None:
+def add_parsers(sub) -> None:
     """Register the document commands on the main parser's subparsers."""
 
     def store_opts(p: argparse.ArgumentParser, collection_required: bool = True) -> None:
@@ -27,26 +28,26 @@ def add_parsers(sub, load_config) -> None:
     ing.add_argument("--max-file-mb", type=float)
     ing.add_argument("--max-pages", type=int)
     ing.add_argument("--json", action="store_true")
-    ing.set_defaults(handler=lambda a: cmd_ingest(a, load_config(a)))
+    ing.set_defaults(handler=lambda a: cmd_ingest(a, load_studio_config(a)))
 
     docs = sub.add_parser("docs", help="what a collection holds; remove documents")
     dsub = docs.add_subparsers(dest="docs_command", metavar="ACTION", required=True)
     ls = dsub.add_parser("list", help="the documents of a collection")
     store_opts(ls)
     ls.add_argument("--json", action="store_true")
-    ls.set_defaults(handler=lambda a: cmd_docs_list(a, load_config(a)))
+    ls.set_defaults(handler=lambda a: cmd_docs_list(a, load_studio_config(a)))
     rm = dsub.add_parser("rm", help="remove one document (all its chunks)")
     rm.add_argument("source", help="the document's source name, as `docs list` shows it")
     store_opts(rm)
-    rm.set_defaults(handler=lambda a: cmd_docs_rm(a, load_config(a)))
+    rm.set_defaults(handler=lambda a: cmd_docs_rm(a, load_studio_config(a)))
     cols = dsub.add_parser("collections", help="all collections with their sizes")
     store_opts(cols, collection_required=False)
     cols.add_argument("--json", action="store_true")
-    cols.set_defaults(handler=lambda a: cmd_collections(a, load_config(a)))
+    cols.set_defaults(handler=lambda a: cmd_collections(a, load_studio_config(a)))
     drop = dsub.add_parser("drop", help="delete a whole collection")
     store_opts(drop)
     drop.add_argument("--yes", action="store_true", help="really delete it")
-    drop.set_defaults(handler=lambda a: cmd_drop(a, load_config(a)))
+    drop.set_defaults(handler=lambda a: cmd_drop(a, load_studio_config(a)))
 
     q = sub.add_parser("query", help="retrieval only: the chunks closest to a question")
     q.add_argument("text", nargs="?", help="what to look for (or --batch)")
@@ -56,24 +57,9 @@ def add_parsers(sub, load_config) -> None:
                    help="dense vectors, BM25 keywords, or both fused (default)")
     q.add_argument("--batch", metavar="FILE.jsonl", help='one {"q": ...} per line, answered one JSON line each')
     q.add_argument("--json", action="store_true")
-    q.set_defaults(handler=lambda a: cmd_query(a, load_config(a)))
+    q.set_defaults(handler=lambda a: cmd_query(a, load_studio_config(a)))
 
 
-def make_ingestor(args, cfg):
-    from ingest.pipeline import Ingestor
-
-    ic = cfg.ingest
-    if getattr(args, "chroma_url", None):
-        ic.chroma_url = args.chroma_url
-    for key in ("splitter", "chunk_size", "chunk_overlap"):
-        value = getattr(args, key, None)
-        if value is not None:
-            setattr(ic.splitter, key, value)
-    for key in ("max_file_mb", "max_pages"):
-        value = getattr(args, key, None)
-        if value is not None:
-            setattr(ic, key, value)
-    return Ingestor(ic)
 
 
 def cmd_ingest(args, cfg) -> int:
@@ -143,23 +129,6 @@ def cmd_drop(args, cfg) -> int:
     return 0
 
 
-def _read_batch(path: str) -> list[dict]:
-    try:
-        lines = open(path, encoding="utf-8").read().splitlines()
-    except OSError as exc:
-        raise StudioError(f"cannot read {path}: {exc.strerror}") from None
-    items = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise StudioError(f"{path} line {n} is not JSON ({exc.msg})") from None
-        if not isinstance(item, dict) or not isinstance(item.get("q"), str):
-            raise StudioError(f'{path} line {n} needs a "q" string')
-        items.append(item)
-    return items
 
 
 def cmd_query(args, cfg) -> int:
@@ -170,7 +139,7 @@ def cmd_query(args, cfg) -> int:
 
     retriever = Retriever(make_ingestor(args, cfg), args.collection, RetrievalConfig(k=args.k, mode=args.mode))
     if args.batch:
-        for item in _read_batch(args.batch):
+        for item in read_batch(args.batch):
             cfg_q = RetrievalConfig(k=int(item.get("k", args.k)), mode=args.mode)
             hits = retriever.retrieve(item["q"], cfg=cfg_q)
             print(json.dumps({"q": item["q"], "hits": [h.to_dict() for h in hits]}), flush=True)

@@ -39,7 +39,7 @@ def add_parsers(sub) -> None:
     c.add_argument("--n", type=int, default=1000, help="HaluEval rows per set (default 1000, i.e. 2000 pairs)")
     c.add_argument("--train", action="store_true", help="refit the judge's weights first (eval/data/judge.json)")
     c.add_argument("--train-encoder", action="store_true",
-                   help="retrain the claim encoder first (eval/data/claim-encoder; ~45 min on 2 cores), then --train")
+                   help="train a claim encoder first (into $STUDIO_HOME/models; ~45 min on 2 cores), then --train")
     c.add_argument("--json", action="store_true")
     c.set_defaults(handler=cmd_calibrate)
 
@@ -137,24 +137,25 @@ def _encoder_progress(step: int, steps: int, loss: float) -> None:
 
 
 def cmd_calibrate(args) -> int:
-    from eval import calibration
+    from eval import calibration, data, training
     from eval.groundedness import get_scorer
 
     if args.train_encoder:
-        from eval.crossencoder import train
-
-        info = train(progress=_encoder_progress)
+        info = training.train_encoder(progress=_encoder_progress)
         print(f"claim encoder trained on {info['examples']} examples in {info['seconds']:.0f} s "
-              f"(final loss {info['final_loss']}) -> eval/data/claim-encoder", file=sys.stderr)
+              f"(final loss {info['final_loss']}) -> {info['out']} (score with it: --scorer encoder:{info['out']})",
+              file=sys.stderr)
+        if args.scorer == "encoder":
+            args.scorer = f"encoder:{info['out']}"  # measure the one just trained
     if args.train or args.train_encoder:
-        spec = calibration.train_judge()
+        spec = training.train_judge()
         if not args.json:
             print(f"judge refitted on {spec['fitted_on']['claim_rows']} claims -> eval/data/judge.json")
         get_scorer.cache_clear()
     scorer = get_scorer(args.scorer)
     rows = {}
-    for name in args.sets or list(calibration.SETS):
-        rows[name] = calibration.calibrate(scorer, calibration.load_set(name, args.n))
+    for name in args.sets or list(data.SETS):
+        rows[name] = calibration.calibrate(scorer, data.load_set(name, args.n))
     if args.json:
         print(json.dumps({"scorer": args.scorer, "sets": rows}))
         return 0

@@ -33,17 +33,15 @@ def add_parsers(sub) -> None:
     ex.set_defaults(handler=cmd_export)
 
 
-def default_run_dir(name: str) -> Path:
-    from studio.paths import slug, unique_run_dir
-
-    return unique_run_dir("runs", "finetune", name=slug(name))
 
 
 def cmd_run(args) -> int:
-    from finetune.train import FinetuneConfig, run_finetune
-    from studio.jobs import resolve_run, run_as_job
+    from finetune.config import FinetuneConfig
+    from finetune.distributed import run_job
+    from studio.cli_common import job_config, run_job_command
+    from studio.paths import new_run_dir
 
-    cfg, run_dir = resolve_run(FinetuneConfig, args, lambda cfg: default_run_dir(Path(args.config).stem))
+    cfg, run_dir = job_config(FinetuneConfig, args, lambda cfg: new_run_dir("finetune", Path(args.config).stem))
     if not cfg.data:
         raise StudioError(f"{args.config}: set data (a training file)")
 
@@ -52,8 +50,8 @@ def cmd_run(args) -> int:
             shown = " ".join(f"{k} {v:.4g}" for k, v in row.items() if k in ("loss", "val_loss") and v is not None)
             print(f"step {step}/{total} {shown}", flush=True)
 
-    out = run_as_job("finetune", ["finetune", "run"], cfg, run_dir, args,
-                     lambda: run_finetune(cfg, run_dir, resume=args.resume, progress=progress))
+    out = run_job_command("finetune", ["finetune", "run"], cfg, run_dir, args,
+                     lambda: run_job(cfg, run_dir, resume=args.resume, progress=progress))
     if out is None:
         return 0
     if args.json:

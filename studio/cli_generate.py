@@ -49,17 +49,15 @@ def add_parsers(sub) -> None:
         p.set_defaults(handler=fn)
 
 
-def default_run_dir(model: str, data: str) -> Path:
-    from studio.paths import slug, unique_run_dir
-
-    return unique_run_dir("runs", "generative", name=slug(f"{model}_{data}"))
 
 
 def cmd_train(args) -> int:
     from generative.train import GenConfig, train
-    from studio.jobs import resolve_run, run_as_job
+    from studio.cli_common import job_config, run_job_command
+    from studio.paths import new_run_dir
 
-    cfg, run_dir = resolve_run(GenConfig, args, lambda cfg: default_run_dir(cfg.check().model, cfg.data.name))
+    cfg, run_dir = job_config(GenConfig, args, lambda cfg: new_run_dir("generative",
+                                                                      f"{cfg.check().model}_{cfg.data.name}"))
     if not args.resume:
         cfg.check()
 
@@ -68,7 +66,7 @@ def cmd_train(args) -> int:
             shown = " ".join(f"{k} {v:.4g}" for k, v in losses.items())
             print(f"step {step}/{total} {shown}", flush=True)
 
-    out = run_as_job("generate", ["generate", "train"], cfg, run_dir, args,
+    out = run_job_command("generate", ["generate", "train"], cfg, run_dir, args,
                      lambda: train(cfg, run_dir, resume=args.resume, progress=progress))
     if out is None:
         return 0

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 
+from studio.cli_common import add_model_options, backend_from_args, load_studio_config
+from studio.errors import StudioError
+
 TECHNIQUE_NAMES = ["zero-shot", "few-shot", "cot", "self-consistency", "role", "delimiters", "json",
                    "generated-knowledge"]
 
 
-def add_parsers(sub, load_config, add_model_options) -> None:
+def add_parsers(sub) -> None:
     p = sub.add_parser("prompt", help="prompt techniques: run one on a question")
     psub = p.add_subparsers(dest="prompt_command", metavar="ACTION", required=True)
     run = psub.add_parser("run", help="one technique on one question")
@@ -23,7 +26,7 @@ def add_parsers(sub, load_config, add_model_options) -> None:
     run.add_argument("--no-cache", action="store_true", help="do not reuse cached outputs")
     run.add_argument("--json", action="store_true")
     add_model_options(run)
-    run.set_defaults(handler=lambda a: cmd_prompt_run(a, load_config(a)))
+    run.set_defaults(handler=lambda a: cmd_prompt_run(a, load_studio_config(a)))
 
     bench = psub.add_parser("bench", help="the technique x task accuracy table over task-library files")
     bench.add_argument("files", nargs="+", metavar="configs/prompts/FILE.yaml")
@@ -32,13 +35,11 @@ def add_parsers(sub, load_config, add_model_options) -> None:
     bench.add_argument("--no-cache", action="store_true")
     bench.add_argument("--json", action="store_true")
     add_model_options(bench)
-    bench.set_defaults(handler=lambda a: cmd_prompt_bench(a, load_config(a)))
+    bench.set_defaults(handler=lambda a: cmd_prompt_bench(a, load_studio_config(a)))
 
 
 def cmd_prompt_run(args, cfg) -> int:
     from studio.backends import settings_from_config
-    from studio.cli import backend_from_args
-    from studio.errors import StudioError
     from studio.prompting.techniques import PromptCache, Task, run_technique
 
     examples = []
@@ -82,7 +83,6 @@ def cmd_prompt_bench(args, cfg) -> int:
     from tqdm import tqdm
 
     from studio.backends import settings_from_config
-    from studio.cli import backend_from_args
     from studio.config import load_config
     from studio.errors import StudioError
     from studio.prompting.bench import PromptSuite, run_bench

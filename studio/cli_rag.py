@@ -6,10 +6,11 @@ import argparse
 import json
 import sys
 
+from studio.cli_common import add_model_options, backend_from_args, load_studio_config, make_ingestor, read_batch
 from studio.errors import StudioError
 
 
-def add_parsers(sub, load_config, add_model_options) -> None:
+def add_parsers(sub) -> None:
     ask = sub.add_parser("ask", help="a grounded answer with citations from a collection")
     ask.add_argument("question", nargs="?", help="the question (or --batch)")
     ask.add_argument("--collection", required=True)
@@ -23,7 +24,7 @@ def add_parsers(sub, load_config, add_model_options) -> None:
     ask.add_argument("--batch", metavar="FILE.jsonl", help='one {"q": ...} per line, answered one JSON line each')
     ask.add_argument("--json", action="store_true")
     add_model_options(ask)
-    ask.set_defaults(handler=lambda a: cmd_ask(a, load_config(a)))
+    ask.set_defaults(handler=lambda a: cmd_ask(a, load_studio_config(a)))
 
     ses = sub.add_parser("sessions", help="saved chat sessions: list, show, rename, rm, export")
     ssub = ses.add_subparsers(dest="sessions_command", metavar="ACTION", required=True)
@@ -47,8 +48,6 @@ def add_parsers(sub, load_config, add_model_options) -> None:
 
 def build_chain(args, cfg):
     from studio.backends import settings_from_config
-    from studio.cli import backend_from_args
-    from studio.cli_docs import make_ingestor
     from studio.rag.chain import RagChain
     from studio.rag.retriever import Retriever
 
@@ -91,9 +90,7 @@ def cmd_ask(args, cfg) -> int:
         raise StudioError("give either a QUESTION or --batch FILE.jsonl")
     chain = build_chain(args, cfg)
     if args.batch:
-        from studio.cli_docs import _read_batch
-
-        for item in _read_batch(args.batch):
+        for item in read_batch(args.batch):
             print(json.dumps(result_json(chain.ask(item["q"], sources=args.source))), flush=True)
         return 0
     sessions = history = None

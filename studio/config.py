@@ -149,7 +149,7 @@ CONFIG_KINDS: dict[str, type | str] = {
     "prompts/": "studio.prompting.bench:PromptSuite",
     "eval/": "eval.suite:EvalSuite",
     "generative/": "generative.train:GenConfig",
-    "finetune/": "finetune.train:FinetuneConfig",
+    "finetune/": "finetune.config:FinetuneConfig",
 }
 
 

@@ -235,53 +235,26 @@ class Jobs:
         lines = events.read_text().splitlines() if events.is_file() else []
         return lines[-n:]
 
-
-def run_as_job(kind: str, command: list[str], cfg, run_dir: Path, args, work) -> dict | None:
-    """The shared body of `studio generate train` and `studio finetune run`.
-
-    With ``args.background`` the resolved config is written into ``run_dir`` and the same command
-    is submitted as a job (its id is printed; returns None). Otherwise ``work()`` runs here, as a
-    job registered in the registry so `studio jobs` shows it (or as the job that spawned this
-    process, STUDIO_JOB_ID); the job is finished with the run's state, or failed with the error,
-    and a queued job may start in the freed slot. Returns ``{run_dir, status, job_id, step}``.
-    """
-    from studio.config import save_config
-
-    jobs = Jobs()
-    argv = [*command, str(run_dir / "config.yaml"), "--run-dir", str(run_dir)]
-    if args.background:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if not args.resume:
-            save_config(cfg, run_dir / "config.yaml")
-        job = jobs.submit(kind, argv + (["--resume"] if args.resume else []), run_dir)
-        out = {"run_dir": str(run_dir), "status": job.state, "job_id": job.id}
-        print(json.dumps(out) if args.json else f"job {job.id} {job.state}: {run_dir}")
-        return None
-    job_id = os.environ.get("STUDIO_JOB_ID") or jobs.register(kind, argv, run_dir, state="running",
-                                                              pid=os.getpid()).id
-    try:
-        status = work()
-    except BaseException as exc:
-        jobs.finish(job_id, "failed", f"{type(exc).__name__}: {exc}")
-        jobs.pump()
-        raise
-    jobs.finish(job_id, status["state"], status.get("error"))
-    jobs.pump()  # a freed slot starts the next queued job
-    return {"run_dir": str(run_dir), "status": status["state"], "job_id": job_id, "step": status.get("step")}
+    def run_here(self, kind: str, argv: list[str], run_dir: str | Path, work) -> dict:
+        """Run ``work()`` in this process as a job the registry shows (or as the job that spawned this
+        process, ``STUDIO_JOB_ID``): finished with the run's state, or failed with the error, after
+        which a queued job may start in the freed slot. Returns ``{run_dir, status, job_id, step}``."""
+        job_id = os.environ.get("STUDIO_JOB_ID") or self.register(kind, argv, run_dir, state="running",
+                                                                  pid=os.getpid()).id
+        try:
+            status = work()
+        except BaseException as exc:
+            self.finish(job_id, "failed", f"{type(exc).__name__}: {exc}")
+            self.pump()
+            raise
+        self.finish(job_id, status["state"], status.get("error"))
+        self.pump()  # a freed slot starts the next queued job
+        return {"run_dir": str(run_dir), "status": status["state"], "job_id": job_id, "step": status.get("step")}
 
 
-def resolve_run(config_cls, args, default_run_dir) -> tuple[object, Path]:
-    """(config, run folder) for a job command: the saved config when ``--resume``, else the
-    config file with its ``key=value`` overrides and ``--run-dir`` or ``default_run_dir(cfg)``."""
-    from studio.config import load_config
-
-    if args.resume:
-        if not args.run_dir:
-            raise StudioError("--resume needs --run-dir RUN (the run folder to continue)")
-        run_dir = Path(args.run_dir)
-        return load_config(config_cls, run_dir / "config.yaml"), run_dir
-    cfg = load_config(config_cls, args.config, args.overrides)
-    return cfg, Path(args.run_dir) if args.run_dir else default_run_dir(cfg)
+def job_argv(command: list[str], run_dir: Path, resume: bool = False) -> list[str]:
+    """The studio command that runs (or resumes) the job whose resolved config is in ``run_dir``."""
+    return [*command, str(run_dir / "config.yaml"), "--run-dir", str(run_dir), *(["--resume"] if resume else [])]
 
 
 def _configured_limit() -> int:

@@ -2,7 +2,7 @@
 
 >>> from langchain_core.prompts import ChatPromptTemplate
 >>> from langchain_core.output_parsers import StrOutputParser
->>> llm = load_backend("llamacpp").as_langchain(GenerationSettings(temperature=0))
+>>> llm = as_langchain(load_backend("llamacpp"), GenerationSettings(temperature=0))
 >>> chain = ChatPromptTemplate.from_messages([("user", "{q}")]) | llm | StrOutputParser()
 >>> chain.invoke({"q": "What is the capital of France?"})
 
@@ -81,3 +81,12 @@ class StudioChatModel(BaseChatModel):
                                    "completion_tokens": stream.completion_tokens},
             )
         )
+
+
+def as_langchain(backend: ChatBackend, settings: GenerationSettings | None = None) -> StudioChatModel:
+    """``backend`` as a LangChain ``BaseChatModel`` answering with ``settings``.
+
+    The adapter depends on the backend interface, not the other way round, so the backends never
+    import LangChain.
+    """
+    return StudioChatModel(backend=backend, settings=settings or GenerationSettings())

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -27,7 +28,16 @@ from pathlib import Path
 from studio.env import home_dir, studio_home
 from studio.errors import StudioError
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+def _configs_dir() -> Path:
+    """The studio's ``configs/``: the checkout's when running from one, else the copy a wheel installs
+    under ``<prefix>/share/genai-studio/configs``."""
+    checkout = Path(__file__).resolve().parents[1] / "configs"
+    installed = Path(sys.prefix) / "share" / "genai-studio" / "configs"
+    return checkout if checkout.is_dir() or not installed.is_dir() else installed
+
+
+CONFIGS = _configs_dir()
 MAX_PATH = 4096
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
 
@@ -121,3 +131,10 @@ def unique_run_dir(*parts: str, name: str) -> Path:
         out = base.with_name(f"{base.name}-{n}")
     inside_home(out.parent, "run folder")
     return out
+
+
+def new_run_dir(kind: str, name: str) -> Path:
+    """A fresh run folder ``STUDIO_HOME/runs/KIND/NAME-TIME`` for a training run; ``name`` (a model and
+    dataset, a data file's stem) is made folder-safe with :func:`slug`. The CLI and the UI both name
+    runs here."""
+    return unique_run_dir("runs", check_name(kind, "run kind"), name=slug(name))

@@ -5,7 +5,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from eval import calibration, metrics
+from eval import calibration, data, metrics
 from eval.groundedness import LLMScorer, claims, get_scorer
 from eval.suite import EvalSuite, compare, junit, load_suite, run_suite
 from studio.errors import StudioError
@@ -68,7 +68,7 @@ def test_nli_scorer_runs_a_local_cross_encoder(tmp_path):
 
 
 def test_evidence_puts_the_closest_sentence_first_within_its_budget():
-    from eval.groundedness import Context
+    from eval.text import Context
 
     ctx = Context(CONTEXT + " " + " ".join(f"Filler sentence number {i} about nothing." for i in range(40)))
     ev = ctx.evidence("rep() replicates an object.")
@@ -89,12 +89,11 @@ def test_claim_encoder_reads_the_evidence_not_only_the_claim():
 
 
 def test_claim_encoder_onnx_engine_matches_pytorch_and_is_cached():
-    from eval.crossencoder import ClaimEncoder
-    from eval.groundedness import ENCODER_DIR
+    from eval.crossencoder import ENCODER_DIR, ClaimEncoder
     from studio import onnxrt
 
-    items = [(calibration.manual_page(p["source"], p["page"]), p[key])
-             for p in map(json.loads, calibration.CLAIM_PAIRS.read_text().splitlines()[:6])
+    items = [(data.manual_page(p["source"], p["page"]), p[key])
+             for p in map(json.loads, data.CLAIM_PAIRS.read_text().splitlines()[:6])
              for key in ("supported", "unsupported")]
     fast = ClaimEncoder(engine="onnx")
     assert fast.engine == "onnx"
@@ -126,7 +125,7 @@ def test_encoder_scores_agree_across_processes(tmp_path):
     # Python randomises set order per process; the evidence the encoder reads must not depend on it
     f = tmp_path / "pairs.jsonl"
     f.write_text("\n".join(json.dumps({"context": p.context, "answer": p.answer})
-                           for p in calibration.load_set("r-manuals")))
+                           for p in data.load_set("r-manuals")))
     outs = [run_studio("eval", "groundedness", str(f), "--scorer", "encoder", env={"PYTHONHASHSEED": seed})
             for seed in ("1", "2")]
     assert outs[0].returncode == 0 and outs[0].stdout.count("\n") == 84
@@ -136,13 +135,14 @@ def test_encoder_scores_agree_across_processes(tmp_path):
 def test_claim_encoder_training_writes_a_loadable_cross_encoder(tmp_path):
     from sentence_transformers import CrossEncoder
 
-    from eval.crossencoder import ClaimEncoder, EncoderConfig, train
+    from eval.crossencoder import ClaimEncoder
+    from eval.training import EncoderConfig, train_encoder
 
     cfg = EncoderConfig(qa_rows=10, dialogue_rows=10, summarization_rows=5, claims_per_task=(8, 8, 8),
                         swaps_per_task=4, synthetic_qa=8, synthetic_manuals=8, manual_pages=2, epochs=1,
                         max_length=64)
     steps = []
-    info = train(tmp_path / "enc", cfg, progress=lambda s, n, loss: steps.append((s, n)))
+    info = train_encoder(tmp_path / "enc", cfg, progress=lambda s, n, loss: steps.append((s, n)))
     assert info["examples"] >= 40 and steps[-1][0] == steps[-1][1] == info["steps"]
     assert json.loads((tmp_path / "enc" / "training.json").read_text())["config"]["seed"] == 0
     assert ClaimEncoder(tmp_path / "enc").max_length == 64  # it reads what it was trained on
@@ -329,7 +329,7 @@ def test_auroc_by_hand():
 
 
 def test_judge_beats_both_baselines_on_hand_written_claim_pairs():
-    r = calibration.calibrate(get_scorer("judge"), calibration.load_set("r-manuals"))
+    r = calibration.calibrate(get_scorer("judge"), data.load_set("r-manuals"))
     assert r["pairs"] == 84
     assert r["auroc"] >= 0.8 > r["lexical_auroc"] and r["auroc"] > r["length_auroc"]
     assert r["pairs_per_second"] >= 20
@@ -352,25 +352,25 @@ def test_restate_rewords_a_sentence_but_keeps_its_facts():
 
     rng = random.Random(0)
     before = "The function seq() is a more general facility for generating sequences."
-    said = calibration.restate("It has five arguments (from, to, by, length and along).", before, rng)
+    said = data.restate("It has five arguments (from, to, by, length and along).", before, rng)
     assert said.startswith("The function seq() has five arguments")  # the pronoun resolved
-    fronted = calibration.restate("For large matrices, only.values = TRUE avoids computing unneeded eigenvectors.",
+    fronted = data.restate("For large matrices, only.values = TRUE avoids computing unneeded eigenvectors.",
                                   None, random.Random(3))
     assert fronted.startswith("Only.values = TRUE avoids") and fronted.endswith("eigenvectors for big matrices.")
     for k in range(50):
         text = "If header is not given, R cannot read 3 files and may use 2 of them."
-        out = calibration.restate(text, None, random.Random(k))
+        out = data.restate(text, None, random.Random(k))
         assert all(w in out for w in ("If", "not", "cannot", "3", "2"))  # conditions, negations, numbers stay
     passage = (before + " It has five arguments (from, to, by, length and along). For large matrices, "
                "only.values = TRUE avoids computing unneeded eigenvectors.")
-    pairs = calibration.synthetic_pairs([passage], 40, seed=0, restated=1.0)
+    pairs = data.synthetic_pairs([passage], 40, seed=0, restated=1.0)
     positives = [p.answer for p in pairs if p.label == 1]
     assert len(positives) == 20 and any(p not in pairs[0].context for p in positives)
 
 
 def test_halueval_rows_for_fitting_never_overlap_evaluation():
-    test_ctx = {p.context for p in calibration.halueval("dialogue", 50)}
-    train_ctx = {p.context for p in calibration.halueval("dialogue", 50, offset=calibration.TRAIN_OFFSET)}
+    test_ctx = {p.context for p in data.halueval("dialogue", 50)}
+    train_ctx = {p.context for p in data.halueval("dialogue", 50, offset=data.TRAIN_OFFSET)}
     assert len(test_ctx) > 40 and not test_ctx & train_ctx
 
 
@@ -402,3 +402,15 @@ def test_rag_answer_carries_per_sentence_groundedness(llamacpp, tmp_path):
     assert res.groundedness == pytest.approx(sum(s["score"] for s in res.sentences) / len(res.sentences), abs=1e-3)
     assert res.groundedness == get_scorer("judge").score("\n\n".join(h.text for h in res.hits),
                                                           res.scored_text).score
+
+
+def test_the_shipped_claim_encoder_is_the_frozen_one():
+    """Retrains go to STUDIO_HOME/models; the weights in git are frozen and match their recorded SHA-256."""
+    import hashlib
+
+    from eval.crossencoder import ENCODER_DIR
+
+    recorded = dict(line.split()[::-1] for line in (ENCODER_DIR / "SHA256SUMS").read_text().splitlines())
+    assert {"model.safetensors", "config.json", "tokenizer.json"} <= set(recorded)
+    for name, digest in recorded.items():
+        assert hashlib.sha256((ENCODER_DIR / name).read_bytes()).hexdigest() == digest, name

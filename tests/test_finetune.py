@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from finetune.train import FinetuneConfig, run_finetune
+from finetune.config import FinetuneConfig
+from finetune.train import run_finetune
 from studio.errors import StudioError
 from studio.jobs import Jobs
 from tests.conftest import run_studio

@@ -6,10 +6,11 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 
 from studio.backends import GenerationSettings
+from studio.langchain import as_langchain
 
 
 def test_backend_is_a_langchain_chat_model_in_a_chain(llamacpp):
-    llm = llamacpp.as_langchain(GenerationSettings(temperature=0, max_tokens=24))
+    llm = as_langchain(llamacpp, GenerationSettings(temperature=0, max_tokens=24))
     assert isinstance(llm, BaseChatModel)
     chain = ChatPromptTemplate.from_messages([("user", "What is the capital of {country}? "
                                                        "Answer in one word.")]) | llm | StrOutputParser()
@@ -17,7 +18,7 @@ def test_backend_is_a_langchain_chat_model_in_a_chain(llamacpp):
 
 
 def test_langchain_stream_yields_pieces_that_add_up(llamacpp):
-    llm = llamacpp.as_langchain(GenerationSettings(temperature=0, max_tokens=24))
+    llm = as_langchain(llamacpp, GenerationSettings(temperature=0, max_tokens=24))
     msgs = [SystemMessage("You answer briefly."),
             HumanMessage("What is the capital of France? Answer in one word.")]
     pieces = [c.content for c in llm.stream(msgs)]
@@ -26,7 +27,7 @@ def test_langchain_stream_yields_pieces_that_add_up(llamacpp):
 
 
 def test_langchain_stop_and_per_call_settings(llamacpp):
-    llm = llamacpp.as_langchain(GenerationSettings(temperature=0, max_tokens=40))
+    llm = as_langchain(llamacpp, GenerationSettings(temperature=0, max_tokens=40))
     q = "What is the capital of France? Answer in one word."
     full = llm.invoke(q).content
     first = full.split()[0]

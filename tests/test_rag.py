@@ -11,12 +11,13 @@ from ingest.config import IngestConfig
 from ingest.pipeline import Ingestor
 from studio.backends import GenerationSettings
 from studio.errors import StudioError
-from studio.rag.bm25 import BM25Index, tokenize
+from studio.rag.bm25 import BM25Index
 from studio.rag.chain import RagChain, drop_citations, parse_citations, supported_citations
 from studio.rag.config import RagConfig, RetrievalConfig
 from studio.rag.prompt import REFUSAL, looks_like_instruction
 from studio.rag.retriever import Retriever
 from studio.rag.sessions import Sessions
+from studio.text import tokenize
 from tests.conftest import run_studio
 from tests.pdfgen import make_pdf
 

@@ -270,7 +270,7 @@ def test_every_size_has_a_server_side_maximum(client):
 
 
 def test_core_limits_hold_without_the_ui():
-    from finetune.train import FinetuneConfig
+    from finetune.config import FinetuneConfig
     from generative.sampling_runs import SamplingConfig, run_sampling
     from generative.train import GenConfig
     from studio.backends.base import GenerationSettings

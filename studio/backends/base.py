@@ -139,12 +139,6 @@ class ChatBackend(ABC):
         """A whole completion at once (the finished :class:`ChatStream`)."""
         return self.stream(messages, settings).consume()
 
-    def as_langchain(self, settings: GenerationSettings | None = None):
-        """This backend as a LangChain ``BaseChatModel`` (see :mod:`studio.langchain`)."""
-        from studio.langchain import StudioChatModel
-
-        return StudioChatModel(backend=self, settings=settings or GenerationSettings())
-
     def describe(self) -> str:
         return f"{self.model_name} ({self.name})"
 

@@ -33,16 +33,18 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
+from eval.groundedness import get_scorer
+from eval.text import claims
 from ingest.splitters import split_sentences
 from ingest.store import Hit
 from studio.backends.base import ChatBackend, GenerationSettings
 from studio.env import install_secret
 from studio.errors import StudioError
 from studio.limits import check_text
-from studio.rag.bm25 import tokenize
 from studio.rag.config import RagConfig
 from studio.rag.prompt import REFUSAL, answer_messages, condense_messages, looks_like_instruction, new_tag
 from studio.rag.retriever import Retriever
+from studio.text import tokenize
 
 MAX_QUOTE = 320  # characters of one quote
 _CITE = re.compile(r"\[(\d{1,2})\]")
@@ -276,8 +278,6 @@ class RagChain:
 
     def judge(self, result: AskResult, text: str) -> None:
         """Fill the result's groundedness and per-sentence scores: ``text`` against the retrieved chunks."""
-        from eval.groundedness import claims, get_scorer
-
         if not claims(text):  # the model claimed nothing of substance: judge the quotes it came with
             text = result.answer
         scored = get_scorer(self.cfg.groundedness_scorer).score("\n\n".join(h.text for h in result.hits), text)

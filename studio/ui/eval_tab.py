@@ -13,11 +13,11 @@ import pandas as pd
 from studio.backends import BackendCache
 from studio.env import home_dir
 from studio.errors import StudioError
-from studio.paths import Roots
+from studio.paths import CONFIGS, Roots
 from studio.ui.guard import choice, fail, public, text
 
 SCORERS = ["judge", "encoder", "lexical", "embedding", "llm"]  # nli:PATH is for the CLI (a model folder)
-SUITES = Path(__file__).resolve().parents[2] / "configs" / "eval"
+SUITES = CONFIGS / "eval"
 
 
 def suite_files() -> dict[str, str]:

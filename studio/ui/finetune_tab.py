@@ -10,23 +10,23 @@ import gradio as gr
 import pandas as pd
 
 from studio.errors import StudioError
-from studio.jobs import read_json, read_jsonl, read_status
-from studio.paths import Roots
+from studio.jobs import job_argv, read_json, read_jsonl, read_status
+from studio.paths import CONFIGS, Roots, new_run_dir
 from studio.registry import resolve_model
 from studio.ui.guard import as_float, as_int, choice, fail, public, text
 from studio.ui.jobs_ui import job_choices, job_controls, jobs, run_dir_of
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "finetune"
+PRESETS = CONFIGS / "finetune"
 AUTO = "auto"
 
 
 def presets() -> dict[str, str]:
-    return {p.stem: str(p) for p in sorted(CONFIGS.glob("*.yaml"))} if CONFIGS.is_dir() else {}
+    return {p.stem: str(p) for p in sorted(PRESETS.glob("*.yaml"))} if PRESETS.is_dir() else {}
 
 
 def data_files() -> list[str]:
-    d = CONFIGS / "data"
-    return [str(p.relative_to(CONFIGS.parents[1])) for p in sorted(d.iterdir())
+    d = PRESETS / "data"
+    return [str(p.relative_to(CONFIGS.parent)) for p in sorted(d.iterdir())
             if p.suffix in (".jsonl", ".csv", ".json")] if d.is_dir() else []
 
 
@@ -166,7 +166,7 @@ def build_finetune_tab(roots: Roots) -> None:
               eval_every, patience, seed, n_examples, merge_end]
 
     def fill(name):
-        from finetune.train import FinetuneConfig
+        from finetune.config import FinetuneConfig
         from studio.config import load_config
 
         if not name:
@@ -177,7 +177,7 @@ def build_finetune_tab(roots: Roots) -> None:
                 c.early_stopping, c.seed, c.eval_examples, c.merge]
 
     def make_cfg(up, d, tk, b, r_v, a_v, dr, tg, lr_v, ep, ms, bs, ac, ml, ee, pa, sd, ne, mg):
-        from finetune.train import FinetuneConfig
+        from finetune.config import FinetuneConfig
 
         path = up or (d or "").strip()
         if not path:
@@ -227,7 +227,6 @@ def build_finetune_tab(roots: Roots) -> None:
 
     def do_start(*vals):
         from finetune.data import load_dataset
-        from studio.cli_finetune import default_run_dir
         from studio.config import save_config
 
         cfg = make_cfg(*vals)
@@ -237,10 +236,10 @@ def build_finetune_tab(roots: Roots) -> None:
             raise fail(exc) from None
         if len(ds.rows) < 2:
             raise gr.Error("The dataset needs at least two good rows (one for validation).")
-        rd = default_run_dir(Path(cfg.data).stem)
+        rd = new_run_dir("finetune", Path(cfg.data).stem)
         rd.mkdir(parents=True)
         save_config(cfg, rd / "config.yaml")
-        j = jobs().submit("finetune", ["finetune", "run", str(rd / "config.yaml"), "--run-dir", str(rd)], rd)
+        j = jobs().submit("finetune", job_argv(["finetune", "run"], rd), rd)
         return gr.update(choices=job_choices("finetune"), value=j.id)
 
     def show(job_id, last=None):

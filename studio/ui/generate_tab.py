@@ -8,7 +8,8 @@ from pathlib import Path
 import gradio as gr
 
 from studio.errors import StudioError
-from studio.paths import Roots
+from studio.jobs import job_argv
+from studio.paths import Roots, new_run_dir
 from studio.ui.guard import as_float, as_int, choice, fail, public
 from studio.ui.jobs_ui import job_choices, job_controls, jobs, run_dir_of
 
@@ -116,7 +117,6 @@ def build_generate_tab(roots: Roots) -> None:
     def do_start(m, d, sz, ch, p, st, bud, sd, bs, lr_v, w):
         from generative.data import load_images
         from generative.train import DataConfig, GenConfig
-        from studio.cli_generate import default_run_dir
         from studio.config import save_config
 
         choice(d, [*IMAGE_DATASETS, *TOYS], "dataset")
@@ -133,10 +133,10 @@ def build_generate_tab(roots: Roots) -> None:
                 load_images(d, cfg.data.size, cfg.data.channels, folder, limit=2)
         except StudioError as exc:
             raise fail(exc) from None
-        rd = default_run_dir(m, d)
+        rd = new_run_dir("generative", f"{m}_{d}")
         rd.mkdir(parents=True)
         save_config(cfg, rd / "config.yaml")
-        j = jobs().submit("generate", ["generate", "train", str(rd / "config.yaml"), "--run-dir", str(rd)], rd)
+        j = jobs().submit("generate", job_argv(["generate", "train"], rd), rd)
         return gr.update(choices=job_choices("generate"), value=j.id)
 
     def loaded(job_id):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import gradio as gr
 import pandas as pd
@@ -12,12 +11,13 @@ from studio.backends import BackendCache, GenerationSettings
 from studio.config import StudioConfig, load_config
 from studio.errors import StudioError
 from studio.limits import check_json_schema
+from studio.paths import CONFIGS
 from studio.prompting.bench import PromptSuite, score
 from studio.prompting.techniques import TECHNIQUES, run_technique
 from studio.ui.guard import as_float, as_int, choice, fail, public, text
 
 DEFAULT_SCHEMA = '{"type": "object", "properties": {"answer": {"type": "number"}}, "required": ["answer"]}'
-LIBRARY = Path(__file__).resolve().parents[2] / "configs" / "prompts"
+LIBRARY = CONFIGS / "prompts"
 
 
 def library() -> dict[str, tuple[PromptSuite, dict]]:
