@@ -189,8 +189,7 @@ class _Runner:
             cfg = RagConfig(retrieval=RetrievalConfig(k=s.k), style=s.style, max_tokens=s.max_tokens,
                             groundedness_scorer=s.scorer)
             backend = None if s.style == "extractive" else self.backend()
-            settings = GenerationSettings(temperature=0.0, max_tokens=s.max_tokens, seed=s.seed,
-                                          stop=["\n\n", "<context>", "Question:"])
+            settings = GenerationSettings(temperature=0.0, max_tokens=s.max_tokens, seed=s.seed)
             # the suite's own delimiter key: the same suite answers the same on every machine
             self._chain = RagChain(Retriever(ingestor, s.collection, cfg.retrieval), backend, cfg, settings,
                                    delimiter_key=f"eval-{s.seed}".encode())

@@ -62,11 +62,11 @@ def build_chain(args, cfg):
     ingestor = make_ingestor(args, cfg)
     retriever = Retriever(ingestor, args.collection, rag.retrieval)
     backend = None if rag.style == "extractive" else backend_from_args(args, cfg)
-    # answers are greedy and short unless the user asks otherwise
+    # answers use the grounded defaults (rag.temperature, rag.max_tokens) unless the user asks otherwise
     settings = settings_from_config(
-        cfg.generation, temperature=0.0 if args.temperature is None else args.temperature, top_p=args.top_p,
-        top_k=args.top_k, seed=args.seed, max_tokens=args.max_tokens or rag.max_tokens,
-        stop=[*(args.stop or []), "\n\n", "<context>", "Question:"])
+        cfg.generation, temperature=rag.temperature if args.temperature is None else args.temperature,
+        top_p=args.top_p, top_k=args.top_k, seed=args.seed, max_tokens=args.max_tokens or rag.max_tokens,
+        stop=args.stop or [])
     return RagChain(retriever, backend, rag, settings)
 
 

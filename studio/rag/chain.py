@@ -47,6 +47,7 @@ from studio.rag.retriever import Retriever
 from studio.text import tokenize
 
 MAX_QUOTE = 320  # characters of one quote
+ANSWER_STOPS = ["\n\n", "Question:"]  # added to every answer's settings (with the request's delimiters)
 _CITE = re.compile(r"\[(\d{1,2})\]")
 _FOLLOW_UP = re.compile(r"^(and|but|also|what about|how about|then|so|what if)\b"
                         r"|\b(it|its|this|that|these|those|them|they|there|one|ones)\b", re.IGNORECASE)
@@ -155,9 +156,8 @@ class RagChain:
         self.backend = backend
         self.delimiter_key = delimiter_key
         self.cfg = (cfg or RagConfig()).check()
-        # one short paragraph: small models ramble past a blank line
-        self.settings = settings or GenerationSettings(temperature=0.0, max_tokens=self.cfg.max_tokens,
-                                                       stop=["\n\n", "<context>", "Question:"])
+        self.settings = settings or GenerationSettings(temperature=self.cfg.temperature,
+                                                       max_tokens=self.cfg.max_tokens)
         if backend is None and self.cfg.style != "extractive":
             raise StudioError(f"the {self.cfg.style} answer style needs a chat model")
 
@@ -236,8 +236,10 @@ class RagChain:
                             else [(n, _without_instructions(h.text)) for n, h in enumerate(hits, 1)])
                 tag = new_tag(self.delimiter_key or install_secret(), self.settings.seed, question,
                               *(h.id for h in hits))
-                # a model echoing the delimiters has stopped answering
-                settings = replace(self.settings, stop=[*self.settings.stop, f"<{tag}>", f"</{tag}>"])
+                # one short paragraph (small models ramble past a blank line); a model that echoes the
+                # delimiters or starts a new question has stopped answering
+                stops = [*self.settings.stop, *ANSWER_STOPS, f"<{tag}>", f"</{tag}>"]
+                settings = replace(self.settings, stop=list(dict.fromkeys(stops)))
                 stream = self.backend.stream(answer_messages(question, passages, tag), settings)
                 for piece in stream:
                     generated.append(piece)

@@ -52,6 +52,8 @@ class RagConfig:
     sentence_window: int = field(default=2, metadata={"help": "sentences per quote"})
     keyword_weight: float = field(default=0.6, metadata={"help": "weight of keyword overlap in quote choice"})
     max_tokens: int = 120
+    temperature: float = field(default=0.0, metadata={
+        "help": "grounded answers' temperature (the Chat tab sets its slider to it when a collection is picked)"})
     condense: str = field(default="concat", metadata={"help": "concat | llm | off"})
     groundedness_scorer: str = field(default="judge", metadata={"help": "judge | encoder | lexical | embedding | llm"})
 
@@ -61,6 +63,7 @@ class RagConfig:
         if self.condense not in ("concat", "llm", "off"):
             raise StudioError(f"condense must be concat, llm or off, not {self.condense!r}")
         check_float("min_score", self.min_score, -1, 1)
+        check_float("temperature", self.temperature, 0, 5)
         check_int("max_tokens", self.max_tokens, 1, current_limits().max_new_tokens, "max_new_tokens")
         check_int("quotes", self.quotes, 0, 20)
         check_int("sentence_window", self.sentence_window, 1, 20)

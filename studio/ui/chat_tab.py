@@ -1,6 +1,8 @@
 """The Chat tab: plain or grounded chat, streamed, with citations, sources and saved sessions.
 
-The handler turns widget values into a backend choice, :class:`GenerationSettings` and (with a
+Layout and wiring live in :func:`build_chat_tab`; the handlers are module-level functions over plain
+``{name: value}`` dicts (see :mod:`studio.ui.wiring`), so they are tested without a browser:
+:func:`respond` turns the widget values into a backend choice, :class:`GenerationSettings` and (with a
 collection) a :class:`RagChain`, streams from the core and turns the pieces into messages.
 """
 
@@ -9,10 +11,13 @@ from __future__ import annotations
 import json
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import gradio as gr
 
+from finetune.adapters import adapter_of, list_adapters
 from studio.backends import BACKENDS, BackendCache, GenerationSettings
 from studio.config import StudioConfig
 from studio.errors import StudioError
@@ -22,15 +27,27 @@ from studio.rag.sessions import Sessions
 from studio.registry import BUNDLED
 from studio.ui.chat_rag import NO_COLLECTION, RagService, highlight_unsupported, linkify, sources_html
 from studio.ui.guard import as_float, as_int, choice, fail, text
+from studio.ui.wiring import Values, on
 
 CHAT_MODELS = [name for name, (_, _, fmt, _) in BUNDLED.items() if fmt == "gguf"]
 NO_ADAPTER = "(none)"
+REQUEST = ["message", "history", "session_id", "collection", "mode", "k", "min_score", "style", "backend", "model",
+           "base_url", "adapter", "system", "temperature", "top_p", "top_k", "max_tokens", "seed"]
+SHOWN = ["chatbot", "history", "session_id", "message", "header", "stats", "sources", "session_pick"]
+
+
+@dataclass
+class ChatServices:
+    """What the Chat tab's handlers work with: the config, loaded models, the RAG service, saved sessions."""
+
+    cfg: StudioConfig
+    backends: BackendCache
+    rag: RagService
+    sessions: Sessions
 
 
 def adapter_choices() -> list[tuple[str, str]]:
     """(label, adapter folder) of finished generation fine-tunes, newest first."""
-    from finetune.adapters import list_adapters
-
     return [(NO_ADAPTER, NO_ADAPTER)] + [(a.label(), str(a.path)) for a in list_adapters("generation")]
 
 
@@ -52,204 +69,272 @@ def session_choices(sessions: Sessions) -> list[tuple[str, str]]:
     return [(s.title + (f" [{s.collection}]" if s.collection else ""), s.id) for s in sessions.list()]
 
 
+# --- handlers ------------------------------------------------------------------------------------------
+def settings_of(v: Values) -> GenerationSettings:
+    """The generation settings the widgets ask for (checked against the core's limits)."""
+    try:
+        return GenerationSettings(temperature=as_float(v["temperature"], "temperature"),
+                                  top_p=as_float(v["top_p"], "top-p"), top_k=as_int(v["top_k"], "top-k"),
+                                  max_tokens=as_int(v["max_tokens"], "max new tokens"),
+                                  seed=as_int(v["seed"], "seed", 0))
+    except StudioError as exc:
+        raise fail(exc) from None
+
+
+def _answer_stream(v: Values, turn: list[dict], settings: GenerationSettings, s: ChatServices):
+    """(stream, backend) for one turn: a RAG chain's answer with a collection, else the model's reply."""
+    grounded = v["collection"] not in (None, "", NO_COLLECTION)
+    lora = None if v["adapter"] in (None, "", NO_ADAPTER) else choice(
+        v["adapter"], [p for _, p in adapter_choices()], "the adapter")
+    chat = None if grounded and v["style"] == "extractive" else \
+        s.backends.get(v["backend"], v["model"] or None, v["base_url"] or None, lora)
+    if grounded:
+        settings.max_tokens = min(settings.max_tokens, s.cfg.rag.max_tokens)
+        chain = s.rag.chain(v["collection"], chat, as_int(v["k"], "k"), v["mode"],
+                            as_float(v["min_score"], "similarity"), v["style"], settings)
+        return chain.stream(turn[-1]["content"], turn[:-1]), chat
+    system = text(v["system"], "the system prompt", "system_prompt_chars").strip()
+    return chat.stream(([{"role": "system", "content": system}] if system else []) + turn, settings), chat
+
+
+def _finished(v: Values, stream, chat, shown: list[dict]) -> tuple[str, list, str, str]:
+    """(reply to save, citations, status line, sources panel) once the stream has ended; ``shown``'s last
+    message becomes the reply as displayed (defused, [n] linked, unsupported sentences marked)."""
+    if v["collection"] not in (None, "", NO_COLLECTION):
+        res = stream.result
+        shown[-1]["content"] = linkify(highlight_unsupported(neutralize(res.answer), res.sentences), len(res.hits))
+        g = f" · groundedness {res.groundedness:.2f}" if res.groundedness is not None else ""
+        line = f"{v['collection']} · {len(res.citations)} citations{g} · {res.seconds:.1f} s"
+        return res.answer, [c.__dict__ for c in res.citations], line, sources_html(res)
+    shown[-1]["content"] = neutralize(stream.text)
+    line = (f"{chat.describe()} · {stream.completion_tokens} tokens · {stream.seconds:.1f} s · "
+            f"{stream.tokens_per_second:.0f} tok/s")
+    return stream.text, [], line, ""
+
+
+def respond(v: Values, *, services: ChatServices) -> Iterator[Values]:
+    """One chat turn: yields the chat as it streams, then the saved turn with its stats and sources."""
+    s = services
+    message = text(v["message"], "the message").strip()
+    choice(v["backend"], list(BACKENDS), "backend")
+    if not message:
+        gr.Warning("Type a message first.")
+        yield {"message": ""}
+        return
+    settings = settings_of(v)
+    convo = list(v["history"] or [])
+    sid = v["session_id"] or s.sessions.create(
+        collection=v["collection"] if v["collection"] not in (None, "", NO_COLLECTION) else None).id
+    turn = [*convo, {"role": "user", "content": message}]
+    shown = [*shown_messages(turn), {"role": "assistant", "content": ""}]
+    yield {"chatbot": shown, "history": convo, "session_id": sid, "message": "", "stats": "*working…*",
+           "sources": ""}
+    try:
+        stream, chat = _answer_stream(v, turn, settings, s)
+        for _ in stream:
+            shown[-1]["content"] = neutralize(stream.text)
+            # the state keeps the partial reply too, so Stop leaves what the user saw
+            yield {"chatbot": shown, "history": [*turn, {"role": "assistant", "content": stream.text}],
+                   "header": header_text(s.backends, s.cfg), "stats": ""}
+        reply, cites, line, panel = _finished(v, stream, chat, shown)
+    except StudioError as exc:
+        raise fail(exc) from None
+    s.sessions.add_message(sid, "user", message)
+    s.sessions.add_message(sid, "assistant", reply, citations=cites)
+    yield {"chatbot": shown, "history": [*turn, {"role": "assistant", "content": reply}],
+           "header": header_text(s.backends, s.cfg), "stats": line, "sources": panel,
+           "session_pick": gr.update(choices=session_choices(s.sessions), value=sid)}
+
+
+def grounded_defaults(v: Values, *, services: ChatServices) -> Values:
+    """Picking a collection sets the temperature to the grounded default (``rag.temperature``) where
+    the user can see it; back to plain chat, the chat default (``generation.temperature``)."""
+    cfg = services.cfg
+    grounded = v["collection"] not in (None, "", NO_COLLECTION)
+    return {"temperature": cfg.rag.temperature if grounded else cfg.generation.temperature}
+
+
+def new_chat(_v: Values) -> Values:
+    return {"chatbot": [], "history": [], "session_id": None, "stats": "", "sources": "",
+            "session_pick": gr.update(value=None)}
+
+
+def open_session(v: Values, *, services: ChatServices) -> Values:
+    sid = v["session_pick"]
+    if not sid:
+        return {}
+    try:
+        s = services.sessions.get(sid)
+    except StudioError as exc:
+        raise fail(exc) from None
+    convo = [{"role": m["role"], "content": m["content"]} for m in services.sessions.messages(sid)]
+    return {"chatbot": shown_messages(convo), "history": convo, "session_id": sid, "title": s.title,
+            "collection": gr.update(value=s.collection or NO_COLLECTION)}
+
+
+def rename_session(v: Values, *, services: ChatServices) -> Values:
+    if not v["session_id"]:
+        raise gr.Error("Open or start a chat first.")
+    try:
+        services.sessions.rename(v["session_id"], text(v["title"], "the title"))
+    except StudioError as exc:
+        raise fail(exc) from None
+    return {"session_pick": gr.update(choices=session_choices(services.sessions), value=v["session_id"])}
+
+
+def delete_session(v: Values, *, services: ChatServices) -> Values:
+    if v["session_id"]:
+        try:
+            services.sessions.delete(v["session_id"])
+        except StudioError as exc:
+            raise fail(exc) from None
+    return {"chatbot": [], "history": [], "session_id": None, "stats": "",
+            "session_pick": gr.update(choices=session_choices(services.sessions), value=None)}
+
+
+def export_session(v: Values, *, services: ChatServices, fmt: str) -> Values:
+    """The open chat as Markdown or JSON, written to a file the page offers for download."""
+    sid = v["session_id"]
+    if not sid:
+        raise gr.Error("Open or start a chat first.")
+    try:
+        body = (json.dumps(services.sessions.export_json(sid), indent=2) if fmt == "json"
+                else services.sessions.export_markdown(sid))
+    except StudioError as exc:
+        raise fail(exc) from None
+    path = Path(tempfile.mkdtemp(prefix="studio-export-", dir=uploads_dir())) / f"chat-{sid}.{fmt}"
+    path.write_text(body, encoding="utf-8")
+    return {"export_file": gr.update(value=str(path), visible=True)}
+
+
+def pick_adapter(v: Values) -> Values:
+    """A finished fine-tune's adapter switches the model to hf and the adapter's base model."""
+    path = v["adapter"]
+    if path in (None, "", NO_ADAPTER):
+        return {}
+    choice(path, [p for _, p in adapter_choices()], "the adapter")
+    try:
+        a = adapter_of(path)
+    except StudioError as exc:
+        raise fail(exc) from None
+    return {"backend": gr.update(value="hf"), "model": gr.update(value=a.base_model)}
+
+
+def on_load(_v: Values, *, services: ChatServices) -> Values:
+    """What a page load refreshes: the collections, saved chats and adapters."""
+    names = services.rag.docs.collections()
+    count = f"{len(names)} collection{'s' if len(names) != 1 else ''} in this studio"
+    return {"collection": gr.update(choices=[NO_COLLECTION, *names], info=f"{count}; answers come with citations"),
+            "session_pick": gr.update(choices=session_choices(services.sessions)),
+            "adapter": gr.update(choices=adapter_choices())}
+
+
+# --- layout ---------------------------------------------------------------------------------------------
+def _conversation(ui: dict) -> None:
+    ui["chatbot"] = gr.Chatbot(label="Chat", height=460, elem_id="chatbot", buttons=["copy", "copy_all"],
+                               placeholder="Ask the model anything, or pick a collection to get answers "
+                                           "grounded in your documents, with citations.")
+    with gr.Row():
+        ui["message"] = gr.Textbox(placeholder="Type a message and press Enter", show_label=False, scale=5,
+                                   elem_id="chat-input", autofocus=True)
+        ui["send"] = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send")
+    with gr.Row():
+        ui["stop"] = gr.Button("Stop", variant="stop", elem_id="chat-stop")
+        ui["clear"] = gr.Button("New chat", elem_id="chat-clear")
+    ui["stats"] = gr.Markdown("", elem_id="chat-stats")
+    ui["sources"] = gr.HTML("", elem_id="chat-sources", label="Sources")
+
+
+def _documents(ui: dict, cfg: StudioConfig) -> None:
+    rc = cfg.rag
+    with gr.Accordion("Documents", open=True):
+        ui["collection"] = gr.Dropdown([NO_COLLECTION], value=NO_COLLECTION, label="Collection",
+                                       elem_id="chat-collection", info="answers come from this collection, with "
+                                                                       "citations")
+        ui["mode"] = gr.Radio(["hybrid", "dense", "bm25"], value=rc.retrieval.mode, label="Retrieval")
+        ui["k"] = gr.Slider(1, 10, value=rc.retrieval.k, step=1, label="Chunks retrieved (k)")
+        ui["min_score"] = gr.Slider(0, 1, value=rc.min_score, step=0.05, label="Answer only above similarity",
+                                    info="below it the studio says the documents do not say")
+        ui["style"] = gr.Radio(["hybrid", "generative", "extractive"], value=rc.style, label="Answer style",
+                               info="hybrid: model answer + quotes; extractive: quotes only")
+
+
+def _model(ui: dict, cfg: StudioConfig) -> None:
+    with gr.Accordion("Model", open=False):
+        ui["backend"] = gr.Dropdown(list(BACKENDS), value=cfg.chat.backend, label="Backend", elem_id="chat-backend")
+        ui["model"] = gr.Dropdown(CHAT_MODELS, value=cfg.chat.model, label="Model", allow_custom_value=True,
+                                  elem_id="chat-model", info="a registry name, a .gguf path or an HF folder; "
+                                                             "for openai, the endpoint's model (blank = its first)")
+        ui["adapter"] = gr.Dropdown([NO_ADAPTER], value=NO_ADAPTER, label="LoRA adapter (hf backend)",
+                                    elem_id="chat-adapter",
+                                    info="a finished Fine-tune run; picking one switches to hf and its base model")
+        ui["base_url"] = gr.Textbox(cfg.chat.base_url or "", label="Base URL (openai backend)",
+                                    placeholder="http://127.0.0.1:8000/v1")
+        ui["system"] = gr.Textbox(cfg.chat.system_prompt or "", label="System prompt (plain chat)", lines=2,
+                                  placeholder="empty = the model's own default")
+
+
+def _generation(ui: dict, cfg: StudioConfig) -> None:
+    gen = cfg.generation
+    with gr.Accordion("Generation", open=False):
+        ui["temperature"] = gr.Slider(0, 2, value=gen.temperature, step=0.05, label="Temperature",
+                                      elem_id="chat-temperature",
+                                      info=f"0 = greedy (deterministic); picking a collection sets "
+                                           f"{cfg.rag.temperature:g}, the grounded default")
+        ui["top_p"] = gr.Slider(0.05, 1, value=gen.top_p, step=0.05, label="Top-p")
+        ui["top_k"] = gr.Slider(0, 200, value=gen.top_k, step=1, label="Top-k (0 = off)")
+        ui["max_tokens"] = gr.Slider(16, 2048, value=gen.max_tokens, step=16, label="Max new tokens")
+        ui["seed"] = gr.Number(gen.seed, precision=0, label="Seed")
+
+
+def _sessions(ui: dict) -> None:
+    with gr.Accordion("Sessions", open=False):
+        ui["session_pick"] = gr.Dropdown([], label="Saved chats", elem_id="chat-session")
+        ui["title"] = gr.Textbox(label="Title", elem_id="chat-session-title")
+        with gr.Row():
+            ui["rename"] = gr.Button("Rename", size="sm")
+            ui["delete"] = gr.Button("Delete", size="sm", variant="stop")
+        with gr.Row():
+            ui["export_md"] = gr.Button("Export .md", size="sm")
+            ui["export_json"] = gr.Button("Export .json", size="sm")
+        ui["export_file"] = gr.File(label="Export", visible=False)
+
+
+def _wire(ui: dict, s: ChatServices) -> None:
+    on(ui["adapter"].input, pick_adapter, ui, ["adapter"], ["backend", "model"], api_name="pick_adapter")
+    on(ui["collection"].input, partial(grounded_defaults, services=s), ui, ["collection"], ["temperature"],
+       api_name="grounded_defaults")
+    turn = partial(respond, services=s)
+    sent = [on(ui["message"].submit, turn, ui, REQUEST, SHOWN, api_name="chat_enter", api_visibility="undocumented"),
+            on(ui["send"].click, turn, ui, REQUEST, SHOWN, api_name="chat")]
+    ui["stop"].click(None, None, None, cancels=sent)  # the backend frees its model when the stream closes
+    on(ui["clear"].click, new_chat, ui, [], ["chatbot", "history", "session_id", "stats", "sources", "session_pick"],
+       cancels=sent, api_name="new_chat")
+    on(ui["session_pick"].input, partial(open_session, services=s), ui, ["session_pick"],
+       ["chatbot", "history", "session_id", "title", "collection"], api_name="open_session")
+    on(ui["rename"].click, partial(rename_session, services=s), ui, ["session_id", "title"], ["session_pick"],
+       api_name="rename_session")
+    on(ui["delete"].click, partial(delete_session, services=s), ui, ["session_id"],
+       ["chatbot", "history", "session_id", "session_pick", "stats"], api_name="delete_session")
+    for fmt in ("md", "json"):
+        on(ui[f"export_{fmt}"].click, partial(export_session, services=s, fmt=fmt), ui, ["session_id"],
+           ["export_file"], api_name=f"export_{fmt}")
+
+
 def build_chat_tab(cfg: StudioConfig, backends: BackendCache, header: gr.Markdown, rag: RagService):
     """Widgets and events of the Chat tab; returns (fn, outputs) to run when a page loads."""
-    gen, rc = cfg.generation, cfg.rag
-    sessions = Sessions()
+    services = ChatServices(cfg, backends, rag, Sessions())
+    ui: dict = {"header": header}
     with gr.Row():
         with gr.Column(scale=3):
-            chatbot = gr.Chatbot(label="Chat", height=460, elem_id="chatbot", buttons=["copy", "copy_all"],
-                                 placeholder="Ask the model anything, or pick a collection to get answers "
-                                             "grounded in your documents, with citations.")
-            with gr.Row():
-                box = gr.Textbox(placeholder="Type a message and press Enter", show_label=False,
-                                 scale=5, elem_id="chat-input", autofocus=True)
-                send = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send")
-            with gr.Row():
-                stop = gr.Button("Stop", variant="stop", elem_id="chat-stop")
-                clear = gr.Button("New chat", elem_id="chat-clear")
-            stats = gr.Markdown("", elem_id="chat-stats")
-            sources = gr.HTML("", elem_id="chat-sources", label="Sources")
+            _conversation(ui)
         with gr.Column(scale=1):
-            with gr.Accordion("Documents", open=True):
-                collection = gr.Dropdown([NO_COLLECTION], value=NO_COLLECTION, label="Collection",
-                                         elem_id="chat-collection",
-                                         info="answers come from this collection, with citations")
-                mode = gr.Radio(["hybrid", "dense", "bm25"], value=rc.retrieval.mode, label="Retrieval")
-                k = gr.Slider(1, 10, value=rc.retrieval.k, step=1, label="Chunks retrieved (k)")
-                min_score = gr.Slider(0, 1, value=rc.min_score, step=0.05, label="Answer only above similarity",
-                                      info="below it the studio says the documents do not say")
-                style = gr.Radio(["hybrid", "generative", "extractive"], value=rc.style, label="Answer style",
-                                 info="hybrid: model answer + quotes; extractive: quotes only")
-            with gr.Accordion("Model", open=False):
-                backend = gr.Dropdown(list(BACKENDS), value=cfg.chat.backend, label="Backend",
-                                      elem_id="chat-backend")
-                model = gr.Dropdown(CHAT_MODELS, value=cfg.chat.model, label="Model",
-                                    allow_custom_value=True, elem_id="chat-model",
-                                    info="a registry name, a .gguf path or an HF folder; "
-                                         "for openai, the endpoint's model (blank = its first)")
-                adapter = gr.Dropdown([NO_ADAPTER], value=NO_ADAPTER, label="LoRA adapter (hf backend)",
-                                      elem_id="chat-adapter",
-                                      info="a finished Fine-tune run; picking one switches to hf and its base model")
-                base_url = gr.Textbox(cfg.chat.base_url or "", label="Base URL (openai backend)",
-                                      placeholder="http://127.0.0.1:8000/v1")
-                system = gr.Textbox(cfg.chat.system_prompt or "", label="System prompt (plain chat)", lines=2,
-                                    placeholder="empty = the model's own default")
-            with gr.Accordion("Generation", open=False):
-                temperature = gr.Slider(0, 2, value=gen.temperature, step=0.05, label="Temperature",
-                                        info="0 = greedy (deterministic); grounded answers use 0")
-                top_p = gr.Slider(0.05, 1, value=gen.top_p, step=0.05, label="Top-p")
-                top_k = gr.Slider(0, 200, value=gen.top_k, step=1, label="Top-k (0 = off)")
-                max_tokens = gr.Slider(16, 2048, value=gen.max_tokens, step=16, label="Max new tokens")
-                seed = gr.Number(gen.seed, precision=0, label="Seed")
-            with gr.Accordion("Sessions", open=False):
-                session_pick = gr.Dropdown([], label="Saved chats", elem_id="chat-session")
-                title = gr.Textbox(label="Title", elem_id="chat-session-title")
-                with gr.Row():
-                    rename = gr.Button("Rename", size="sm")
-                    delete = gr.Button("Delete", size="sm", variant="stop")
-                with gr.Row():
-                    export_md = gr.Button("Export .md", size="sm")
-                    export_json = gr.Button("Export .json", size="sm")
-                export_file = gr.File(label="Export", visible=False)
-    history = gr.State([])
-    session_id = gr.State(None)
-
-    def respond(message, convo, sid, coll, mode_v, k_v, min_v, style_v, backend_name, model_name, url,
-                lora, sys_prompt, temp, tp, tk, max_new, seed_value) -> Iterator:
-        message = text(message, "the message").strip()
-        sys_prompt = text(sys_prompt, "the system prompt", "system_prompt_chars")
-        choice(backend_name, list(BACKENDS), "backend")
-        if not message:
-            gr.Warning("Type a message first.")
-            yield gr.skip(), convo, sid, "", gr.skip(), gr.skip(), gr.skip(), gr.skip()
-            return
-        grounded = coll and coll != NO_COLLECTION
-        temp = as_float(temp, "temperature")
-        try:
-            settings = GenerationSettings(temperature=temp, top_p=as_float(tp, "top-p"), top_k=as_int(tk, "top-k"),
-                                          max_tokens=as_int(max_new, "max new tokens"),
-                                          seed=as_int(seed_value, "seed", 0))
-        except StudioError as exc:
-            raise fail(exc) from None
-        sid = sid or sessions.create(collection=coll if grounded else None).id
-        turn = [*convo, {"role": "user", "content": message}]
-        shown = [*shown_messages(turn), {"role": "assistant", "content": ""}]
-        yield shown, convo, sid, "", gr.skip(), "*working…*", "", gr.skip()
-        try:
-            lora = None if lora in (None, "", NO_ADAPTER) else choice(lora, [v for _, v in adapter_choices()],
-                                                                       "the adapter")
-            chat = backends.get(backend_name, model_name or None, url or None, lora) \
-                if style_v != "extractive" or not grounded else None
-            if grounded:
-                settings.temperature = 0.0 if temp == gen.temperature else temp
-                settings.max_tokens = min(settings.max_tokens, rc.max_tokens)
-                settings.stop = ["\n\n", "<context>", "Question:"]
-                chain = rag.chain(coll, chat, as_int(k_v, "k"), mode_v, as_float(min_v, "similarity"), style_v,
-                                  settings)
-                stream = chain.stream(message, convo)
-            else:
-                prompt = ([{"role": "system", "content": sys_prompt}] if sys_prompt.strip() else []) + turn
-                stream = chat.stream(prompt, settings)
-            for _ in stream:
-                shown[-1]["content"] = neutralize(stream.text)
-                # the state keeps the partial reply too, so Stop leaves what the user saw
-                partial = [*turn, {"role": "assistant", "content": stream.text}]
-                yield shown, partial, sid, "", header_text(backends, cfg), "", gr.skip(), gr.skip()
-        except StudioError as exc:
-            raise fail(exc) from None
-        if grounded:
-            res = stream.result
-            reply, cites = res.answer, [c.__dict__ for c in res.citations]
-            shown[-1]["content"] = linkify(highlight_unsupported(neutralize(reply), res.sentences), len(res.hits))
-            g = f" · groundedness {res.groundedness:.2f}" if res.groundedness is not None else ""
-            line = f"{coll} · {len(res.citations)} citations{g} · {res.seconds:.1f} s"
-            panel = sources_html(res)
-        else:
-            reply, cites, panel = stream.text, [], ""
-            shown[-1]["content"] = neutralize(reply)
-            line = (f"{chat.describe()} · {stream.completion_tokens} tokens · {stream.seconds:.1f} s · "
-                    f"{stream.tokens_per_second:.0f} tok/s")
-        sessions.add_message(sid, "user", message)
-        sessions.add_message(sid, "assistant", reply, citations=cites)
-        done = [*turn, {"role": "assistant", "content": reply}]
-        yield (shown, done, sid, "", header_text(backends, cfg), line, panel,
-               gr.update(choices=session_choices(sessions), value=sid))
-
-    def new_chat():
-        return [], [], None, "", "", gr.update(value=None)
-
-    def open_session(sid):
-        if not sid:
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        try:
-            s = sessions.get(sid)
-        except StudioError as exc:
-            raise fail(exc) from None
-        convo = [{"role": m["role"], "content": m["content"]} for m in sessions.messages(sid)]
-        return shown_messages(convo), convo, sid, s.title, gr.update(value=s.collection or NO_COLLECTION)
-
-    def rename_session(sid, new_title):
-        if not sid:
-            raise gr.Error("Open or start a chat first.")
-        try:
-            sessions.rename(sid, new_title)
-        except StudioError as exc:
-            raise fail(exc) from None
-        return gr.update(choices=session_choices(sessions), value=sid)
-
-    def delete_session(sid):
-        if sid:
-            try:
-                sessions.delete(sid)
-            except StudioError as exc:
-                raise fail(exc) from None
-        return [], [], None, gr.update(choices=session_choices(sessions), value=None), ""
-
-    def export(sid, fmt):
-        if not sid:
-            raise gr.Error("Open or start a chat first.")
-        try:
-            body = json.dumps(sessions.export_json(sid), indent=2) if fmt == "json" else sessions.export_markdown(sid)
-        except StudioError as exc:
-            raise fail(exc) from None
-        path = Path(tempfile.mkdtemp(prefix="studio-export-", dir=uploads_dir())) / f"chat-{sid}.{fmt}"
-        path.write_text(body, encoding="utf-8")
-        return gr.update(value=str(path), visible=True)
-
-    def pick_adapter(path):
-        if path in (None, "", NO_ADAPTER):
-            return gr.skip(), gr.skip()
-        from finetune.adapters import adapter_of
-
-        choice(path, [v for _, v in adapter_choices()], "the adapter")
-        try:
-            a = adapter_of(path)
-        except StudioError as exc:
-            raise fail(exc) from None
-        return gr.update(value="hf"), gr.update(value=a.base_model)
-
-    adapter.input(pick_adapter, adapter, [backend, model], api_name="pick_adapter")
-    inputs = [box, history, session_id, collection, mode, k, min_score, style, backend, model, base_url, adapter,
-              system, temperature, top_p, top_k, max_tokens, seed]
-    outputs = [chatbot, history, session_id, box, header, stats, sources, session_pick]
-    on_submit = box.submit(respond, inputs, outputs, api_name="chat_enter", api_visibility="undocumented")
-    on_click = send.click(respond, inputs, outputs, api_name="chat")
-    # Stop cancels the running generation; the backend frees its model when the stream closes.
-    stop.click(None, None, None, cancels=[on_submit, on_click])
-    clear.click(new_chat, None, [chatbot, history, session_id, stats, sources, session_pick],
-                cancels=[on_submit, on_click])
-    session_pick.input(open_session, session_pick, [chatbot, history, session_id, title, collection],
-                       api_name="open_session")
-    rename.click(rename_session, [session_id, title], session_pick)
-    delete.click(delete_session, session_id, [chatbot, history, session_id, session_pick, stats])
-    export_md.click(lambda sid: export(sid, "md"), session_id, export_file, api_name="export_md")
-    export_json.click(lambda sid: export(sid, "json"), session_id, export_file, api_name="export_json")
-
-    def on_load():
-        names = rag.docs.collections()
-        count = f"{len(names)} collection{'s' if len(names) != 1 else ''} in this studio"
-        return (gr.update(choices=[NO_COLLECTION, *names], info=f"{count}; answers come with citations"),
-                gr.update(choices=session_choices(sessions)), gr.update(choices=adapter_choices()))
-
-    return on_load, [collection, session_pick, adapter]
+            _documents(ui, cfg)
+            _model(ui, cfg)
+            _generation(ui, cfg)
+            _sessions(ui)
+    ui["history"] = gr.State([])
+    ui["session_id"] = gr.State(None)
+    _wire(ui, services)
+    load = ["collection", "session_pick", "adapter"]
+    return (lambda: {ui[n]: update for n, update in on_load({}, services=services).items()}), [ui[n] for n in load]

@@ -1,0 +1,115 @@
+"""The Chat tab's handlers called as the page calls them, with plain dicts: no browser, no server.
+
+What a browser alone shows (streaming in the page, links you click) stays in tests/test_ui.py and
+tests/test_ui_rag.py.
+"""
+
+from __future__ import annotations
+
+import json
+
+import gradio as gr
+import pytest
+
+from ingest.config import IngestConfig
+from studio.backends import BackendCache
+from studio.config import StudioConfig
+from studio.rag.sessions import Sessions
+from studio.ui import chat_tab
+from studio.ui.chat_rag import NO_COLLECTION, RagService
+from studio.ui.docs_tab import DocsService
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory):
+    cfg = StudioConfig()
+    docs = DocsService(IngestConfig())
+    doc = tmp_path_factory.mktemp("chat-docs") / "lighthouse.txt"
+    doc.write_text("The lamp room of the lighthouse is cleaned every morning by the keeper. "
+                   "The keeper lights the lamp at dusk and writes the weather into the log.\n")
+    docs.ingestor().ingest([doc], "handlers")
+    backends = BackendCache()
+    return chat_tab.ChatServices(cfg, backends, RagService(docs, backends, cfg.rag), Sessions())
+
+
+def request(**changes) -> dict:
+    """The values the page sends on Send, with the tab's defaults."""
+    cfg = StudioConfig()
+    v = {"message": "", "history": [], "session_id": None, "collection": NO_COLLECTION,
+         "mode": cfg.rag.retrieval.mode, "k": cfg.rag.retrieval.k, "min_score": cfg.rag.min_score,
+         "style": cfg.rag.style, "backend": cfg.chat.backend, "model": cfg.chat.model, "base_url": "",
+         "adapter": chat_tab.NO_ADAPTER, "system": "", "temperature": 0.0, "top_p": 0.9, "top_k": 40,
+         "max_tokens": 24, "seed": 0}
+    return {**v, **changes}
+
+
+def run(v: dict, services) -> list[dict]:
+    return list(chat_tab.respond(v, services=services))
+
+
+def test_plain_chat_streams_then_saves_the_turn(services):
+    updates = run(request(message="What is the capital of France? Answer in one word."), services)
+    assert updates[0]["message"] == "" and updates[0]["stats"] == "*working…*"
+    final = updates[-1]
+    assert "Paris" in final["chatbot"][-1]["content"]
+    assert [m["role"] for m in final["history"]] == ["user", "assistant"]
+    assert "tokens" in final["stats"] and final["sources"] == ""
+    sid = updates[0]["session_id"]
+    saved = services.sessions.messages(sid)
+    assert [m["role"] for m in saved] == ["user", "assistant"] and "Paris" in saved[1]["content"]
+    assert len(updates) > 2  # streamed: partial replies came before the saved one
+
+
+def test_grounded_chat_cites_and_fills_the_sources_panel(services):
+    updates = run(request(message="Who cleans the lamp room?", collection="handlers", style="extractive",
+                          min_score=0.0), services)
+    final = updates[-1]
+    shown = final["chatbot"][-1]["content"]
+    assert "keeper" in shown and "(#chat-src-1)" in shown  # the citation links to the sources panel
+    assert "lighthouse.txt" in final["sources"]
+    assert final["stats"].startswith("handlers · 1 citations")
+    assert json.loads(json.dumps(services.sessions.messages(updates[0]["session_id"])[1]["citations"]))
+
+
+def test_an_empty_message_changes_nothing_but_the_box(services, monkeypatch):
+    warned = []
+    monkeypatch.setattr(gr, "Warning", warned.append)
+    assert run(request(message="   "), services) == [{"message": ""}]
+    assert warned == ["Type a message first."]
+
+
+@pytest.mark.parametrize("changes, says", [
+    ({"temperature": "hot"}, "temperature must be a finite number"),
+    ({"max_tokens": 10**9}, "limits.max_new_tokens"),
+    ({"backend": "gpt"}, "backend must be one of"),
+    ({"message": "x" * 20_000}, "limits.message_chars"),
+    ({"collection": "no-such-collection"}, "no collection 'no-such-collection'"),
+])
+def test_bad_values_are_refused_with_a_sentence(services, changes, says):
+    with pytest.raises(gr.Error, match=says):
+        run(request(**{"message": "hello", **changes}), services)
+
+
+def test_picking_a_collection_shows_the_grounded_temperature(services):
+    cfg = services.cfg
+    assert chat_tab.grounded_defaults({"collection": "handlers"}, services=services) == {
+        "temperature": cfg.rag.temperature}
+    assert chat_tab.grounded_defaults({"collection": NO_COLLECTION}, services=services) == {
+        "temperature": cfg.generation.temperature}
+
+
+def test_sessions_reopen_rename_export_and_delete(services):
+    sid = run(request(message="Say hello."), services)[0]["session_id"]
+    opened = chat_tab.open_session({"session_pick": sid}, services=services)
+    assert opened["session_id"] == sid and len(opened["history"]) == 2
+    renamed = chat_tab.rename_session({"session_id": sid, "title": "Greetings"}, services=services)
+    assert ("Greetings", sid) in renamed["session_pick"]["choices"]
+    exported = chat_tab.export_session({"session_id": sid}, services=services, fmt="json")
+    path = exported["export_file"]["value"]
+    assert json.loads(open(path).read())["title"] == "Greetings"
+    gone = chat_tab.delete_session({"session_id": sid}, services=services)
+    assert gone["session_id"] is None and all(v != sid for _, v in gone["session_pick"]["choices"])
+    with pytest.raises(gr.Error, match="not a chat session id"):
+        chat_tab.open_session({"session_pick": "../../etc"}, services=services)
