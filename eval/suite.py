@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -31,17 +32,19 @@ from studio.limits import check_int
 from studio.limits import current as current_limits
 from studio.paths import Roots, check_name, unique_run_dir
 from studio.registry import known_names
+from studio.schema import config_class
 
 PIPELINES = ("rag", "prompt", "answers")
 
 
+@config_class
 @dataclass
 class EvalSuite:
     """An eval suite (``configs/eval/*.yaml``)."""
 
     name: str = "suite"
     description: str = ""
-    pipeline: str = field(default="rag", metadata={"help": "rag | prompt | answers"})
+    pipeline: Literal["rag", "prompt", "answers"] = field(default="rag", metadata={"help": "rag | prompt | answers"})
     seed: int = 0
     metrics: list[str] = field(default_factory=lambda: ["groundedness", "answer_relevance"])
     thresholds: dict[str, float] = field(default_factory=dict)
@@ -49,16 +52,16 @@ class EvalSuite:
     # rag
     collection: str = "eval"
     documents: list[str] = field(default_factory=list)
-    style: str = "hybrid"
+    style: Literal["hybrid", "generative", "extractive"] = "hybrid"
     k: int = 4
     # model (rag, prompt, rubric)
-    backend: str = "llamacpp"
+    backend: Literal["llamacpp", "hf", "openai"] = "llamacpp"
     model: str | None = None
     base_url: str | None = None
     max_tokens: int = 120
     # prompt
     technique: str = "zero-shot"
-    kind: str = "text"
+    kind: Literal["number", "option", "text"] = "text"
     check: str = "contains"
     rubric: str = ""
     # cases

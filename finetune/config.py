@@ -9,12 +9,15 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
+from typing import Literal
 
 from studio.errors import StudioError
 from studio.limits import check_float, check_int
 from studio.limits import current as current_limits
+from studio.schema import config_class
 
 
+@config_class
 @dataclass
 class FinetuneConfig:
     """A LoRA fine-tuning run (``configs/finetune/*.yaml``)."""
@@ -22,7 +25,8 @@ class FinetuneConfig:
     data: str = ""
     validation: str | None = field(default=None, metadata={"help": "a separate validation file"})
     val_ratio: float = 0.15
-    task: str | None = field(default=None, metadata={"help": "generation | classification (auto)"})
+    task: Literal["generation", "classification"] | None = field(default=None, metadata={
+        "help": "generation | classification (auto)"})
     base_model: str | None = field(default=None, metadata={"help": "registry name or HF folder (auto by task)"})
     max_length: int = 256
     r: int = 8

@@ -23,10 +23,12 @@ from studio.env import home_dir
 from studio.errors import StudioError
 from studio.limits import check_float, check_int
 from studio.limits import current as current_limits
+from studio.schema import config_class
 
 KINDS = ("draw", "mc", "is", "mcmc")
 
 
+@config_class
 @dataclass
 class SamplingConfig:
     """One sampling-lab run (``configs/sampling/*.yaml``)."""

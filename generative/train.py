@@ -20,6 +20,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -43,24 +44,28 @@ from studio.errors import StudioError
 from studio.jobs import read_jsonl, read_status, write_status
 from studio.limits import check_float, check_int
 from studio.limits import current as current_limits
+from studio.schema import config_class
 
 MODELS = ("vae", "gan", "ddpm")
 
 
+@config_class
 @dataclass
 class DataConfig:
-    name: str = field(default="digits", metadata={"help": "digits | fashion | folder | gmm | moons | rings"})
+    name: Literal["digits", "fashion", "folder", "gmm", "moons", "rings"] = field(default="digits", metadata={
+        "help": "digits | fashion | folder | gmm | moons | rings"})
     size: int = 16
     channels: int = 1
     path: str | None = None
     limit: int | None = None
 
 
+@config_class
 @dataclass
 class GenConfig:
     """A generator training run (``configs/generative/*.yaml``)."""
 
-    model: str = field(default="vae", metadata={"help": "vae | gan | ddpm"})
+    model: Literal["vae", "gan", "ddpm"] = field(default="vae", metadata={"help": "vae | gan | ddpm"})
     data: DataConfig = field(default_factory=DataConfig)
     seed: int = 0
     steps: int = 2000

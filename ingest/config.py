@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from studio.errors import StudioError
 from studio.limits import current as current_limits
+from studio.schema import config_class
 
 SPLITTERS = ("recursive", "sentence", "markdown", "token")
 DEFAULT_SIZES = {"token": (200, 40)}  # others: (1000, 200) characters
 
 
+@config_class
 @dataclass
 class SplitterConfig:
     """How to cut documents. Sizes are characters (tokens for ``token``); 0 = the default."""
 
-    splitter: str = "recursive"
+    splitter: Literal["recursive", "sentence", "markdown", "token"] = "recursive"
     chunk_size: int = 0
     chunk_overlap: int = -1
 
@@ -40,6 +43,7 @@ class SplitterConfig:
         return size, overlap
 
 
+@config_class
 @dataclass
 class IngestConfig:
     """Everything an ingestion run needs (``configs/ingest.yaml``)."""
@@ -49,5 +53,5 @@ class IngestConfig:
     max_pages: int = 3000
     chroma_url: str | None = field(default=None, metadata={"help": "a Chroma server; None = embedded"})
     embed_model: str = field(default="minilm-l6-v2", metadata={"help": "a sentence-transformers folder"})
-    embed_engine: str = field(default="auto", metadata={"help": "auto | onnx | torch"})
+    embed_engine: Literal["auto", "onnx", "torch"] = field(default="auto", metadata={"help": "auto | onnx | torch"})
     prefetch: int = field(default=2, metadata={"help": "files parsed ahead of the embedder"})

@@ -166,3 +166,18 @@ def run_job_command(kind: str, command: list[str], cfg, run_dir: Path, args, wor
         print(json.dumps(out) if args.json else f"job {job.id} {job.state}: {run_dir}")
         return None
     return jobs.run_here(kind, job_argv(command, run_dir), run_dir, work)
+
+
+def config_keys_help(parser: argparse.ArgumentParser, config_class) -> None:
+    """Make ``parser``'s ``--help`` end with every key of the config class ``config_class()`` returns (its
+    default and the field's help), imported only when help is asked for, so ``studio --help`` stays fast."""
+    from studio.config import keys_epilog
+
+    shown = parser.format_help
+
+    def format_help() -> str:
+        parser.epilog = keys_epilog(config_class())
+        parser.formatter_class = argparse.RawDescriptionHelpFormatter
+        return shown()
+
+    parser.format_help = format_help

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import sys
+from importlib import import_module
 from pathlib import Path
 
+from studio.cli_common import config_keys_help
 from studio.errors import StudioError
 
 
@@ -23,6 +25,7 @@ def add_parsers(sub) -> None:
     run.add_argument("--tolerance", type=float, default=0.02, help="drop that counts as a regression (0.02)")
     run.add_argument("--json", action="store_true")
     run.set_defaults(handler=cmd_run)
+    config_keys_help(run, lambda: import_module("eval.suite").EvalSuite)
 
     g = esub.add_parser("groundedness", help="score {context, answer} JSONL lines (adds score, sentences)")
     g.add_argument("input", nargs="?", metavar="INPUT.jsonl")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from importlib import import_module
 from pathlib import Path
 
+from studio.cli_common import config_keys_help, job_config, run_job_command
 from studio.errors import StudioError
 
 
@@ -19,6 +21,7 @@ def add_parsers(sub) -> None:
     run.add_argument("--background", action="store_true", help="submit as a job and return at once")
     run.add_argument("--json", action="store_true")
     run.set_defaults(handler=cmd_run)
+    config_keys_help(run, lambda: import_module("finetune.config").FinetuneConfig)
 
     ls = fsub.add_parser("adapters", help="finished runs with an adapter (usable in chat with --adapter)")
     ls.add_argument("--task", choices=["generation", "classification"])
@@ -38,7 +41,6 @@ def add_parsers(sub) -> None:
 def cmd_run(args) -> int:
     from finetune.config import FinetuneConfig
     from finetune.distributed import run_job
-    from studio.cli_common import job_config, run_job_command
     from studio.paths import new_run_dir
 
     cfg, run_dir = job_config(FinetuneConfig, args, lambda cfg: new_run_dir("finetune", Path(args.config).stem))

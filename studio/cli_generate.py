@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import time
+from importlib import import_module
 from pathlib import Path
 
+from studio.cli_common import config_keys_help, job_config, run_job_command
 from studio.errors import StudioError
 
 
@@ -20,6 +22,7 @@ def add_parsers(sub) -> None:
     t.add_argument("--background", action="store_true", help="submit as a job and return at once")
     t.add_argument("--json", action="store_true")
     t.set_defaults(handler=cmd_train)
+    config_keys_help(t, lambda: import_module("generative.train").GenConfig)
 
     s = gsub.add_parser("sample", help="draw samples from a trained run into a PNG grid")
     s.add_argument("run_dir")
@@ -53,7 +56,6 @@ def add_parsers(sub) -> None:
 
 def cmd_train(args) -> int:
     from generative.train import GenConfig, train
-    from studio.cli_common import job_config, run_job_command
     from studio.paths import new_run_dir
 
     cfg, run_dir = job_config(GenConfig, args, lambda cfg: new_run_dir("generative",

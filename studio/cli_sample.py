@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+from importlib import import_module
+
+from studio.cli_common import config_keys_help
 
 CONTRACT = ("estimate", "stderr", "ess", "n", "seed", "run_dir")
 
@@ -16,6 +19,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-plot", action="store_true", help="skip plot.png (faster)")
     p.set_defaults(handler=cmd_sample)
+    config_keys_help(p, lambda: import_module("generative.sampling_runs").SamplingConfig)
 
 
 def cmd_sample(args) -> int:

@@ -4,28 +4,38 @@
 >>> cfg.generation.temperature
 0.2
 
-Nested dataclasses are addressed with dotted keys. An unknown key, a value of the wrong type or a
-malformed file raises :class:`~studio.errors.StudioError` naming the key and the keys that exist.
+Nested dataclasses are addressed with dotted keys. The classes stay plain dataclasses (code builds
+them directly; their ``check()`` methods bound sizes); what comes from a file or an override is
+validated by pydantic v2 over the same dataclasses, with unknown keys forbidden (:func:`config_class`
+marks each one). An unknown key, a value of the wrong type or outside its allowed values, or a
+malformed file raises :class:`~studio.errors.StudioError` naming the key, the value, and the keys or
+values that are allowed. ``metadata={"help": ...}`` on a field is what :func:`describe_keys` shows
+in ``--help``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
+from pydantic import TypeAdapter, ValidationError
 
+from ingest.config import IngestConfig
 from studio.errors import StudioError
 from studio.limits import Limits
+from studio.rag.config import RagConfig
+from studio.schema import config_class
 
 T = TypeVar("T")
 
 
+@config_class
 @dataclass
 class GenerationConfig:
     """Sampling settings shared by every chat backend."""
@@ -39,11 +49,13 @@ class GenerationConfig:
     stop: list[str] = field(default_factory=list)
 
 
+@config_class
 @dataclass
 class ChatModelConfig:
     """Which model answers, and through which backend."""
 
-    backend: str = field(default="llamacpp", metadata={"help": "llamacpp | hf | openai"})
+    backend: Literal["llamacpp", "hf", "openai"] = field(default="llamacpp",
+                                                         metadata={"help": "llamacpp | hf | openai"})
     model: str = field(
         default="smollm2-135m-instruct",
         metadata={"help": "registry name, .gguf path, HF folder, or the endpoint's model name"},
@@ -65,6 +77,7 @@ class ChatModelConfig:
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
+@config_class
 @dataclass
 class ServerConfig:
     """The web UI's address and access."""
@@ -103,6 +116,7 @@ class ServerConfig:
         return user, password
 
 
+@config_class
 @dataclass
 class SecurityConfig:
     """What people using the web UI may point the server at."""
@@ -114,6 +128,7 @@ class SecurityConfig:
                 "(chat.base_url is always allowed; a local studio allows any)"})
 
 
+@config_class
 @dataclass
 class JobsConfig:
     """Background jobs (training runs)."""
@@ -121,12 +136,7 @@ class JobsConfig:
     max_running: int = field(default=1, metadata={"help": "jobs running at once; the rest queue"})
 
 
-def _ingest_config():
-    from ingest.config import IngestConfig  # light: no model or Chroma import
-
-    return IngestConfig()
-
-
+@config_class
 @dataclass
 class StudioConfig:
     """The studio's defaults: ``configs/studio.yaml`` holds exactly these values."""
@@ -134,8 +144,8 @@ class StudioConfig:
     chat: ChatModelConfig = field(default_factory=ChatModelConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
-    ingest: IngestConfig = field(default_factory=_ingest_config)  # noqa: F821
-    rag: RagConfig = field(default_factory=lambda: _late_types()["RagConfig"]())  # noqa: F821
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    rag: RagConfig = field(default_factory=RagConfig)
     jobs: JobsConfig = field(default_factory=JobsConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
     limits: Limits = field(default_factory=Limits)
@@ -241,82 +251,96 @@ def load_config(
     return from_dict(cls, data, where=str(path) if path else "overrides")
 
 
-def from_dict(cls: type[T], data: dict[str, Any], where: str = "config", prefix: str = "") -> T:
-    """Build dataclass ``cls`` from a mapping, checking keys and value types."""
+def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
+    """Build dataclass ``cls`` from a mapping, validated by pydantic (unknown keys, types, allowed values)."""
     if not isinstance(data, dict):
-        raise StudioError(f"{where}: {prefix.rstrip('.') or 'config'} must be a mapping")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls, localns=_late_types())
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        known = ", ".join(prefix + name for name in fields)
-        raise StudioError(
-            f"{where}: unknown key {prefix + unknown[0]!r}; known keys: {known}"
-        )
-    kwargs = {}
-    for name, value in data.items():
-        kwargs[name] = _coerce(hints[name], value, where, prefix + name)
-    return cls(**kwargs)
+        raise StudioError(f"{where}: the config must be a mapping of keys to values")
+    try:
+        return _adapter(cls).validate_python(_lists(cls, data))
+    except ValidationError as exc:
+        raise StudioError(f"{where}: {_sentence(cls, exc.errors()[0])}") from None
 
 
-def _late_types() -> dict[str, type]:
-    """Config classes defined outside this module, for forward references in hints."""
-    from ingest.config import IngestConfig, SplitterConfig
-    from studio.rag.config import RagConfig, RetrievalConfig
-
-    return {"IngestConfig": IngestConfig, "SplitterConfig": SplitterConfig, "RagConfig": RagConfig,
-            "RetrievalConfig": RetrievalConfig}
+@functools.cache
+def _adapter(cls: type) -> TypeAdapter:
+    return TypeAdapter(cls)
 
 
-def _coerce(hint: Any, value: Any, where: str, key: str) -> Any:
-    """Check ``value`` against the type hint, converting where it is lossless (int -> float)."""
-    if dataclasses.is_dataclass(hint):
-        return from_dict(hint, value if value is not None else {}, where, key + ".")
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _coerce(arg, value, where, key)
-            except StudioError as exc:
-                errors.append(exc)
-        raise errors[0]
-    if origin is list:
-        if isinstance(value, (str, int, float)):
-            value = [value]
-        if not isinstance(value, list):
-            raise _type_error(where, key, "a list", value)
-        return [_coerce(args[0], v, where, key) for v in value] if args else value
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise _type_error(where, key, "a mapping", value)
-        return value
-    if hint is Any:
-        return value
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise _type_error(where, key, "true or false", value)
-    if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise _type_error(where, key, "a number", value)
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise _type_error(where, key, "a whole number", value)
-    if hint is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise _type_error(where, key, "a string", value)
-    return value
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls, include_extras=True)
 
 
-def _type_error(where: str, key: str, expected: str, value: Any) -> StudioError:
-    return StudioError(f"{where}: {key!r} must be {expected}, got {value!r}")
+def _lists(cls: type, data: Any) -> Any:
+    """A scalar given for a list field becomes a one-item list (``generation.stop=</s>``), at any depth."""
+    if not (dataclasses.is_dataclass(cls) and isinstance(data, dict)):
+        return data
+    hints, out = _hints(cls), dict(data)
+    for key, value in data.items():
+        hint = hints.get(key)
+        target = next((a for a in typing.get_args(hint) if dataclasses.is_dataclass(a)), hint)
+        if dataclasses.is_dataclass(target):
+            out[key] = _lists(target, value)
+        elif _is_list(hint) and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            out[key] = [value]
+    return out
+
+
+def _is_list(hint: Any) -> bool:
+    return typing.get_origin(hint) is list or any(typing.get_origin(a) is list for a in typing.get_args(hint))
+
+
+_EXPECTED = {"int": "a whole number", "float": "a number", "bool": "true or false", "string": "a string",
+             "list": "a list", "dict": "a mapping", "dataclass": "a mapping"}
+
+
+def _sentence(cls: type, error: dict) -> str:
+    """One pydantic error as a sentence naming the key, the value and what is allowed."""
+    loc = [str(p) for p in error["loc"] if not isinstance(p, int)]
+    key = ".".join(loc)
+    kind, value = error["type"], error.get("input")
+    if kind in ("extra_forbidden", "unexpected_keyword_argument"):
+        owner = _owner(cls, loc[:-1])
+        known = ", ".join(".".join([*loc[:-1], f.name]) for f in dataclasses.fields(owner))
+        return f"unknown key {key!r}; known keys: {known}"
+    if kind == "literal_error":
+        allowed = error.get("ctx", {}).get("expected", "")
+        return f"{key!r} must be one of {allowed}, got {value!r}"
+    if kind == "missing":
+        return f"{key!r} is required"
+    expected = next((v for k, v in _EXPECTED.items() if kind.startswith(k)), error["msg"].lower())
+    return f"{key!r} must be {expected}, got {value!r}"
+
+
+def _owner(cls: type, path: list[str]) -> type:
+    """The dataclass that the dotted ``path`` names inside ``cls``."""
+    for part in path:
+        hint = _hints(cls).get(part)
+        cls = next((a for a in (hint, *typing.get_args(hint)) if dataclasses.is_dataclass(a)), cls)
+    return cls
+
+
+def describe_keys(cls: type, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(dotted key, default, help) of every field of a config class, nested ones expanded: for ``--help``."""
+    rows = []
+    for f in dataclasses.fields(cls):
+        hint = _hints(cls).get(f.name)
+        if dataclasses.is_dataclass(hint):
+            rows += describe_keys(hint, f"{prefix}{f.name}.")
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else "")
+        allowed = typing.get_args(hint) if typing.get_origin(hint) is Literal else ()
+        helptext = f.metadata.get("help", "") or (" | ".join(map(str, allowed)) if allowed else "")
+        rows.append((prefix + f.name, repr(default) if isinstance(default, str) else str(default), helptext))
+    return rows
+
+
+def keys_epilog(cls: type) -> str:
+    """The config keys of ``cls`` with their defaults and help, as an argparse epilog."""
+    rows = describe_keys(cls)
+    width = max(len(k) for k, _, _ in rows)
+    lines = [f"  {k:<{width}}  {d}" + (f"  ({h})" if h else "") for k, d, h in rows]
+    return "config keys (key=value overrides; defaults shown):\n" + "\n".join(lines)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -24,10 +24,12 @@ import os
 from dataclasses import dataclass, field
 
 from studio.errors import StudioError
+from studio.schema import config_class
 
 ENV = "STUDIO_LIMITS"
 
 
+@config_class
 @dataclass
 class Limits:
     """Maximums enforced in the core (``limits`` in configs/studio.yaml)."""

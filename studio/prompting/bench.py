@@ -13,23 +13,26 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from eval import checks
 from studio.backends.base import ChatBackend, GenerationSettings
 from studio.prompting.techniques import PromptCache, Task, run_technique
+from studio.schema import config_class
 
 _OBJECT = re.compile(r"\{.*?\}", re.DOTALL)
 
 
+@config_class
 @dataclass
 class PromptSuite:
     """A family of tasks with expected answers (``configs/prompts/*.yaml``)."""
 
     name: str = "tasks"
-    kind: str = "text"
+    kind: Literal["number", "option", "text"] = "text"
     labels: list[str] = field(default_factory=list)
-    check: str = field(default="exact", metadata={"help": "exact | contains | regex | numeric | json_fields"})
+    check: Literal["exact", "contains", "regex", "numeric", "json_fields"] = field(default="exact", metadata={
+        "help": "exact | contains | regex | numeric | json_fields"})
     examples: list[dict] = field(default_factory=list)
     tasks: list[dict] = field(default_factory=list)
     schema: dict | None = None

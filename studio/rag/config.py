@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from studio.errors import StudioError
 from studio.limits import check_float, check_int
 from studio.limits import current as current_limits
+from studio.schema import config_class
 
 STYLES = ("hybrid", "generative", "extractive")
 MODES = ("dense", "bm25", "hybrid")
 
 
+@config_class
 @dataclass
 class RetrievalConfig:
     """How many chunks to bring, found how."""
 
     k: int = 5
-    mode: str = field(default="hybrid", metadata={"help": "dense | bm25 | hybrid"})
+    mode: Literal["dense", "bm25", "hybrid"] = field(default="hybrid", metadata={"help": "dense | bm25 | hybrid"})
     fetch_k: int = field(default=20, metadata={"help": "candidates per ranking before fusion/MMR"})
     mmr: bool = False
     mmr_lambda: float = 0.7
@@ -37,12 +40,14 @@ class RetrievalConfig:
         return self
 
 
+@config_class
 @dataclass
 class RagConfig:
     """How the chain retrieves and answers (``rag`` section of configs/studio.yaml)."""
 
     retrieval: RetrievalConfig = field(default_factory=lambda: RetrievalConfig(k=4, mode="hybrid"))
-    style: str = field(default="hybrid", metadata={"help": "hybrid | generative | extractive"})
+    style: Literal["hybrid", "generative", "extractive"] = field(default="hybrid", metadata={
+        "help": "hybrid | generative | extractive"})
     min_score: float = field(default=0.30, metadata={"help": "best chunk's cosine needed to answer"})
     refuse_unsupported: bool = field(default=True, metadata={
         "help": "mark a generative answer unanswerable when the passages support none of its sentences"})
@@ -54,7 +59,7 @@ class RagConfig:
     max_tokens: int = 120
     temperature: float = field(default=0.0, metadata={
         "help": "grounded answers' temperature (the Chat tab sets its slider to it when a collection is picked)"})
-    condense: str = field(default="concat", metadata={"help": "concat | llm | off"})
+    condense: Literal["concat", "llm", "off"] = field(default="concat", metadata={"help": "concat | llm | off"})
     groundedness_scorer: str = field(default="judge", metadata={"help": "judge | encoder | lexical | embedding | llm"})
 
     def check(self) -> RagConfig:
