@@ -8,6 +8,10 @@
 
 A session is titled after its first question until renamed. Every call opens its own
 connection, so sessions are safe to use from several UI threads and processes at once.
+
+Why not LangChain's ``SQLChatMessageHistory``: it stores messages only; a studio session also keeps
+each answer's citations and metadata, a title and its collection, and exports to Markdown and JSON.
+That is a difference in what is stored, not a measured one.
 """
 
 from __future__ import annotations
