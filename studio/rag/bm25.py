@@ -9,7 +9,7 @@ idf(t) = ln(1 + (N - df(t) + 0.5) / (df(t) + 0.5)).
 Why not ``rank_bm25`` (what LangChain's ``BM25Retriever`` wraps): the scoring is the same Okapi BM25;
 the tokens are what differ. Measured 2026-11-27 on the four R manuals (860 chunks) and the 32 questions
 of ``benchmarks/data/r_manuals_questions.jsonl``, recall@5: this index 0.906; ``BM25Okapi`` with
-LangChain's default ``str.split`` tokens 0.813, with lower-cased ``\w+`` words 0.875.
+LangChain's default ``str.split`` tokens 0.813, with lower-cased words 0.875.
 """
 
 from __future__ import annotations
