@@ -1,10 +1,18 @@
 """The Eval tab: run a suite with progress, per-case table and highlighted answers, charts, run comparison;
-and a quick groundedness check of any context + answer."""
+and a quick groundedness check of any context + answer.
+
+Layout and wiring live in :func:`build_eval_tab`; the handlers are module-level functions over plain
+``{name: value}`` dicts (see :mod:`studio.ui.wiring`), so they are tested without a browser:
+:func:`run_eval` runs a suite (and compares it with an earlier run), :func:`refresh_runs` lists the earlier
+runs and :func:`score_answer` scores one answer against a context.
+"""
 
 from __future__ import annotations
 
 import html
 import json
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import gradio as gr
@@ -15,9 +23,13 @@ from studio.env import home_dir
 from studio.errors import StudioError
 from studio.paths import CONFIGS, Roots
 from studio.ui.guard import choice, fail, public, text
+from studio.ui.wiring import Values, on
 
 SCORERS = ["judge", "encoder", "lexical", "embedding", "llm"]  # nli:PATH is for the CLI (a model folder)
 SUITES = CONFIGS / "eval"
+NO_BASELINE = "(none)"
+REQUEST = ["suite", "upload", "overrides", "baseline"]  # /eval_run's parameters, in this order
+SHOWN = ["summary", "compared", "plot", "cases", "answers", "baseline"]
 
 
 def suite_files() -> dict[str, str]:
@@ -72,32 +84,38 @@ def summary_md(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _means_axis(ax, report: dict, baseline: dict | None) -> None:
+    """Suite means as bars (beside an earlier run's), with the thresholds as red dashes."""
+    import numpy as np
+
+    names = list(report["metrics"])
+    x = np.arange(len(names))
+    width = 0.38 if baseline else 0.6
+    if baseline:
+        ax.bar(x - width / 2, [baseline["metrics"].get(n, 0) for n in names], width, label="earlier run",
+               color="#bbb")
+    ax.bar(x + (width / 2 if baseline else 0), [report["metrics"][n] for n in names], width, label="this run",
+           color="#3b7dd8")
+    for i, n in enumerate(names):
+        if n in report["thresholds"]:
+            ax.hlines(report["thresholds"][n], i - 0.45, i + 0.45, colors="#c00", linestyles="--")
+    ax.set_xticks(x, names, rotation=20, ha="right", fontsize=8)
+    ax.set_ylim(0, 1.05)
+    ax.set_title("suite means (red dashes: thresholds)", fontsize=9)
+    if baseline:
+        ax.legend(fontsize=7)
+
+
 def metrics_plot(report: dict, baseline: dict | None = None):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
-    names = list(report["metrics"])
-    x = np.arange(len(names))
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.4))
-    width = 0.38 if baseline else 0.6
-    if baseline:
-        ax1.bar(x - width / 2, [baseline["metrics"].get(n, 0) for n in names], width, label="earlier run",
-                color="#bbb")
-    ax1.bar(x + (width / 2 if baseline else 0), [report["metrics"][n] for n in names], width, label="this run",
-            color="#3b7dd8")
-    for i, n in enumerate(names):
-        if n in report["thresholds"]:
-            ax1.hlines(report["thresholds"][n], i - 0.45, i + 0.45, colors="#c00", linestyles="--")
-    ax1.set_xticks(x, names, rotation=20, ha="right", fontsize=8)
-    ax1.set_ylim(0, 1.05)
-    ax1.set_title("suite means (red dashes: thresholds)", fontsize=9)
-    if baseline:
-        ax1.legend(fontsize=7)
+    _means_axis(ax1, report, baseline)
     ids = [c["id"] for c in report["cases"]]
-    first = names[0]
+    first = next(iter(report["metrics"]))
     ax2.barh(ids, [c["metrics"][first] for c in report["cases"]], color="#3b7dd8")
     ax2.set_xlim(0, 1)
     ax2.invert_yaxis()
@@ -117,85 +135,138 @@ def comparison_md(report: dict, baseline_name: str, comparison: dict) -> str:
     return "\n".join([head, *body])
 
 
-def build_eval_tab(roots: Roots, backends: BackendCache) -> None:
-    """``roots``: where an uploaded suite and the paths it names may be; ``backends`` checks its endpoint."""
-    suites = suite_files()
-    with gr.Row():
-        with gr.Column(scale=2):
-            suite = gr.Dropdown(list(suites), value=next(iter(suites), None), label="Suite (configs/eval/)",
-                                elem_id="eval-suite")
-            upload = gr.File(label="…or a suite file of your own (.yaml)", file_types=[".yaml", ".yml"],
-                             elem_id="eval-upload")
-            overrides = gr.Textbox("", label="Overrides (key=value, space-separated)", placeholder="seed=1 k=6",
-                                   elem_id="eval-overrides")
-            baseline = gr.Dropdown(["(none)", *earlier_runs()], value="(none)", label="Compare with an earlier run",
-                                   elem_id="eval-baseline", allow_custom_value=False)
-            with gr.Row():
-                run = gr.Button("Run suite", variant="primary", elem_id="eval-run")
-                refresh = gr.Button("Refresh runs", elem_id="eval-refresh")
-        with gr.Column(scale=3):
-            summary = gr.Markdown("Pick a suite and run it. Reports land in `$STUDIO_HOME/eval/`.",
-                                  elem_id="eval-summary")
-            compared = gr.Markdown("", elem_id="eval-compare")
-            plot = gr.Plot(label="Metrics", elem_id="eval-plot")
-    cases = gr.Dataframe(label="Cases", elem_id="eval-table", wrap=True)
-    answers = gr.HTML(elem_id="eval-answers")
+@dataclass
+class EvalServices:
+    """What the Eval tab's handlers work with: where an uploaded suite and the paths it names may be
+    (``roots``), the model cache (checks a suite's endpoint) and the bundled suites (name -> file)."""
 
+    roots: Roots
+    backends: BackendCache
+    suites: dict[str, str] = field(default_factory=dict)
+
+
+def _no_progress(*_args, **_kwargs) -> None:
+    pass
+
+
+def _baseline_choices() -> dict:
+    return gr.update(choices=[NO_BASELINE, *earlier_runs()])
+
+
+# --- handlers ------------------------------------------------------------------------------------------
+def _run(v: Values, path: str, s: EvalServices, progress) -> tuple[dict, Path]:
+    """(report, run folder) of the suite at ``path`` with the overrides; every path confined to the roots."""
+    from eval.suite import load_suite, new_run_dir, run_suite
+
+    try:
+        suite = load_suite(path, text(v["overrides"], "the overrides").split(), roots=s.roots)
+        if suite.backend == "openai" or suite.base_url:
+            suite.base_url = s.backends.check_url(suite.base_url)
+        out = new_run_dir(suite.name)
+        progress(0, desc="starting")
+        report = run_suite(suite, out, progress=lambda i, n, what: progress((i, n), desc=what, unit="cases"))
+    except StudioError as exc:
+        raise fail(exc) from None
+    return report, out
+
+
+def run_eval(v: Values, *, services: EvalServices, progress=_no_progress) -> Values:
+    """Run the picked (or uploaded) suite: summary, comparison with an earlier run, plot, case table,
+    highlighted answers, and the earlier-runs list (with this run in it)."""
+    from eval.suite import compare, load_report, write_reports
+
+    base = v["baseline"]
+    path = v["upload"] if v["upload"] else services.suites.get(v["suite"])
+    if not path:
+        raise gr.Error("Pick a suite or upload a suite file.")
+    if base not in (None, NO_BASELINE):
+        choice(base, earlier_runs(), "the earlier run")
+    report, out = _run(v, path, services, progress)
+    base_report, note = None, ""
+    if base and base != NO_BASELINE:
+        base_report = load_report(runs_dir() / base)
+        report["comparison"] = compare(report, base_report)
+        write_reports(report, out)
+        note = comparison_md(report, base, report["comparison"])
+    return {"summary": summary_md(report), "compared": note, "plot": metrics_plot(report, base_report),
+            "cases": table(report), "answers": cases_html(report), "baseline": _baseline_choices()}
+
+
+def refresh_runs(_v: Values) -> Values:
+    """The earlier-runs list, reread from $STUDIO_HOME/eval/."""
+    return {"baseline": _baseline_choices()}
+
+
+def score_answer(v: Values) -> Values:
+    """One answer's groundedness in one context: the score, its sentences shaded, the scorer's details."""
+    from eval.groundedness import get_scorer
+
+    context = text(v["context"], "the context", "prompt_chars")
+    answer = text(v["answer"], "the answer")
+    scorer = choice(v["scorer"], SCORERS, "scorer")
+    if not context.strip() or not answer.strip():
+        raise gr.Error("Give both a context and an answer.")
+    try:
+        g = get_scorer(scorer).score(context, answer)
+    except StudioError as exc:
+        raise fail(exc) from None
+    case = {"answer": answer, "sentences": [s.__dict__ for s in g.sentences]}
+    return {"grounded": f"<p class='grounded'>groundedness <b>{g.score:.2f}</b> · {len(g.unsupported)} of "
+                        f"{len(g.sentences)} sentences not supported</p><div class='eval-answer'>"
+                        f"{answer_html(case)}</div><pre>{html.escape(json.dumps(g.to_dict(), indent=1)[:3000])}</pre>"}
+
+
+# --- layout ---------------------------------------------------------------------------------------------
+def _suite_inputs(ui: dict, suites: dict[str, str]) -> None:
+    ui["suite"] = gr.Dropdown(list(suites), value=next(iter(suites), None), label="Suite (configs/eval/)",
+                              elem_id="eval-suite")
+    ui["upload"] = gr.File(label="…or a suite file of your own (.yaml)", file_types=[".yaml", ".yml"],
+                           elem_id="eval-upload")
+    ui["overrides"] = gr.Textbox("", label="Overrides (key=value, space-separated)", placeholder="seed=1 k=6",
+                                 elem_id="eval-overrides")
+    ui["baseline"] = gr.Dropdown([NO_BASELINE, *earlier_runs()], value=NO_BASELINE,
+                                 label="Compare with an earlier run", elem_id="eval-baseline",
+                                 allow_custom_value=False)
+    with gr.Row():
+        ui["run"] = gr.Button("Run suite", variant="primary", elem_id="eval-run")
+        ui["refresh"] = gr.Button("Refresh runs", elem_id="eval-refresh")
+
+
+def _results(ui: dict) -> None:
+    ui["summary"] = gr.Markdown("Pick a suite and run it. Reports land in `$STUDIO_HOME/eval/`.",
+                                elem_id="eval-summary")
+    ui["compared"] = gr.Markdown("", elem_id="eval-compare")
+    ui["plot"] = gr.Plot(label="Metrics", elem_id="eval-plot")
+
+
+def _groundedness(ui: dict) -> None:
     with gr.Accordion("Check one answer's groundedness", open=False):
         with gr.Row():
-            g_context = gr.Textbox(lines=5, label="Context", elem_id="eval-g-context")
-            g_answer = gr.Textbox(lines=5, label="Answer", elem_id="eval-g-answer")
+            ui["context"] = gr.Textbox(lines=5, label="Context", elem_id="eval-g-context")
+            ui["answer"] = gr.Textbox(lines=5, label="Answer", elem_id="eval-g-answer")
         with gr.Row():
-            g_scorer = gr.Dropdown(SCORERS, value="judge", label="Scorer")
-            g_run = gr.Button("Score", elem_id="eval-g-run")
-        g_out = gr.HTML(elem_id="eval-g-out")
+            ui["scorer"] = gr.Dropdown(SCORERS, value="judge", label="Scorer")
+            ui["score"] = gr.Button("Score", elem_id="eval-g-run")
+        ui["grounded"] = gr.HTML(elem_id="eval-g-out")
 
-    def do_run(name, file, over, base, progress=gr.Progress()):  # noqa: B008 (Gradio injects it)
-        from eval.suite import compare, load_report, load_suite, new_run_dir, run_suite, write_reports
 
-        path = file if file else suites.get(name)
-        if not path:
-            raise gr.Error("Pick a suite or upload a suite file.")
-        if base not in (None, "(none)"):
-            choice(base, earlier_runs(), "the earlier run")
-        try:
-            s = load_suite(path, text(over, "the overrides").split(), roots=roots)
-            if s.backend == "openai" or s.base_url:
-                s.base_url = backends.check_url(s.base_url)
-            out = new_run_dir(s.name)
-            progress(0, desc="starting")
-            report = run_suite(s, out, progress=lambda i, n, what: progress((i, n), desc=what, unit="cases"))
-        except StudioError as exc:
-            raise fail(exc) from None
-        base_report, note = None, ""
-        if base and base != "(none)":
-            base_report = load_report(runs_dir() / base)
-            report["comparison"] = compare(report, base_report)
-            write_reports(report, out)
-            note = comparison_md(report, base, report["comparison"])
-        return (summary_md(report), note, metrics_plot(report, base_report), table(report), cases_html(report),
-                gr.update(choices=["(none)", *earlier_runs()]))
+def _wire(ui: dict, s: EvalServices) -> None:
+    on(ui["run"].click, partial(run_eval, services=s), ui, REQUEST, SHOWN, api_name="eval_run",
+       concurrency_limit=1)
+    on(ui["refresh"].click, refresh_runs, ui, [], ["baseline"], api_name="eval_refresh")
+    on(ui["score"].click, score_answer, ui, ["context", "answer", "scorer"], ["grounded"], api_name="groundedness")
 
-    run.click(do_run, [suite, upload, overrides, baseline], [summary, compared, plot, cases, answers, baseline],
-              api_name="eval_run",
-              concurrency_limit=1)
-    refresh.click(lambda: gr.update(choices=["(none)", *earlier_runs()]), None, baseline)
 
-    def do_score(context, answer, scorer):
-        from eval.groundedness import get_scorer
-
-        context = text(context, "the context", "prompt_chars")
-        answer = text(answer, "the answer")
-        choice(scorer, SCORERS, "scorer")
-        if not context.strip() or not answer.strip():
-            raise gr.Error("Give both a context and an answer.")
-        try:
-            g = get_scorer(scorer).score(context, answer)
-        except StudioError as exc:
-            raise fail(exc) from None
-        case = {"answer": answer, "sentences": [s.__dict__ for s in g.sentences]}
-        return (f"<p class='grounded'>groundedness <b>{g.score:.2f}</b> · {len(g.unsupported)} of "
-                f"{len(g.sentences)} sentences not supported</p><div class='eval-answer'>{answer_html(case)}</div>"
-                f"<pre>{html.escape(json.dumps(g.to_dict(), indent=1)[:3000])}</pre>")
-
-    g_run.click(do_score, [g_context, g_answer, g_scorer], g_out, api_name="groundedness")
+def build_eval_tab(roots: Roots, backends: BackendCache) -> None:
+    """``roots``: where an uploaded suite and the paths it names may be; ``backends`` checks its endpoint."""
+    services = EvalServices(roots, backends, suite_files())
+    ui: dict = {}
+    with gr.Row():
+        with gr.Column(scale=2):
+            _suite_inputs(ui, services.suites)
+        with gr.Column(scale=3):
+            _results(ui)
+    ui["cases"] = gr.Dataframe(label="Cases", elem_id="eval-table", wrap=True)
+    ui["answers"] = gr.HTML(elem_id="eval-answers")
+    _groundedness(ui)
+    _wire(ui, services)

@@ -1,8 +1,16 @@
-"""The Prompt Lab tab: techniques side by side on one task, scored, with the vote chart."""
+"""The Prompt Lab tab: techniques side by side on one task, scored, with the vote chart.
+
+Layout and wiring live in :func:`build_prompt_tab`; the handlers are module-level functions over plain
+``{name: value}`` dicts (see :mod:`studio.ui.wiring`), so they are tested without a browser:
+:func:`pick_task` fills the form from the task library, :func:`run_techniques` runs the chosen techniques
+on the task and :func:`run_library` runs them over the whole library.
+"""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
+from functools import partial
 
 import gradio as gr
 import pandas as pd
@@ -13,11 +21,19 @@ from studio.errors import StudioError
 from studio.limits import check_json_schema
 from studio.paths import CONFIGS
 from studio.prompting.bench import PromptSuite, score
-from studio.prompting.techniques import TECHNIQUES, run_technique
+from studio.prompting.techniques import TECHNIQUES, Task, run_technique
 from studio.ui.guard import as_float, as_int, choice, fail, public, text
+from studio.ui.wiring import Values, on
 
 DEFAULT_SCHEMA = '{"type": "object", "properties": {"answer": {"type": "number"}}, "required": ["answer"]}'
 LIBRARY = CONFIGS / "prompts"
+OWN_TASK = "(write your own)"
+KINDS = ["number", "option", "text"]
+CHECKS = {"number": "numeric", "option": "exact", "text": "contains"}  # how a task of your own is scored
+COLUMNS = ["technique", "answer", "correct", "tokens", "seconds", "cached"]
+REQUEST = ["task_pick", "question", "kind", "expected", "labels", "examples", "schema", "techniques", "samples",
+           "temperature", "top_p", "top_k", "seed"]  # /prompt_run's parameters, in this order
+SHOWN = ["table", "votes", "vote_stats", "details"]
 
 
 def library() -> dict[str, tuple[PromptSuite, dict]]:
@@ -30,126 +46,221 @@ def library() -> dict[str, tuple[PromptSuite, dict]]:
     return out
 
 
-def build_prompt_tab(cfg: StudioConfig, backends: BackendCache) -> None:
-    tasks = library() if LIBRARY.is_dir() else {}
-    with gr.Row():
-        with gr.Column(scale=2):
-            pick = gr.Dropdown(["(write your own)", *tasks], value="(write your own)", label="Task library",
-                               elem_id="pl-library")
-            question = gr.Textbox("Tom has 3 apples and buys 4 more. How many apples does he have?", lines=3,
-                                  label="Task", elem_id="pl-question")
-            with gr.Row():
-                kind = gr.Radio(["number", "option", "text"], value="number", label="Answer kind")
-                expected = gr.Textbox("7", label="Expected answer (optional)", elem_id="pl-expected")
-            labels = gr.Textbox("", label="Labels for option answers (comma-separated)")
-            schema = gr.Code(DEFAULT_SCHEMA, language="json", label="JSON schema (json technique)",
-                             elem_id="pl-schema")
-            examples = gr.Textbox("Ann has 2 pens and buys 3 more. How many pens does she have? => 5", lines=2,
-                                  label="Few-shot examples (one 'question => answer' per line)")
-            techniques = gr.CheckboxGroup(list(TECHNIQUES), value=["zero-shot", "cot", "self-consistency"],
-                                          label="Techniques", elem_id="pl-techniques")
-            with gr.Row():
-                samples = gr.Slider(2, 15, value=5, step=1, label="Self-consistency samples", elem_id="pl-samples")
-                temperature = gr.Slider(0, 1.5, value=0.7, step=0.05, label="Sampling temperature (SC)")
-            with gr.Row():
-                top_p = gr.Slider(0.05, 1, value=0.95, step=0.05, label="Top-p")
-                top_k = gr.Slider(0, 200, value=40, step=1, label="Top-k")
-                seed = gr.Number(0, precision=0, label="Seed")
-            with gr.Row():
-                run = gr.Button("Run side by side", variant="primary", elem_id="pl-run")
-                run_library = gr.Button("Run the whole library (minutes)", elem_id="pl-library-run")
-        with gr.Column(scale=3):
-            table = gr.Dataframe(headers=["technique", "answer", "correct", "tokens", "seconds", "cached"],
-                                 interactive=False, label="Results", elem_id="pl-table", wrap=True)
-            votes = gr.BarPlot(x="answer", y="votes", title="Self-consistency votes", elem_id="pl-votes",
-                               height=240)
-            vote_stats = gr.Markdown(elem_id="pl-vote-stats")
-            details = gr.Markdown(elem_id="pl-details")
-            library_table = gr.Dataframe(label="Technique x task accuracy (library run)", interactive=False,
-                                         elem_id="pl-library-table")
+@dataclass
+class PromptServices:
+    """What the Prompt Lab's handlers work with: the config (which chat model), loaded models, the library."""
 
-    def on_pick(name):
-        if name not in tasks:
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        suite, item = tasks[name]
-        exs = "\n".join(f"{e['q']} => {e['a']}" for e in suite.examples)
-        return item["q"], suite.kind, str(item["expected"]), ", ".join(suite.labels), exs
+    cfg: StudioConfig
+    backends: BackendCache
+    tasks: dict[str, tuple[PromptSuite, dict]] = field(default_factory=dict)
 
-    pick.change(on_pick, pick, [question, kind, expected, labels, examples])
+    def backend(self):
+        c = self.cfg.chat
+        return self.backends.get(c.backend, c.model, c.base_url)
 
-    def on_run(name, q, kind_v, exp, labels_v, exs, schema_v, chosen, n, temp, tp, tk, seed_v,
-               progress=gr.Progress()):  # noqa: B008
-        q, exs = text(q, "the task"), text(exs, "the few-shot examples")
-        labels_v, exp = text(labels_v, "the labels"), text(exp, "the expected answer")
-        chosen = [choice(t, list(TECHNIQUES), "technique") for t in (chosen or [])]
-        choice(kind_v, ["number", "option", "text"], "answer kind")
-        n, seed_v = as_int(n, "samples"), as_int(seed_v, "seed", 0)
-        temp, tp, tk = as_float(temp, "temperature"), as_float(tp, "top-p"), as_int(tk, "top-k")
-        if not q.strip() or not chosen:
-            raise gr.Error("Write a task and choose at least one technique.")
-        suite = tasks[name][0] if name in tasks else PromptSuite(kind=kind_v, check={
-            "number": "numeric", "option": "exact", "text": "contains"}[kind_v])
-        pairs = [line.split("=>", 1) for line in exs.splitlines() if "=>" in line]
-        schema_v = text(schema_v, "the JSON schema", "json_schema_chars")
-        try:
-            user_schema = check_json_schema(json.loads(schema_v)) if schema_v.strip() else None
-        except (ValueError, RecursionError) as exc:
-            raise gr.Error(f"The JSON schema is not valid JSON: {exc}") from None
-        except StudioError as exc:
-            raise fail(exc) from None
-        suite = PromptSuite(**{**suite.__dict__, "kind": kind_v,
-                               "labels": [x.strip() for x in labels_v.split(",") if x.strip()],
-                               "examples": [{"q": a.strip(), "a": b.strip()} for a, b in pairs],
-                               "schema": suite.schema or user_schema})
-        task = suite.task({"q": q})
-        backend = backends.get(cfg.chat.backend, cfg.chat.model, cfg.chat.base_url)
-        rows, blocks, chart, stats = [], [], pd.DataFrame({"answer": [], "votes": []}), ""
-        for i, technique in enumerate(chosen):
-            progress((i, len(chosen)), desc=technique)
-            try:
-                settings = GenerationSettings(temperature=temp if technique == "self-consistency" else 0.0,
-                                              top_p=tp, top_k=tk, max_tokens=256, seed=seed_v)
-                res = run_technique(backend, task, technique, settings, n)
-            except StudioError as exc:
-                rows.append([technique, f"error: {public(str(exc))}", "", 0, 0, ""])
-                continue
-            ok = "" if not exp.strip() else ("yes" if score(suite, res, _expected(exp, suite)) else "no")
-            rows.append([technique, res["answer"] or "(none)", ok, res["completion_tokens"], res["seconds"],
-                         "yes" if res["cached"] else ""])
-            prompt = "\n\n".join(f"**{m['role']}**: {m['content']}" for m in res["prompt"])
-            valid = ("" if "valid_json" not in res else
-                     f"\n\n**valid against the schema**: {'yes' if res['valid_json'] else 'no'}")
-            blocks.append(f"#### {technique}\n{prompt}\n\n**output**: {res['output']}{valid}")
-            if technique == "self-consistency":
-                chart = pd.DataFrame({"answer": list(res["votes"]), "votes": list(res["votes"].values())})
-                stats = (f"majority **{res['answer']}** · agreement {res['agreement']:.2f} · entropy "
-                         f"{res['entropy']:.2f} bits over {int(n)} samples. Sampling several reasoning paths "
-                         "and voting cancels out paths that went wrong; high agreement means the answer is stable.")
-        return rows, chart, stats, "\n\n---\n\n".join(blocks)
 
-    run.click(on_run, [pick, question, kind, expected, labels, examples, schema, techniques, samples, temperature,
-                       top_p, top_k, seed], [table, votes, vote_stats, details], api_name="prompt_run")
+@dataclass
+class LabRequest:
+    """One side-by-side run, checked: the task (with its suite's scoring), techniques and sampling."""
 
-    def on_library(chosen, n, seed_v, progress=gr.Progress()):  # noqa: B008
-        from studio.prompting.bench import run_bench
+    suite: PromptSuite
+    task: Task
+    techniques: list[str]
+    expected: str
+    samples: int
+    temperature: float
+    top_p: float
+    top_k: int
+    seed: int
 
-        chosen = [choice(t, list(TECHNIQUES), "technique") for t in (chosen or [])]
-        n, seed_v = as_int(n, "samples"), as_int(seed_v, "seed", 0)
-        if not chosen:
-            raise gr.Error("Choose at least one technique.")
-        suites = [load_config(PromptSuite, p) for p in sorted(LIBRARY.glob("*.yaml"))]
-        backend = backends.get(cfg.chat.backend, cfg.chat.model, cfg.chat.base_url)
-        res = run_bench(suites, chosen, backend, GenerationSettings(temperature=0.0, max_tokens=192,
-                                                                    seed=int(seed_v or 0)), int(n),
-                        progress=lambda d, t, what: progress((d, t), desc=what))
-        names = [s.name for s in suites]
-        return pd.DataFrame([[t, *(round(row[n_], 2) for n_ in names), res["seconds"][t]]
-                             for t, row in res["table"].items()], columns=["technique", *names, "seconds"])
+    def settings(self, technique: str) -> GenerationSettings:
+        """Greedy for every technique but self-consistency, which samples at the chosen temperature."""
+        return GenerationSettings(temperature=self.temperature if technique == "self-consistency" else 0.0,
+                                  top_p=self.top_p, top_k=self.top_k, max_tokens=256, seed=self.seed)
 
-    run_library.click(on_library, [techniques, samples, seed], library_table, api_name="prompt_library")
+
+def _no_progress(*_args, **_kwargs) -> None:
+    pass
 
 
 def _expected(text: str, suite: PromptSuite):
-    if suite.check == "json_fields":
-        return json.loads(text.replace("'", '"'))
-    return float(text) if suite.check == "numeric" else text
+    """The expected answer as the suite's check compares it: a number, a JSON object or text."""
+    try:
+        if suite.check == "json_fields":
+            return json.loads(text.replace("'", '"'))
+        return float(text) if suite.check == "numeric" else text
+    except ValueError:
+        want = "a number" if suite.check == "numeric" else "a JSON object of the expected fields"
+        raise gr.Error(f"The expected answer must be {want} for this task, got {text[:60]!r}") from None
+
+
+def _techniques(v: Values) -> list[str]:
+    return [choice(t, list(TECHNIQUES), "technique") for t in (v["techniques"] or [])]
+
+
+def _user_schema(value) -> dict | None:
+    """The JSON schema box: None when empty; refused when not JSON or over the core's size limits."""
+    value = text(value, "the JSON schema", "json_schema_chars")
+    try:
+        return check_json_schema(json.loads(value)) if value.strip() else None
+    except (ValueError, RecursionError) as exc:
+        raise gr.Error(f"The JSON schema is not valid JSON: {exc}") from None
+    except StudioError as exc:
+        raise fail(exc) from None
+
+
+# --- handlers ------------------------------------------------------------------------------------------
+def lab_request(v: Values, *, services: PromptServices) -> LabRequest:
+    """The form's values checked as the core would (every value is untrusted: this is an HTTP endpoint)."""
+    q, exs = text(v["question"], "the task"), text(v["examples"], "the few-shot examples")
+    labels, exp = text(v["labels"], "the labels"), text(v["expected"], "the expected answer")
+    chosen = _techniques(v)
+    kind = choice(v["kind"], KINDS, "answer kind")
+    n, seed = as_int(v["samples"], "samples"), as_int(v["seed"], "seed", 0)
+    temp, tp = as_float(v["temperature"], "temperature"), as_float(v["top_p"], "top-p")
+    tk = as_int(v["top_k"], "top-k")
+    if not q.strip() or not chosen:
+        raise gr.Error("Write a task and choose at least one technique.")
+    picked = services.tasks.get(v["task_pick"])
+    suite = picked[0] if picked else PromptSuite(kind=kind, check=CHECKS[kind])
+    pairs = [line.split("=>", 1) for line in exs.splitlines() if "=>" in line]
+    user_schema = _user_schema(v["schema"])
+    suite = PromptSuite(**{**suite.__dict__, "kind": kind,
+                           "labels": [x.strip() for x in labels.split(",") if x.strip()],
+                           "examples": [{"q": a.strip(), "a": b.strip()} for a, b in pairs],
+                           "schema": suite.schema or user_schema})
+    return LabRequest(suite, suite.task({"q": q}), chosen, exp, n, temp, tp, tk, seed)
+
+
+def _result_row(req: LabRequest, technique: str, res: dict) -> list:
+    ok = "" if not req.expected.strip() else ("yes" if score(req.suite, res, _expected(req.expected, req.suite))
+                                              else "no")
+    return [technique, res["answer"] or "(none)", ok, res["completion_tokens"], res["seconds"],
+            "yes" if res["cached"] else ""]
+
+
+def _prompt_block(technique: str, res: dict) -> str:
+    """The exact prompt the technique sent, its output and (json) whether it fits the schema."""
+    prompt = "\n\n".join(f"**{m['role']}**: {m['content']}" for m in res["prompt"])
+    valid = ("" if "valid_json" not in res else
+             f"\n\n**valid against the schema**: {'yes' if res['valid_json'] else 'no'}")
+    return f"#### {technique}\n{prompt}\n\n**output**: {res['output']}{valid}"
+
+
+def _votes(res: dict, samples: int) -> Values:
+    """Self-consistency's vote chart data and the line under it."""
+    chart = pd.DataFrame({"answer": list(res["votes"]), "votes": list(res["votes"].values())})
+    stats = (f"majority **{res['answer']}** · agreement {res['agreement']:.2f} · entropy "
+             f"{res['entropy']:.2f} bits over {int(samples)} samples. Sampling several reasoning paths "
+             "and voting cancels out paths that went wrong; high agreement means the answer is stable.")
+    return {"votes": chart, "vote_stats": stats}
+
+
+def run_techniques(v: Values, *, services: PromptServices, progress=_no_progress) -> Values:
+    """Each chosen technique on the task: the results table, the vote chart and its line (self-consistency),
+    and every prompt sent. A technique the core refuses gets an error row; the others still run."""
+    req = lab_request(v, services=services)
+    backend = services.backend()
+    rows, blocks = [], []
+    out: Values = {"votes": pd.DataFrame({"answer": [], "votes": []}), "vote_stats": ""}
+    for i, technique in enumerate(req.techniques):
+        progress((i, len(req.techniques)), desc=technique)
+        try:
+            res = run_technique(backend, req.task, technique, req.settings(technique), req.samples)
+        except StudioError as exc:
+            rows.append([technique, f"error: {public(str(exc))}", "", 0, 0, ""])
+            continue
+        rows.append(_result_row(req, technique, res))
+        blocks.append(_prompt_block(technique, res))
+        if technique == "self-consistency":
+            out.update(_votes(res, req.samples))
+    return {"table": rows, **out, "details": "\n\n---\n\n".join(blocks)}
+
+
+def run_library(v: Values, *, services: PromptServices, progress=_no_progress) -> Values:
+    """The chosen techniques over every task in configs/prompts/: accuracy per technique and suite."""
+    from studio.prompting.bench import run_bench
+
+    chosen = _techniques(v)
+    n, seed = as_int(v["samples"], "samples"), as_int(v["seed"], "seed", 0)
+    if not chosen:
+        raise gr.Error("Choose at least one technique.")
+    suites = [load_config(PromptSuite, p) for p in sorted(LIBRARY.glob("*.yaml"))]
+    res = run_bench(suites, chosen, services.backend(), GenerationSettings(temperature=0.0, max_tokens=192,
+                                                                           seed=int(seed or 0)), int(n),
+                    progress=lambda d, t, what: progress((d, t), desc=what))
+    names = [s.name for s in suites]
+    table = pd.DataFrame([[t, *(round(row[n_], 2) for n_ in names), res["seconds"][t]]
+                          for t, row in res["table"].items()], columns=["technique", *names, "seconds"])
+    return {"library_table": table}
+
+
+def pick_task(v: Values, *, services: PromptServices) -> Values:
+    """A library task fills the form (question, kind, expected answer, labels, examples); anything else
+    leaves it as it is."""
+    if v["task_pick"] not in services.tasks:
+        return {}
+    suite, item = services.tasks[v["task_pick"]]
+    exs = "\n".join(f"{e['q']} => {e['a']}" for e in suite.examples)
+    return {"question": item["q"], "kind": suite.kind, "expected": str(item["expected"]),
+            "labels": ", ".join(suite.labels), "examples": exs}
+
+
+# --- layout ---------------------------------------------------------------------------------------------
+def _task(ui: dict, tasks: dict) -> None:
+    ui["task_pick"] = gr.Dropdown([OWN_TASK, *tasks], value=OWN_TASK, label="Task library", elem_id="pl-library")
+    ui["question"] = gr.Textbox("Tom has 3 apples and buys 4 more. How many apples does he have?", lines=3,
+                                label="Task", elem_id="pl-question")
+    with gr.Row():
+        ui["kind"] = gr.Radio(KINDS, value="number", label="Answer kind")
+        ui["expected"] = gr.Textbox("7", label="Expected answer (optional)", elem_id="pl-expected")
+    ui["labels"] = gr.Textbox("", label="Labels for option answers (comma-separated)")
+    ui["schema"] = gr.Code(DEFAULT_SCHEMA, language="json", label="JSON schema (json technique)",
+                           elem_id="pl-schema")
+    ui["examples"] = gr.Textbox("Ann has 2 pens and buys 3 more. How many pens does she have? => 5", lines=2,
+                                label="Few-shot examples (one 'question => answer' per line)")
+
+
+def _techniques_and_sampling(ui: dict) -> None:
+    ui["techniques"] = gr.CheckboxGroup(list(TECHNIQUES), value=["zero-shot", "cot", "self-consistency"],
+                                        label="Techniques", elem_id="pl-techniques")
+    with gr.Row():
+        ui["samples"] = gr.Slider(2, 15, value=5, step=1, label="Self-consistency samples", elem_id="pl-samples")
+        ui["temperature"] = gr.Slider(0, 1.5, value=0.7, step=0.05, label="Sampling temperature (SC)")
+    with gr.Row():
+        ui["top_p"] = gr.Slider(0.05, 1, value=0.95, step=0.05, label="Top-p")
+        ui["top_k"] = gr.Slider(0, 200, value=40, step=1, label="Top-k")
+        ui["seed"] = gr.Number(0, precision=0, label="Seed")
+    with gr.Row():
+        ui["run"] = gr.Button("Run side by side", variant="primary", elem_id="pl-run")
+        ui["run_library"] = gr.Button("Run the whole library (minutes)", elem_id="pl-library-run")
+
+
+def _results(ui: dict) -> None:
+    ui["table"] = gr.Dataframe(headers=COLUMNS, interactive=False, label="Results", elem_id="pl-table", wrap=True)
+    ui["votes"] = gr.BarPlot(x="answer", y="votes", title="Self-consistency votes", elem_id="pl-votes", height=240)
+    ui["vote_stats"] = gr.Markdown(elem_id="pl-vote-stats")
+    ui["details"] = gr.Markdown(elem_id="pl-details")
+    ui["library_table"] = gr.Dataframe(label="Technique x task accuracy (library run)", interactive=False,
+                                       elem_id="pl-library-table")
+
+
+def _wire(ui: dict, s: PromptServices) -> None:
+    on(ui["task_pick"].change, partial(pick_task, services=s), ui, ["task_pick"],
+       ["question", "kind", "expected", "labels", "examples"], api_name="on_pick")
+    on(ui["run"].click, partial(run_techniques, services=s), ui, REQUEST, SHOWN, api_name="prompt_run")
+    on(ui["run_library"].click, partial(run_library, services=s), ui, ["techniques", "samples", "seed"],
+       ["library_table"], api_name="prompt_library")
+
+
+def build_prompt_tab(cfg: StudioConfig, backends: BackendCache) -> None:
+    """Widgets and events of the Prompt Lab tab."""
+    services = PromptServices(cfg, backends, library() if LIBRARY.is_dir() else {})
+    ui: dict = {}
+    with gr.Row():
+        with gr.Column(scale=2):
+            _task(ui, services.tasks)
+            _techniques_and_sampling(ui)
+        with gr.Column(scale=3):
+            _results(ui)
+    _wire(ui, services)
