@@ -1,7 +1,9 @@
 """The Documents tab: upload, preview chunking, ingest with progress, list, delete, search.
 
-Handlers turn widget values into an :class:`IngestConfig`, call the core
-(:class:`ingest.pipeline.Ingestor`, :func:`ingest.loaders.load_file`) and render the results.
+Layout and wiring live in :func:`build_docs_tab`; the handlers are module-level functions over plain
+``{name: value}`` dicts (see :mod:`studio.ui.wiring`), so they are tested without a browser: they turn
+widget values into a :class:`SplitterConfig`, call the core (:class:`ingest.pipeline.Ingestor`,
+:func:`ingest.loaders.load_file`) through a :class:`DocsService` and render the results.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import html
 import threading
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 import gradio as gr
@@ -21,9 +24,15 @@ from studio.errors import StudioError
 from studio.limits import current as current_limits
 from studio.paths import Roots, uploads_dir
 from studio.ui.guard import as_int, fail, text
+from studio.ui.wiring import Values, on
 
 DEFAULT_COLLECTION = "documents"
 MAX_PREVIEW = 60
+# each endpoint's inputs in the order an API client passes them positionally
+PREVIEW = ["preview_file", "files", "folder", "splitter", "chunk_size", "overlap"]
+INGEST = ["files", "folder", "collection", "splitter", "chunk_size", "overlap"]
+INGESTED = ["results", "summary", "listing", "to_delete", "collection"]
+SEARCH = ["collection", "query", "k"]
 
 
 class DocsService:
@@ -118,137 +127,190 @@ def documents_rows(service: DocsService, collection: str) -> list[list]:
             for r in records]
 
 
-def build_docs_tab(cfg: StudioConfig, service: DocsService):
-    """Build the tab; returns (fn, outputs) for the app to run when a page loads."""
-    sp = cfg.ingest.splitter
+# --- handlers ------------------------------------------------------------------------------------------
+def splitter_of(v: Values) -> SplitterConfig:
+    """The splitter the widgets ask for (its size and overlap checked by the core)."""
+    cfg = SplitterConfig(v["splitter"], as_int(v["chunk_size"], "chunk size", 0), as_int(v["overlap"], "overlap", -1))
+    try:
+        cfg.resolved()
+    except StudioError as exc:
+        raise fail(exc) from None
+    return cfg
+
+
+def _listing(service: DocsService, collection: str) -> Values:
+    rows = documents_rows(service, collection)
+    return {"listing": rows, "to_delete": gr.update(choices=[r[0] for r in rows], value=None)}
+
+
+def show_listing(v: Values, *, service: DocsService) -> Values:
+    """Picking a collection lists its documents and offers them for deletion."""
+    return _listing(service, v["collection"])
+
+
+def upload(v: Values) -> Values:
+    """New uploads become the choices of the file to preview, the first one picked."""
+    paths = uploaded_paths(v["files"], v["folder"])
+    return {"preview_file": gr.update(choices=[(Path(p).name, p) for p in paths], value=paths[0] if paths else None)}
+
+
+def preview(v: Values) -> Values:
+    """The chosen (or first uploaded) file cut into chunks by the chosen splitter."""
+    uploaded = uploaded_paths(v["files"], v["folder"])
+    path = v["preview_file"] or next(iter(uploaded), None)
+    if not path:
+        raise gr.Error("Upload a file first.")
+    try:
+        path = str(Roots([uploads_dir()]).resolve(path, "file to preview"))
+    except StudioError as exc:
+        raise fail(exc) from None
+    return {"preview": chunk_preview_html(path, splitter_of(v))}
+
+
+def _no_progress(*_args, **_kwargs) -> None:
+    pass
+
+
+def ingest(v: Values, *, service: DocsService, progress=None) -> Values:
+    """Ingest the uploads into the collection: a row per file, a summary line, the refreshed listing."""
+    progress = _no_progress if progress is None else progress
+    paths = uploaded_paths(v["files"], v["folder"])
+    if not paths:
+        raise gr.Error("Upload files or a folder first.")
+    name = text(v["collection"], "the collection name") or ""
+    try:
+        for p in paths:
+            safe_name(p)
+        ing = service.ingestor(splitter_of(v))
+        progress(0, desc="loading the embedding model")
+        report = ing.ingest(paths, name.strip(),
+                            lambda done, total, src: progress((done, total), desc=f"embedding {src}", unit="files"))
+    except StudioError as exc:
+        raise fail(exc) from None
+    rows = [[r.source, r.status, r.chunks, r.error or ""] for r in report.files]
+    counts = ", ".join(f"{report.count(s)} {s}" for s in ("added", "updated", "unchanged", "failed")
+                       if report.count(s))
+    return {"results": rows, "summary": f"**{name}**: {counts} in {report.seconds:.1f} s",
+            **_listing(service, name.strip()),
+            "collection": gr.update(choices=service.collections(), value=name.strip())}
+
+
+def delete(v: Values, *, service: DocsService) -> Values:
+    """Remove the chosen document from the collection."""
+    source = v["to_delete"]
+    if not source:
+        raise gr.Error("Choose a document to delete.")
+    try:
+        n = service.ingestor().remove(v["collection"], source)
+    except StudioError as exc:
+        raise fail(exc) from None
+    gr.Info(f"Removed {source} ({n} chunks).")
+    return _listing(service, v["collection"])
+
+
+def refresh(v: Values, *, service: DocsService) -> Values:
+    """The listing again, and the collections as they are now (the typed name kept among them)."""
+    return {**_listing(service, v["collection"]),
+            "collection": gr.update(choices=sorted({*service.collections(), v["collection"]}))}
+
+
+def search(v: Values, *, service: DocsService) -> Values:
+    """The collection's best chunks for the query, by the same hybrid retrieval as ``studio query``."""
+    from studio.rag.config import RetrievalConfig
+    from studio.rag.retriever import Retriever
+
+    try:
+        config = RetrievalConfig(k=as_int(v["k"], "k"), mode="hybrid")
+        return {"hits": hits_html(Retriever(service.ingestor(), v["collection"], config).retrieve(v["query"]))}
+    except StudioError as exc:
+        raise fail(exc) from None
+
+
+def on_load(_v: Values, *, service: DocsService) -> Values:
+    """What a page load refreshes: the collections (the first one picked) and its listing."""
+    names = service.collections()
+    current = names[0] if names else DEFAULT_COLLECTION
+    return {"collection": gr.update(choices=sorted({*names, DEFAULT_COLLECTION}), value=current),
+            **_listing(service, current)}
+
+
+# --- layout ---------------------------------------------------------------------------------------------
+def _ingest_form(ui: dict, sp: SplitterConfig) -> None:
+    ui["files"] = gr.File(label="Files (PDF, TXT, MD, HTML, DOCX, CSV, JSON)", file_count="multiple",
+                          elem_id="docs-files")
+    ui["folder"] = gr.File(label="…or a whole folder", file_count="directory", elem_id="docs-folder")
+    ui["collection"] = gr.Dropdown([DEFAULT_COLLECTION], value=DEFAULT_COLLECTION, allow_custom_value=True,
+                                   label="Collection (pick one, or type a new name)", elem_id="docs-collection")
     with gr.Row():
-        with gr.Column(scale=2):
-            files = gr.File(label="Files (PDF, TXT, MD, HTML, DOCX, CSV, JSON)", file_count="multiple",
-                            elem_id="docs-files")
-            folder = gr.File(label="…or a whole folder", file_count="directory", elem_id="docs-folder")
-            collection = gr.Dropdown([DEFAULT_COLLECTION], value=DEFAULT_COLLECTION, allow_custom_value=True,
-                                     label="Collection (pick one, or type a new name)", elem_id="docs-collection")
-            with gr.Row():
-                splitter = gr.Radio(["recursive", "sentence", "markdown", "token"], value=sp.splitter,
-                                    label="Splitter", elem_id="docs-splitter")
-            with gr.Row():
-                size = gr.Number(sp.chunk_size, precision=0, label="Chunk size (0 = default: 1000 chars, 200 tokens)")
-                overlap = gr.Number(sp.chunk_overlap, precision=0, label="Overlap (-1 = default)")
-            with gr.Row():
-                preview_btn = gr.Button("Preview chunks", elem_id="docs-preview")
-                ingest_btn = gr.Button("Ingest", variant="primary", elem_id="docs-ingest")
-            results = gr.Dataframe(headers=["file", "status", "chunks", "reason"], label="Last ingestion",
-                                   interactive=False, elem_id="docs-results", wrap=True)
-            summary = gr.Markdown(elem_id="docs-summary")
-        with gr.Column(scale=3):
-            preview_file = gr.Dropdown([], label="File to preview", elem_id="docs-preview-file")
-            preview = gr.HTML("<p>Upload files and press <b>Preview chunks</b> to see how they will be cut.</p>",
-                              elem_id="docs-preview-html")
+        ui["splitter"] = gr.Radio(["recursive", "sentence", "markdown", "token"], value=sp.splitter,
+                                  label="Splitter", elem_id="docs-splitter")
+    with gr.Row():
+        ui["chunk_size"] = gr.Number(sp.chunk_size, precision=0,
+                                     label="Chunk size (0 = default: 1000 chars, 200 tokens)")
+        ui["overlap"] = gr.Number(sp.chunk_overlap, precision=0, label="Overlap (-1 = default)")
+    with gr.Row():
+        ui["preview_btn"] = gr.Button("Preview chunks", elem_id="docs-preview")
+        ui["ingest_btn"] = gr.Button("Ingest", variant="primary", elem_id="docs-ingest")
+    ui["results"] = gr.Dataframe(headers=["file", "status", "chunks", "reason"], label="Last ingestion",
+                                 interactive=False, elem_id="docs-results", wrap=True)
+    ui["summary"] = gr.Markdown(elem_id="docs-summary")
+
+
+def _preview_pane(ui: dict) -> None:
+    ui["preview_file"] = gr.Dropdown([], label="File to preview", elem_id="docs-preview-file")
+    ui["preview"] = gr.HTML("<p>Upload files and press <b>Preview chunks</b> to see how they will be cut.</p>",
+                            elem_id="docs-preview-html")
+
+
+def _collection_pane(ui: dict) -> None:
     gr.Markdown("### In the collection")
     with gr.Row():
         with gr.Column(scale=3):
-            listing = gr.Dataframe(headers=["document", "pages", "chunks", "ingested"], interactive=False,
-                                   elem_id="docs-list")
+            ui["listing"] = gr.Dataframe(headers=["document", "pages", "chunks", "ingested"], interactive=False,
+                                         elem_id="docs-list")
         with gr.Column(scale=1):
-            to_delete = gr.Dropdown([], label="Document", elem_id="docs-delete-choice")
-            delete_btn = gr.Button("Delete document", variant="stop", elem_id="docs-delete")
-            refresh_btn = gr.Button("Refresh", elem_id="docs-refresh")
+            ui["to_delete"] = gr.Dropdown([], label="Document", elem_id="docs-delete-choice")
+            ui["delete_btn"] = gr.Button("Delete document", variant="stop", elem_id="docs-delete")
+            ui["refresh_btn"] = gr.Button("Refresh", elem_id="docs-refresh")
+
+
+def _search_pane(ui: dict) -> None:
     gr.Markdown("### Search")
     with gr.Row():
-        query = gr.Textbox(placeholder="What are you looking for?", show_label=False, scale=5, elem_id="docs-query")
-        k = gr.Slider(1, 20, value=5, step=1, label="k", scale=1)
-        search_btn = gr.Button("Search", scale=1, elem_id="docs-search")
-    hits = gr.HTML(elem_id="docs-hits")
+        ui["query"] = gr.Textbox(placeholder="What are you looking for?", show_label=False, scale=5,
+                                 elem_id="docs-query")
+        ui["k"] = gr.Slider(1, 20, value=5, step=1, label="k", scale=1)
+        ui["search_btn"] = gr.Button("Search", scale=1, elem_id="docs-search")
+    ui["hits"] = gr.HTML(elem_id="docs-hits")
 
-    def splitter_cfg(kind, n, ov) -> SplitterConfig:
-        cfg_ = SplitterConfig(kind, as_int(n, "chunk size", 0), as_int(ov, "overlap", -1))
-        try:
-            cfg_.resolved()
-        except StudioError as exc:
-            raise fail(exc) from None
-        return cfg_
 
-    def listing_update(name):
-        rows = documents_rows(service, name)
-        return rows, gr.update(choices=[r[0] for r in rows], value=None)
+def _wire(ui: dict, service: DocsService) -> None:
+    # the API names of the events that had none are the ones Gradio gave them from the old handlers' names
+    on(ui["files"].change, upload, ui, ["files", "folder"], ["preview_file"], api_name="on_upload")
+    on(ui["folder"].change, upload, ui, ["files", "folder"], ["preview_file"], api_name="on_upload_1")
+    on(ui["preview_btn"].click, preview, ui, PREVIEW, ["preview"], api_name="preview_chunks")
+    on(ui["ingest_btn"].click, partial(ingest, service=service), ui, INGEST, INGESTED, api_name="ingest")
+    on(ui["delete_btn"].click, partial(delete, service=service), ui, ["collection", "to_delete"],
+       ["listing", "to_delete"], api_name="on_delete")
+    on(ui["refresh_btn"].click, partial(refresh, service=service), ui, ["collection"],
+       ["listing", "to_delete", "collection"], api_name="on_refresh")
+    on(ui["collection"].change, partial(show_listing, service=service), ui, ["collection"], ["listing", "to_delete"],
+       api_name="listing_update")
+    found = partial(search, service=service)
+    on(ui["search_btn"].click, found, ui, SEARCH, ["hits"], api_name="search")
+    on(ui["query"].submit, found, ui, SEARCH, ["hits"], api_name="search_enter", api_visibility="undocumented")
 
-    def on_upload(f, d):
-        paths = uploaded_paths(f, d)
-        return gr.update(choices=[(Path(p).name, p) for p in paths], value=paths[0] if paths else None)
 
-    def on_preview(path, f, d, kind, n, ov):
-        uploaded = uploaded_paths(f, d)
-        path = path or next(iter(uploaded), None)
-        if not path:
-            raise gr.Error("Upload a file first.")
-        try:
-            path = str(Roots([uploads_dir()]).resolve(path, "file to preview"))
-        except StudioError as exc:
-            raise fail(exc) from None
-        return chunk_preview_html(path, splitter_cfg(kind, n, ov))
-
-    def on_ingest(f, d, name, kind, n, ov, progress=gr.Progress()):  # noqa: B008 - gradio injects it
-        paths = uploaded_paths(f, d)
-        if not paths:
-            raise gr.Error("Upload files or a folder first.")
-        name = text(name, "the collection name") or ""
-        try:
-            for p in paths:
-                safe_name(p)
-            ing = service.ingestor(splitter_cfg(kind, n, ov))
-            progress(0, desc="loading the embedding model")
-            report = ing.ingest(paths, name.strip(),
-                                lambda done, total, src: progress((done, total), desc=f"embedding {src}",
-                                                                  unit="files"))
-        except StudioError as exc:
-            raise fail(exc) from None
-        rows = [[r.source, r.status, r.chunks, r.error or ""] for r in report.files]
-        counts = ", ".join(f"{report.count(s)} {s}" for s in ("added", "updated", "unchanged", "failed")
-                           if report.count(s))
-        docs_rows, choice = listing_update(name.strip())
-        return (rows, f"**{name}**: {counts} in {report.seconds:.1f} s", docs_rows, choice,
-                gr.update(choices=service.collections(), value=name.strip()))
-
-    def on_delete(name, source):
-        if not source:
-            raise gr.Error("Choose a document to delete.")
-        try:
-            n = service.ingestor().remove(name, source)
-        except StudioError as exc:
-            raise fail(exc) from None
-        gr.Info(f"Removed {source} ({n} chunks).")
-        return listing_update(name)
-
-    def on_search(name, text, k_value):
-        from studio.rag.config import RetrievalConfig
-        from studio.rag.retriever import Retriever
-
-        try:  # the same retrieval as `studio query` (hybrid), so the tab and the CLI agree
-            retriever = Retriever(service.ingestor(), name, RetrievalConfig(k=as_int(k_value, "k"), mode="hybrid"))
-            return hits_html(retriever.retrieve(text))
-        except StudioError as exc:
-            raise fail(exc) from None
-
-    def on_refresh(name):
-        rows, choice = listing_update(name)
-        return rows, choice, gr.update(choices=sorted({*service.collections(), name}))
-
-    files.change(on_upload, [files, folder], preview_file)
-    folder.change(on_upload, [files, folder], preview_file)
-    preview_btn.click(on_preview, [preview_file, files, folder, splitter, size, overlap], preview,
-                      api_name="preview_chunks")
-    ingest_btn.click(on_ingest, [files, folder, collection, splitter, size, overlap],
-                     [results, summary, listing, to_delete, collection], api_name="ingest")
-    delete_btn.click(on_delete, [collection, to_delete], [listing, to_delete])
-    refresh_btn.click(on_refresh, collection, [listing, to_delete, collection])
-    collection.change(listing_update, collection, [listing, to_delete])
-    search_btn.click(on_search, [collection, query, k], hits, api_name="search")
-    query.submit(on_search, [collection, query, k], hits, api_name="search_enter", api_visibility="undocumented")
-
-    def on_load():
-        names = service.collections()
-        current = names[0] if names else DEFAULT_COLLECTION
-        rows, choice = listing_update(current)
-        return gr.update(choices=sorted({*names, DEFAULT_COLLECTION}), value=current), rows, choice
-
-    return on_load, [collection, listing, to_delete]
+def build_docs_tab(cfg: StudioConfig, service: DocsService):
+    """Widgets and events of the Documents tab; returns (fn, outputs) to run when a page loads."""
+    ui: dict = {}
+    with gr.Row():
+        with gr.Column(scale=2):
+            _ingest_form(ui, cfg.ingest.splitter)
+        with gr.Column(scale=3):
+            _preview_pane(ui)
+    _collection_pane(ui)
+    _search_pane(ui)
+    _wire(ui, service)
+    load = ["collection", "listing", "to_delete"]
+    return (lambda: {ui[n]: update for n, update in on_load({}, service=service).items()}), [ui[n] for n in load]

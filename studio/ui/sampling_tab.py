@@ -1,16 +1,22 @@
 """The Sampling tab: distributions, Monte Carlo, importance sampling and MCMC, with plots.
 
-Every button builds a :class:`SamplingConfig` from the widgets and calls
+Layout and wiring live in :func:`build_sampling_tab`; the handlers are module-level functions over
+plain ``{name: value}`` dicts (see :mod:`studio.ui.wiring`), so they are tested without a browser: every
+run builds a :class:`SamplingConfig` from the widgets (:func:`config_of`) and calls
 :func:`generative.sampling_runs.run_sampling`; the run folder keeps config, result and plot.
 """
 
 from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
 
 import gradio as gr
 
 from generative.sampling_runs import SamplingConfig, run_sampling
 from studio.errors import StudioError
 from studio.ui.guard import as_float, as_int, choice, fail, public, text
+from studio.ui.wiring import Values, on
 
 # distribution -> [(parameter, min, max, default)] shown on the three sliders
 PARAMS = {
@@ -26,6 +32,12 @@ PARAMS = {
     "coin": [("heads", 0, 100, 7), ("tails", 0, 100, 3)],
 }
 
+TITLES = {"draw": "Draw", "mc": "Monte Carlo", "is": "Importance sampling", "mcmc": "MCMC"}
+SLIDERS = ["p1", "p2", "p3"]
+# each run's inputs in the order an API client passes them positionally: the shared ones, then the run's own
+BASE = ["distribution", *SLIDERS, "formula", "n", "seed", "f"]
+EXTRA = {"draw": [], "mc": [], "is": ["proposal_mean", "proposal_std"], "mcmc": ["step", "chains", "burn_in"]}
+
 EXPLAIN = {
     "draw": "**Reading the plot.** The histogram of the draws should hug the black density; the running mean "
             "settles inside its 95% band, which narrows like 1/√n.",
@@ -39,105 +51,6 @@ EXPLAIN = {
             "everything but barely moves, a huge one is almost always refused. ESS counts the independent draws "
             "the correlated chain is worth. With **coin**, the black curve is the exact Beta posterior.",
 }
-
-
-def build_sampling_tab() -> None:
-    with gr.Row():
-        with gr.Column(scale=1):
-            dist = gr.Dropdown(list(PARAMS), value="normal", label="Distribution (target)", elem_id="samp-dist")
-            sliders = [gr.Slider(-5, 5, value=0, label="mean", elem_id="samp-p1"),
-                       gr.Slider(0.1, 5, value=1, label="std", elem_id="samp-p2"),
-                       gr.Slider(0, 1, value=0, label="-", visible=False, elem_id="samp-p3")]
-            expr = gr.Textbox("exp(-x**2/2) * (1 + sin(3*x)**2)", label="Density formula (formula)", visible=False)
-            n = gr.Number(100_000, precision=0, label="Sample size n", elem_id="samp-n")
-            seed = gr.Number(0, precision=0, label="Seed")
-            function = gr.Textbox("x", label="f(x) to estimate E[f(X)] (mc, is, mcmc)", elem_id="samp-f")
-        with gr.Column(scale=3):
-            with gr.Tabs():
-                outputs = {}
-                for kind, title in (("draw", "Draw"), ("mc", "Monte Carlo"), ("is", "Importance sampling"),
-                                    ("mcmc", "MCMC")):
-                    with gr.Tab(title, id=f"samp-{kind}"):
-                        extra = []
-                        if kind == "is":
-                            with gr.Row():
-                                extra = [gr.Slider(-5, 8, value=4, label="proposal mean (normal)"),
-                                         gr.Slider(0.1, 5, value=1, label="proposal std")]
-                        if kind == "mcmc":
-                            with gr.Row():
-                                extra = [gr.Slider(0.01, 5, value=0.5, label="step size"),
-                                         gr.Slider(1, 8, value=4, step=1, label="chains"),
-                                         gr.Slider(0, 5000, value=500, step=100, label="burn-in")]
-                        run = gr.Button(f"Run {title.lower()}", variant="primary", elem_id=f"samp-run-{kind}")
-                        image = gr.Image(label="plot", type="filepath", elem_id=f"samp-plot-{kind}")
-                        result = gr.Markdown(elem_id=f"samp-result-{kind}")
-                        gr.Markdown(EXPLAIN[kind])
-                        if kind == "draw":
-                            gif_btn = gr.Button("Animated histogram (GIF)", elem_id="samp-gif")
-                            gif = gr.Image(label="histogram as n grows", type="filepath", elem_id="samp-gif-img")
-                        outputs[kind] = (run, extra, image, result)
-
-    def on_dist(name):
-        specs = PARAMS[name]
-        ups = []
-        for i in range(3):
-            if i < len(specs):
-                p, lo, hi, v = specs[i]
-                ups.append(gr.update(visible=True, label=p, minimum=lo, maximum=hi, value=v))
-            else:
-                ups.append(gr.update(visible=False))
-        return [*ups, gr.update(visible=name == "formula")]
-
-    dist.change(on_dist, dist, [*sliders, expr])
-
-    def config(name, s1, s2, s3, formula, n_v, seed_v, f) -> SamplingConfig:
-        choice(name, list(PARAMS), "distribution")
-        values = [as_float(v, p) for (p, *_), v in zip(PARAMS[name], (s1, s2, s3), strict=False)]
-        params = {p: v for (p, *_), v in zip(PARAMS[name], values, strict=False)}
-        if name == "formula":
-            params["expr"] = text(formula, "the density formula")
-        if name == "coin":
-            params = {k: as_int(v, k) for k, v in params.items()}
-        return SamplingConfig(distribution=name, params=params, n=as_int(n_v, "n", 0), seed=as_int(seed_v, "seed", 0),
-                              function=text(f, "f(x)") or "x")
-
-    def runner(kind):
-        def go(name, s1, s2, s3, formula, n_v, seed_v, f, *extra):
-            cfg = config(name, s1, s2, s3, formula, n_v, seed_v, f)
-            if kind == "is":
-                cfg.proposal = "normal"
-                cfg.proposal_params = {"mean": as_float(extra[0], "proposal mean"),
-                                       "std": as_float(extra[1], "proposal std")}
-            if kind == "mcmc":
-                cfg.step, cfg.chains = as_float(extra[0], "step size"), as_int(extra[1], "chains")
-                cfg.burn_in = as_int(extra[2], "burn-in")
-                cfg.n = min(cfg.n, 20_000)  # MH steps are sequential: keep the tab responsive
-            try:
-                res = run_sampling(kind, cfg)
-            except StudioError as exc:
-                raise fail(exc) from None
-            return res["plot"], describe(kind, res)
-        return go
-
-    base = [dist, *sliders, expr, n, seed, function]
-    for kind, (run, extra, image, result) in outputs.items():
-        run.click(runner(kind), [*base, *extra], [image, result], api_name=f"sample_{kind}")
-
-    def make_gif(name, s1, s2, s3, formula, n_v, seed_v, f):
-        from pathlib import Path
-
-        from generative import sampling as S
-        from generative.sampling_plots import histogram_gif
-
-        cfg = config(name, s1, s2, s3, formula, min(as_int(n_v, "n", 0), 100_000), seed_v, f)
-        try:
-            d = S.make_distribution(cfg.distribution, **cfg.params)
-            res = run_sampling("draw", cfg, plot=False)
-        except StudioError as exc:
-            raise fail(exc) from None
-        return str(histogram_gif(res["arrays"]["samples"], d, Path(res["run_dir"]) / "histogram.gif"))
-
-    gif_btn.click(make_gif, base, gif, api_name="sample_gif")
 
 
 def describe(kind: str, res: dict) -> str:
@@ -161,3 +74,119 @@ def describe(kind: str, res: dict) -> str:
         lines.append(f"R-hat {res['rhat']:.4f} · acceptance {accept:.2f} · burn-in {res['burn_in']}{exact}")
     lines.append(f"run folder: `{public(res['run_dir'])}`")
     return "\n\n".join(lines)
+
+
+# --- handlers ------------------------------------------------------------------------------------------
+def pick_distribution(v: Values) -> Values:
+    """The three sliders take the distribution's parameters (unused ones hide); the formula box shows for formula."""
+    name = choice(v["distribution"], list(PARAMS), "distribution")
+    specs = PARAMS[name]
+    ups: Values = {}
+    for i, slot in enumerate(SLIDERS):
+        if i < len(specs):
+            p, lo, hi, value = specs[i]
+            ups[slot] = gr.update(visible=True, label=p, minimum=lo, maximum=hi, value=value)
+        else:
+            ups[slot] = gr.update(visible=False)
+    return {**ups, "formula": gr.update(visible=name == "formula")}
+
+
+def config_of(v: Values) -> SamplingConfig:
+    """The run the shared widgets ask for: the target's parameters by name, n, seed and f(x)."""
+    name = choice(v["distribution"], list(PARAMS), "distribution")
+    values = [as_float(v[slot], p) for (p, *_), slot in zip(PARAMS[name], SLIDERS, strict=False)]
+    params = {p: value for (p, *_), value in zip(PARAMS[name], values, strict=False)}
+    if name == "formula":
+        params["expr"] = text(v["formula"], "the density formula")
+    if name == "coin":
+        params = {k: as_int(value, k) for k, value in params.items()}
+    return SamplingConfig(distribution=name, params=params, n=as_int(v["n"], "n", 0),
+                          seed=as_int(v["seed"], "seed", 0), function=text(v["f"], "f(x)") or "x")
+
+
+def run(v: Values, *, kind: str) -> Values:
+    """One run of ``kind`` (draw, mc, is, mcmc): its plot and its result as Markdown."""
+    cfg = config_of(v)
+    if kind == "is":
+        cfg.proposal = "normal"
+        cfg.proposal_params = {"mean": as_float(v["proposal_mean"], "proposal mean"),
+                               "std": as_float(v["proposal_std"], "proposal std")}
+    if kind == "mcmc":
+        cfg.step, cfg.chains = as_float(v["step"], "step size"), as_int(v["chains"], "chains")
+        cfg.burn_in = as_int(v["burn_in"], "burn-in")
+        cfg.n = min(cfg.n, 20_000)  # MH steps are sequential: keep the tab responsive
+    try:
+        res = run_sampling(kind, cfg)
+    except StudioError as exc:
+        raise fail(exc) from None
+    return {f"plot_{kind}": res["plot"], f"result_{kind}": describe(kind, res)}
+
+
+def histogram_gif(v: Values) -> Values:
+    """The draws' histogram as n grows, as a GIF (at most 100,000 draws)."""
+    from generative import sampling as S
+    from generative.sampling_plots import histogram_gif as gif_of
+
+    cfg = config_of({**v, "n": min(as_int(v["n"], "n", 0), 100_000)})
+    try:
+        d = S.make_distribution(cfg.distribution, **cfg.params)
+        res = run_sampling("draw", cfg, plot=False)
+    except StudioError as exc:
+        raise fail(exc) from None
+    return {"gif": str(gif_of(res["arrays"]["samples"], d, Path(res["run_dir"]) / "histogram.gif"))}
+
+
+# --- layout ---------------------------------------------------------------------------------------------
+def _target(ui: dict) -> None:
+    ui["distribution"] = gr.Dropdown(list(PARAMS), value="normal", label="Distribution (target)", elem_id="samp-dist")
+    ui["p1"] = gr.Slider(-5, 5, value=0, label="mean", elem_id="samp-p1")
+    ui["p2"] = gr.Slider(0.1, 5, value=1, label="std", elem_id="samp-p2")
+    ui["p3"] = gr.Slider(0, 1, value=0, label="-", visible=False, elem_id="samp-p3")
+    ui["formula"] = gr.Textbox("exp(-x**2/2) * (1 + sin(3*x)**2)", label="Density formula (formula)", visible=False)
+    ui["n"] = gr.Number(100_000, precision=0, label="Sample size n", elem_id="samp-n")
+    ui["seed"] = gr.Number(0, precision=0, label="Seed")
+    ui["f"] = gr.Textbox("x", label="f(x) to estimate E[f(X)] (mc, is, mcmc)", elem_id="samp-f")
+
+
+def _extras(ui: dict, kind: str) -> None:
+    if kind == "is":
+        with gr.Row():
+            ui["proposal_mean"] = gr.Slider(-5, 8, value=4, label="proposal mean (normal)")
+            ui["proposal_std"] = gr.Slider(0.1, 5, value=1, label="proposal std")
+    if kind == "mcmc":
+        with gr.Row():
+            ui["step"] = gr.Slider(0.01, 5, value=0.5, label="step size")
+            ui["chains"] = gr.Slider(1, 8, value=4, step=1, label="chains")
+            ui["burn_in"] = gr.Slider(0, 5000, value=500, step=100, label="burn-in")
+
+
+def _run_tab(ui: dict, kind: str, title: str) -> None:
+    _extras(ui, kind)
+    ui[f"run_{kind}"] = gr.Button(f"Run {title.lower()}", variant="primary", elem_id=f"samp-run-{kind}")
+    ui[f"plot_{kind}"] = gr.Image(label="plot", type="filepath", elem_id=f"samp-plot-{kind}")
+    ui[f"result_{kind}"] = gr.Markdown(elem_id=f"samp-result-{kind}")
+    gr.Markdown(EXPLAIN[kind])
+    if kind == "draw":
+        ui["gif_btn"] = gr.Button("Animated histogram (GIF)", elem_id="samp-gif")
+        ui["gif"] = gr.Image(label="histogram as n grows", type="filepath", elem_id="samp-gif-img")
+
+
+def _wire(ui: dict) -> None:
+    on(ui["distribution"].change, pick_distribution, ui, ["distribution"], [*SLIDERS, "formula"], api_name="on_dist")
+    for kind in TITLES:
+        on(ui[f"run_{kind}"].click, partial(run, kind=kind), ui, [*BASE, *EXTRA[kind]],
+           [f"plot_{kind}", f"result_{kind}"], api_name=f"sample_{kind}")
+    on(ui["gif_btn"].click, histogram_gif, ui, BASE, ["gif"], api_name="sample_gif")
+
+
+def build_sampling_tab() -> None:
+    """Widgets and events of the Sampling tab."""
+    ui: dict = {}
+    with gr.Row():
+        with gr.Column(scale=1):
+            _target(ui)
+        with gr.Column(scale=3), gr.Tabs():
+            for kind, title in TITLES.items():
+                with gr.Tab(title, id=f"samp-{kind}"):
+                    _run_tab(ui, kind, title)
+    _wire(ui)
