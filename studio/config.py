@@ -354,3 +354,13 @@ def save_config(cfg: Any, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), encoding="utf-8")
     return path
+
+
+def help_of(cls: type, key: str) -> str | None:
+    """The help text of a config field (dotted ``key`` for nested ones), for a widget's ``info``."""
+    *path, name = key.split(".")
+    owner = _owner(cls, path)
+    field_ = next((f for f in dataclasses.fields(owner) if f.name == name), None)
+    if field_ is None:
+        raise KeyError(f"{cls.__name__} has no key {key!r}")
+    return field_.metadata.get("help") or None
