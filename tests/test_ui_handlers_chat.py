@@ -113,3 +113,17 @@ def test_sessions_reopen_rename_export_and_delete(services):
     assert gone["session_id"] is None and all(v != sid for _, v in gone["session_pick"]["choices"])
     with pytest.raises(gr.Error, match="not a chat session id"):
         chat_tab.open_session({"session_pick": "../../etc"}, services=services)
+
+
+def test_a_handler_that_changes_nothing_leaves_its_outputs_alone():
+    """pick_adapter with no adapter picked returns {}: through the wiring that is a skip for each output."""
+    from studio.ui.wiring import on
+
+    with gr.Blocks():
+        ui = {"adapter": gr.Dropdown(["(none)"], value="(none)"), "backend": gr.Textbox(), "model": gr.Textbox()}
+        seen = {}
+        on(lambda fn, inputs, outputs, **kw: seen.update(fn=fn), chat_tab.pick_adapter, ui, ["adapter"],
+           ["backend", "model"])
+    answer = seen["fn"]("(none)")
+    assert set(answer) == {ui["backend"], ui["model"]}
+    assert all(v == gr.skip() for v in answer.values())

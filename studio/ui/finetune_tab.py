@@ -1,9 +1,18 @@
 """The Fine-tune tab: pick a dataset and a base model, set LoRA, start a background job, watch its
 train and validation loss live, then see before/after metrics and outputs side by side; list the
-finished adapters, merge and export them."""
+finished adapters, merge and export them.
+
+Layout and wiring live in :func:`build_finetune_tab`; the handlers are module-level functions over plain
+``{name: value}`` dicts (see :mod:`studio.ui.wiring`), so they are tested without a browser:
+:func:`make_config` turns the widget values into a checked :class:`FinetuneConfig`, :func:`preview_data`
+tokenizes the first rows, :func:`start_job` submits the run and :func:`show` renders a job from its run
+folder.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import gradio as gr
@@ -14,10 +23,25 @@ from studio.jobs import job_argv, read_json, read_jsonl, read_status
 from studio.paths import CONFIGS, Roots, new_run_dir
 from studio.registry import resolve_model
 from studio.ui.guard import as_float, as_int, choice, fail, public, text
-from studio.ui.jobs_ui import job_choices, job_controls, jobs, run_dir_of
+from studio.ui.jobs_ui import job_choices, job_controls, jobs, run_dir_of, wire_job_controls
+from studio.ui.wiring import Values, on
 
 PRESETS = CONFIGS / "finetune"
 AUTO = "auto"
+TASKS = [AUTO, "generation", "classification"]
+# the config fields in the order of the preset's outputs and of /finetune_preview and /finetune_start's
+# parameters after the upload (API clients call them positionally)
+FIELDS = ["data", "task", "base", "r", "alpha", "dropout", "targets", "lr", "epochs", "max_steps", "batch",
+          "accum", "max_length", "eval_every", "patience", "seed", "n_examples", "merge"]
+REQUEST = ["upload", *FIELDS]
+SHOWN = ["status", "plot", "results", "examples", "adapters", "shown"]
+
+
+@dataclass
+class FinetuneServices:
+    """What the Fine-tune tab's handlers work with: where a data file or a base-model folder may be."""
+
+    roots: Roots
 
 
 def presets() -> dict[str, str]:
@@ -108,189 +132,244 @@ def status_md(job, run_dir: Path) -> str:
     return text
 
 
+# --- handlers ------------------------------------------------------------------------------------------
+def fill_preset(v: Values) -> Values:
+    """A preset's values in the fields (its data file, task, base model, LoRA and training settings)."""
+    from finetune.config import FinetuneConfig
+    from studio.config import load_config
+
+    name = v["preset"]
+    if not name:
+        return {"data": gr.skip()}  # Gradio refuses an empty update for several outputs
+    c = load_config(FinetuneConfig, presets()[choice(name, list(presets()), "preset")])
+    values = [c.data, c.task or AUTO, c.base_model or AUTO, c.r, c.alpha, c.dropout, ",".join(c.target_modules),
+              c.lr, c.epochs, max(0, c.max_steps), c.batch_size, c.grad_accum, c.max_length, c.eval_every,
+              c.early_stopping, c.seed, c.eval_examples, c.merge]
+    return dict(zip(FIELDS, values, strict=True))
+
+
+def make_config(v: Values, roots: Roots):
+    """The checked :class:`FinetuneConfig` the widgets ask for: the data file (an upload, else the typed
+    path) and a base-model folder inside ``roots``, every number a number within the core's limits."""
+    from finetune.config import FinetuneConfig
+
+    path = v["upload"] or (v["data"] or "").strip()
+    if not path:
+        raise gr.Error("Pick a dataset or upload one.")
+    choice(v["task"], TASKS, "task")
+    ms = as_int(v["max_steps"], "max steps", 0)
+    try:
+        base = None if v["base"] in (AUTO, "", None) else v["base"]
+        if base is not None:
+            resolve_model(base, roots=roots)  # a folder must be one the studio may read
+        return FinetuneConfig(
+            data=str(roots.resolve(path, "dataset")), task=None if v["task"] == AUTO else v["task"],
+            base_model=base, r=as_int(v["r"], "LoRA rank"), alpha=as_int(v["alpha"], "alpha"),
+            dropout=as_float(v["dropout"], "dropout"),
+            target_modules=[t.strip() for t in text(v["targets"], "target modules").split(",") if t.strip()],
+            lr=as_float(v["lr"], "learning rate"), epochs=as_float(v["epochs"], "epochs"),
+            max_steps=ms if ms > 0 else -1, batch_size=as_int(v["batch"], "batch size"),
+            grad_accum=as_int(v["accum"], "gradient accumulation"), max_length=as_int(v["max_length"], "max length"),
+            eval_every=max(1, as_int(v["eval_every"], "evaluate every")),
+            early_stopping=as_int(v["patience"], "patience"), seed=as_int(v["seed"], "seed", 0),
+            eval_examples=as_int(v["n_examples"], "examples"), merge=bool(v["merge"])).check()
+    except StudioError as exc:
+        raise fail(exc) from None
+
+
+def preview_data(v: Values, *, services: FinetuneServices) -> Values:
+    """The dataset's size, task and labels, its malformed rows and the first three rows tokenized, with
+    the part the model learns from (loads the base model's tokenizer only)."""
+    from finetune.data import encode_classification, encode_generation, load_dataset
+    from finetune.data import preview as show_rows
+    from finetune.train import load_tokenizer
+
+    cfg = make_config(v, services.roots)
+    try:
+        ds = load_dataset(cfg.data, cfg.task)
+        tok = load_tokenizer(cfg, ds.task)
+    except StudioError as exc:
+        raise fail(exc) from None
+    enc = encode_generation(ds.rows[:200], tok, cfg.max_length) if ds.task == "generation" \
+        else encode_classification(ds.rows[:200], tok, ds.labels, cfg.max_length)
+    lines = [f"**{len(ds.rows)} rows**, task **{ds.task}**"
+             + (f", labels {', '.join(ds.labels)}" if ds.labels else "")
+             + (f"; {enc.truncated} of the first {len(enc.input_ids)} cut to {cfg.max_length} tokens"
+                if enc.truncated else "")]
+    if ds.bad:
+        lines.append(f"**{len(ds.bad)} malformed rows will be skipped:** "
+                     + "; ".join(f"line {n}: {e}" for n, e in ds.bad[:8]))
+    for i, item in enumerate(show_rows(enc, tok, 3), 1):
+        learned = f"learned: `{item['learned']}`" if "learned" in item else f"label: {ds.labels[item['label']]}"
+        lines.append(f"{i}. {item['tokens']} tokens; {learned}\n\n```\n{item['text']}\n```")
+    return {"preview": "\n\n".join(lines)}
+
+
+def start_job(v: Values, *, services: FinetuneServices) -> Values:
+    """Check the config and the data file, write the run folder and submit the job; the picker shows it."""
+    from finetune.data import load_dataset
+    from studio.config import save_config
+
+    cfg = make_config(v, services.roots)
+    try:
+        ds = load_dataset(cfg.data, cfg.task)  # a bad file fails here, with its reason, not in the job
+    except StudioError as exc:
+        raise fail(exc) from None
+    if len(ds.rows) < 2:
+        raise gr.Error("The dataset needs at least two good rows (one for validation).")
+    rd = new_run_dir("finetune", Path(cfg.data).stem)
+    rd.mkdir(parents=True)
+    save_config(cfg, rd / "config.yaml")
+    j = jobs().submit("finetune", job_argv(["finetune", "run"], rd), rd)
+    return {"job": gr.update(choices=job_choices("finetune"), value=j.id)}
+
+
+def show(v: Values) -> Values:
+    """Render the picked job: status, loss curve and, once finished, results, examples and adapters.
+
+    The 2 s timer passes what it last rendered (``shown``); nothing is redrawn (no plot, no adapter
+    scan) until the job's status.json or state changes."""
+    job_id, last = v["job"], v.get("shown")
+    rd = run_dir_of(job_id)
+    if rd is None:
+        return {"status": "No job selected.", "shown": None}
+    j = jobs().get(job_id)
+    key = [job_id, j.state, read_status(rd).get("updated")]
+    if key == last:
+        return {"shown": last}
+    metrics = read_json(rd / "metrics.json", {})
+    out = {"status": status_md(j, rd), "plot": loss_plot(read_jsonl(rd / "events.jsonl"), metrics), "shown": key}
+    if metrics.get("after"):
+        out.update(results=results_table(metrics), examples=examples_table(rd), adapters=adapters_md())
+    return out
+
+
+def refresh(_v: Values) -> Values:
+    return {"job": gr.update(choices=job_choices("finetune")), "adapters": adapters_md()}
+
+
+def use_upload(v: Values) -> Values:
+    """An uploaded file becomes the dataset."""
+    return {"data": gr.update(value=v["upload"])}
+
+
+def merge_adapter(v: Values, progress=gr.Progress()) -> Values:  # noqa: B008 - gradio injects it
+    """Fold the picked job's adapter into a full model (loads with plain transformers)."""
+    from finetune.adapters import merge
+
+    rd = run_dir_of(v["job"])
+    if rd is None:
+        raise gr.Error("Pick a finished job first.")
+    progress(0.1, desc="loading the base model and folding in the adapter")
+    try:
+        out = merge(rd)
+    except StudioError as exc:
+        raise fail(exc) from None
+    return {"action_note": f"Merged model: `{public(str(out))}` (loads with plain transformers, no peft needed)."}
+
+
+def export_adapter(v: Values) -> Values:
+    """The picked job's adapter as a .zip the page offers for download."""
+    from finetune.adapters import export
+
+    rd = run_dir_of(v["job"])
+    if rd is None:
+        raise gr.Error("Pick a finished job first.")
+    try:
+        out = export(rd, rd / "export" / f"{rd.name}-adapter.zip")
+    except StudioError as exc:
+        raise fail(exc) from None
+    return {"export_file": gr.update(value=str(out), visible=True),
+            "action_note": f"Exported `{out.name}` ({out.stat().st_size / 1e6:.1f} MB)."}
+
+
+# --- layout ---------------------------------------------------------------------------------------------
+def _dataset(ui: dict) -> None:
+    ui["preset"] = gr.Dropdown(list(presets()), value=None, label="Start from a preset (fills the fields)",
+                               elem_id="ft-preset")
+    ui["data"] = gr.Dropdown(data_files(), value=None, allow_custom_value=True, elem_id="ft-data",
+                             label="Dataset: JSONL (messages or instruction/output) or CSV/JSONL (text,label)")
+    ui["upload"] = gr.File(label="…or upload one", file_types=[".jsonl", ".csv", ".json"], height=90)
+    with gr.Row():
+        ui["task"] = gr.Radio(TASKS, value=AUTO, label="Task")
+        ui["base"] = gr.Dropdown([AUTO, "smollm2-135m-instruct", "minilm-l6-v2"], value=AUTO,
+                                 allow_custom_value=True, label="Base model (or a local HF folder)")
+    with gr.Row():
+        ui["r"] = gr.Number(8, precision=0, label="LoRA rank r")
+        ui["alpha"] = gr.Number(16, precision=0, label="alpha")
+        ui["dropout"] = gr.Number(0.05, label="dropout")
+        ui["targets"] = gr.Textbox("", label="Target modules", placeholder="auto (q_proj,v_proj / query,value)")
+
+
+def _training(ui: dict) -> None:
+    with gr.Row():
+        ui["lr"] = gr.Number(0.0005, label="Learning rate")
+        ui["epochs"] = gr.Number(3, label="Epochs")
+        ui["max_steps"] = gr.Number(0, precision=0, label="Max steps (0 = by epochs)", elem_id="ft-max-steps")
+    with gr.Row():
+        ui["batch"] = gr.Number(8, precision=0, label="Batch size")
+        ui["accum"] = gr.Number(1, precision=0, label="Gradient accumulation")
+        ui["max_length"] = gr.Number(256, precision=0, label="Max length (tokens)")
+    with gr.Row():
+        ui["eval_every"] = gr.Number(20, precision=0, label="Evaluate every (steps)", elem_id="ft-eval-every")
+        ui["patience"] = gr.Number(3, precision=0, label="Early stopping patience (0 = off)")
+        ui["seed"] = gr.Number(0, precision=0, label="Seed")
+    with gr.Row():
+        ui["n_examples"] = gr.Number(20, precision=0, label="Examples in the before/after", elem_id="ft-examples")
+        ui["merge"] = gr.Checkbox(False, label="Also save a merged model")
+    with gr.Row():
+        ui["preview_btn"] = gr.Button("Preview tokenized data", elem_id="ft-preview-btn")
+        ui["start"] = gr.Button("Start fine-tuning", variant="primary", elem_id="ft-start")
+
+
+def _results(ui: dict) -> None:
+    ui["preview"] = gr.Markdown("", elem_id="ft-preview")
+    ui["status"] = gr.Markdown("No job selected.", elem_id="ft-status")
+    ui["plot"] = gr.Plot(label="Loss", elem_id="ft-plot")
+    ui["results"] = gr.Dataframe(label="Validation split: before → after", elem_id="ft-results", interactive=False)
+    ui["examples"] = gr.Dataframe(label="Outputs side by side", elem_id="ft-examples-table", interactive=False,
+                                  wrap=True)
+
+
+def _adapters(ui: dict) -> None:
+    with gr.Accordion("Finished adapters", open=True):
+        ui["adapters"] = gr.Markdown(adapters_md(), elem_id="ft-adapters")
+        with gr.Row():
+            ui["merge_btn"] = gr.Button("Merge the selected job's adapter into a full model")
+            ui["export_btn"] = gr.Button("Export the selected job's adapter (.zip)")
+        ui["export_file"] = gr.File(label="Export", visible=False)
+        ui["action_note"] = gr.Markdown("")
+
+
+def _wire(ui: dict, s: FinetuneServices) -> None:
+    wire_job_controls(ui, "finetune")
+    on(ui["preset"].input, fill_preset, ui, ["preset"], FIELDS, api_name="finetune_preset")
+    # api names of events that had none kept as Gradio gave them (lambda, do_merge, ...) for API clients
+    on(ui["upload"].upload, use_upload, ui, ["upload"], ["data"], api_name="lambda")
+    on(ui["preview_btn"].click, partial(preview_data, services=s), ui, REQUEST, ["preview"],
+       api_name="finetune_preview")
+    started = on(ui["start"].click, partial(start_job, services=s), ui, REQUEST, ["job"], api_name="finetune_start")
+    on(started.then, show, ui, ["job"], SHOWN)  # served as /show, /show_1, /show_2 as before
+    on(ui["job"].change, show, ui, ["job"], SHOWN)
+    on(ui["timer"].tick, show, ui, ["job", "shown"], SHOWN)
+    on(ui["refresh"].click, refresh, ui, [], ["job", "adapters"], api_name="lambda_1")
+    on(ui["merge_btn"].click, merge_adapter, ui, ["job"], ["action_note"], api_name="do_merge")
+    on(ui["export_btn"].click, export_adapter, ui, ["job"], ["export_file", "action_note"], api_name="do_export")
+
+
 def build_finetune_tab(roots: Roots) -> None:
     """``roots``: where the data file and a base-model folder typed in the tab may be."""
+    ui: dict = {}
     gr.Markdown("LoRA fine-tuning on this machine's CPU: only small adapter matrices train, so the bundled "
                 "135M model learns a new format in minutes. Jobs run in the background; leave the tab and come back.")
     with gr.Row():
         with gr.Column(scale=2):
-            preset = gr.Dropdown(list(presets()), value=None, label="Start from a preset (fills the fields)",
-                                 elem_id="ft-preset")
-            data = gr.Dropdown(data_files(), value=None, allow_custom_value=True, elem_id="ft-data",
-                               label="Dataset: JSONL (messages or instruction/output) or CSV/JSONL (text,label)")
-            upload = gr.File(label="…or upload one", file_types=[".jsonl", ".csv", ".json"], height=90)
-            with gr.Row():
-                task = gr.Radio([AUTO, "generation", "classification"], value=AUTO, label="Task")
-                base = gr.Dropdown([AUTO, "smollm2-135m-instruct", "minilm-l6-v2"], value=AUTO,
-                                   allow_custom_value=True, label="Base model (or a local HF folder)")
-            with gr.Row():
-                r = gr.Number(8, precision=0, label="LoRA rank r")
-                alpha = gr.Number(16, precision=0, label="alpha")
-                dropout = gr.Number(0.05, label="dropout")
-                targets = gr.Textbox("", label="Target modules", placeholder="auto (q_proj,v_proj / query,value)")
-            with gr.Row():
-                lr = gr.Number(0.0005, label="Learning rate")
-                epochs = gr.Number(3, label="Epochs")
-                max_steps = gr.Number(0, precision=0, label="Max steps (0 = by epochs)", elem_id="ft-max-steps")
-            with gr.Row():
-                batch = gr.Number(8, precision=0, label="Batch size")
-                accum = gr.Number(1, precision=0, label="Gradient accumulation")
-                max_len = gr.Number(256, precision=0, label="Max length (tokens)")
-            with gr.Row():
-                eval_every = gr.Number(20, precision=0, label="Evaluate every (steps)", elem_id="ft-eval-every")
-                patience = gr.Number(3, precision=0, label="Early stopping patience (0 = off)")
-                seed = gr.Number(0, precision=0, label="Seed")
-            with gr.Row():
-                n_examples = gr.Number(20, precision=0, label="Examples in the before/after", elem_id="ft-examples")
-                merge_end = gr.Checkbox(False, label="Also save a merged model")
-            with gr.Row():
-                preview_btn = gr.Button("Preview tokenized data", elem_id="ft-preview-btn")
-                start = gr.Button("Start fine-tuning", variant="primary", elem_id="ft-start")
-            job, refresh = job_controls("finetune", "ft")
+            _dataset(ui)
+            _training(ui)
+            job_controls(ui, "finetune", "ft")
         with gr.Column(scale=3):
-            preview = gr.Markdown("", elem_id="ft-preview")
-            status = gr.Markdown("No job selected.", elem_id="ft-status")
-            plot = gr.Plot(label="Loss", elem_id="ft-plot")
-            results = gr.Dataframe(label="Validation split: before → after", elem_id="ft-results", interactive=False)
-            examples = gr.Dataframe(label="Outputs side by side", elem_id="ft-examples-table", interactive=False,
-                                    wrap=True)
-    with gr.Accordion("Finished adapters", open=True):
-        adapters = gr.Markdown(adapters_md(), elem_id="ft-adapters")
-        with gr.Row():
-            merge_btn = gr.Button("Merge the selected job's adapter into a full model")
-            export_btn = gr.Button("Export the selected job's adapter (.zip)")
-        export_file = gr.File(label="Export", visible=False)
-        action_note = gr.Markdown("")
-    timer = gr.Timer(2.0)
-    fields = [data, task, base, r, alpha, dropout, targets, lr, epochs, max_steps, batch, accum, max_len,
-              eval_every, patience, seed, n_examples, merge_end]
-
-    def fill(name):
-        from finetune.config import FinetuneConfig
-        from studio.config import load_config
-
-        if not name:
-            return [gr.skip()] * len(fields)
-        c = load_config(FinetuneConfig, presets()[choice(name, list(presets()), "preset")])
-        return [c.data, c.task or AUTO, c.base_model or AUTO, c.r, c.alpha, c.dropout, ",".join(c.target_modules),
-                c.lr, c.epochs, max(0, c.max_steps), c.batch_size, c.grad_accum, c.max_length, c.eval_every,
-                c.early_stopping, c.seed, c.eval_examples, c.merge]
-
-    def make_cfg(up, d, tk, b, r_v, a_v, dr, tg, lr_v, ep, ms, bs, ac, ml, ee, pa, sd, ne, mg):
-        from finetune.config import FinetuneConfig
-
-        path = up or (d or "").strip()
-        if not path:
-            raise gr.Error("Pick a dataset or upload one.")
-        choice(tk, [AUTO, "generation", "classification"], "task")
-        ms = as_int(ms, "max steps", 0)
-        try:
-            base = None if b in (AUTO, "", None) else b
-            if base is not None:
-                resolve_model(base, roots=roots)  # a folder must be one the studio may read
-            return FinetuneConfig(
-                data=str(roots.resolve(path, "dataset")), task=None if tk == AUTO else tk, base_model=base,
-                r=as_int(r_v, "LoRA rank"), alpha=as_int(a_v, "alpha"), dropout=as_float(dr, "dropout"),
-                target_modules=[t.strip() for t in text(tg, "target modules").split(",") if t.strip()],
-                lr=as_float(lr_v, "learning rate"), epochs=as_float(ep, "epochs"), max_steps=ms if ms > 0 else -1,
-                batch_size=as_int(bs, "batch size"), grad_accum=as_int(ac, "gradient accumulation"),
-                max_length=as_int(ml, "max length"), eval_every=max(1, as_int(ee, "evaluate every")),
-                early_stopping=as_int(pa, "patience"), seed=as_int(sd, "seed", 0),
-                eval_examples=as_int(ne, "examples"), merge=bool(mg)).check()
-        except StudioError as exc:
-            raise fail(exc) from None
-
-    def do_preview(*vals):
-        from finetune.data import encode_classification, encode_generation, load_dataset
-        from finetune.data import preview as show_rows
-        from finetune.train import load_tokenizer
-
-        cfg = make_cfg(*vals)
-        try:
-            ds = load_dataset(cfg.data, cfg.task)
-            tok = load_tokenizer(cfg, ds.task)
-        except StudioError as exc:
-            raise fail(exc) from None
-        enc = encode_generation(ds.rows[:200], tok, cfg.max_length) if ds.task == "generation" \
-            else encode_classification(ds.rows[:200], tok, ds.labels, cfg.max_length)
-        lines = [f"**{len(ds.rows)} rows**, task **{ds.task}**"
-                 + (f", labels {', '.join(ds.labels)}" if ds.labels else "")
-                 + (f"; {enc.truncated} of the first {len(enc.input_ids)} cut to {cfg.max_length} tokens"
-                    if enc.truncated else "")]
-        if ds.bad:
-            lines.append(f"**{len(ds.bad)} malformed rows will be skipped:** "
-                         + "; ".join(f"line {n}: {e}" for n, e in ds.bad[:8]))
-        for i, item in enumerate(show_rows(enc, tok, 3), 1):
-            learned = f"learned: `{item['learned']}`" if "learned" in item else f"label: {ds.labels[item['label']]}"
-            lines.append(f"{i}. {item['tokens']} tokens; {learned}\n\n```\n{item['text']}\n```")
-        return "\n\n".join(lines)
-
-    def do_start(*vals):
-        from finetune.data import load_dataset
-        from studio.config import save_config
-
-        cfg = make_cfg(*vals)
-        try:
-            ds = load_dataset(cfg.data, cfg.task)  # a bad file fails here, with its reason, not in the job
-        except StudioError as exc:
-            raise fail(exc) from None
-        if len(ds.rows) < 2:
-            raise gr.Error("The dataset needs at least two good rows (one for validation).")
-        rd = new_run_dir("finetune", Path(cfg.data).stem)
-        rd.mkdir(parents=True)
-        save_config(cfg, rd / "config.yaml")
-        j = jobs().submit("finetune", job_argv(["finetune", "run"], rd), rd)
-        return gr.update(choices=job_choices("finetune"), value=j.id)
-
-    def show(job_id, last=None):
-        """Render the job; the 2 s timer passes what it last rendered, and nothing is redrawn (no
-        plot, no adapter scan) until the job's status.json or state changes."""
-        rd = run_dir_of(job_id)
-        if rd is None:
-            return "No job selected.", gr.skip(), gr.skip(), gr.skip(), gr.skip(), None
-        j = jobs().get(job_id)
-        key = [job_id, j.state, read_status(rd).get("updated")]
-        if key == last:
-            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), last
-        metrics = read_json(rd / "metrics.json", {})
-        done = bool(metrics.get("after"))
-        return (status_md(j, rd), loss_plot(read_jsonl(rd / "events.jsonl"), metrics),
-                results_table(metrics) if done else gr.skip(), examples_table(rd) if done else gr.skip(),
-                adapters_md() if done else gr.skip(), key)
-
-    def do_merge(job_id, progress=gr.Progress()):  # noqa: B008 - gradio injects it
-        from finetune.adapters import merge
-
-        rd = run_dir_of(job_id)
-        if rd is None:
-            raise gr.Error("Pick a finished job first.")
-        progress(0.1, desc="loading the base model and folding in the adapter")
-        try:
-            out = merge(rd)
-        except StudioError as exc:
-            raise fail(exc) from None
-        return f"Merged model: `{public(str(out))}` (loads with plain transformers, no peft needed)."
-
-    def do_export(job_id):
-        from finetune.adapters import export
-
-        rd = run_dir_of(job_id)
-        if rd is None:
-            raise gr.Error("Pick a finished job first.")
-        try:
-            out = export(rd, rd / "export" / f"{rd.name}-adapter.zip")
-        except StudioError as exc:
-            raise fail(exc) from None
-        return gr.update(value=str(out), visible=True), f"Exported `{out.name}` ({out.stat().st_size / 1e6:.1f} MB)."
-
-    shown = gr.State(None)
-    outputs = [status, plot, results, examples, adapters, shown]
-    preset.input(fill, preset, fields, api_name="finetune_preset")
-    upload.upload(lambda f: gr.update(value=f), upload, data)
-    preview_btn.click(do_preview, [upload, *fields], preview, api_name="finetune_preview")
-    start.click(do_start, [upload, *fields], job, api_name="finetune_start").then(show, job, outputs)
-    job.change(show, job, outputs)
-    timer.tick(show, [job, shown], outputs)
-    refresh.click(lambda: (gr.update(choices=job_choices("finetune")), adapters_md()), None, [job, adapters])
-    merge_btn.click(do_merge, job, action_note)
-    export_btn.click(do_export, job, [export_file, action_note])
+            _results(ui)
+    _adapters(ui)
+    ui["timer"] = gr.Timer(2.0)
+    ui["shown"] = gr.State(None)
+    _wire(ui, FinetuneServices(roots))

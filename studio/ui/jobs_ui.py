@@ -1,7 +1,14 @@
-"""Job controls shared by the tabs that train in the background (Generate, Fine-tune)."""
+"""Job controls shared by the tabs that train in the background (Generate, Fine-tune).
+
+:func:`job_controls` lays out the job picker with Cancel, Resume and a refresh button into a tab's
+``ui`` dict; :func:`wire_job_controls` wires Cancel and Resume to :func:`cancel_job` and
+:func:`resume_job`, handlers over ``{name: value}`` dicts (see :mod:`studio.ui.wiring`). The tab
+wires the refresh button itself (it refreshes more than the list).
+"""
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import gradio as gr
@@ -9,6 +16,7 @@ import gradio as gr
 from studio.errors import StudioError
 from studio.jobs import read_status
 from studio.ui.guard import fail
+from studio.ui.wiring import Values, on
 
 
 def jobs():
@@ -37,33 +45,41 @@ def run_dir_of(job_id) -> Path | None:
         return None
 
 
-def job_controls(kind: str, prefix: str, refresh_label: str = "Refresh") -> tuple[gr.Dropdown, gr.Button]:
-    """The job picker with Cancel (SIGTERM: the loop checkpoints, then stops) and Resume (from that
-    checkpoint) wired; returns (the picker, the refresh button) for the tab to wire."""
-    job = gr.Dropdown(job_choices(kind), label="Job", elem_id=f"{prefix}-job", allow_custom_value=True)
+# --- handlers ------------------------------------------------------------------------------------------
+def cancel_job(v: Values) -> Values:
+    """Cancel (SIGTERM: the loop checkpoints, then stops) the picked job."""
+    if not v["job"]:
+        raise gr.Error("Pick a job first.")
+    try:
+        jobs().cancel(v["job"])
+    except StudioError as exc:
+        raise fail(exc) from None
+    gr.Info("Cancel sent: the run stops after its current step and saves a checkpoint.")
+    return {}
+
+
+def resume_job(v: Values, *, kind: str) -> Values:
+    """Resume the picked job from its checkpoint; the picker shows it again, queued or running."""
+    if not v["job"]:
+        raise gr.Error("Pick a job first.")
+    try:
+        jobs().resume(v["job"])
+    except StudioError as exc:
+        raise fail(exc) from None
+    return {"job": gr.update(choices=job_choices(kind), value=v["job"])}
+
+
+# --- layout and wiring ------------------------------------------------------------------------------------
+def job_controls(ui: dict, kind: str, prefix: str, refresh_label: str = "Refresh") -> None:
+    """The job picker (``ui["job"]``) with ``cancel``, ``resume`` and ``refresh`` buttons."""
+    ui["job"] = gr.Dropdown(job_choices(kind), label="Job", elem_id=f"{prefix}-job", allow_custom_value=True)
     with gr.Row():
-        cancel = gr.Button("Cancel", elem_id=f"{prefix}-cancel")
-        resume = gr.Button("Resume", elem_id=f"{prefix}-resume")
-        refresh = gr.Button(refresh_label)
+        ui["cancel"] = gr.Button("Cancel", elem_id=f"{prefix}-cancel")
+        ui["resume"] = gr.Button("Resume", elem_id=f"{prefix}-resume")
+        ui["refresh"] = gr.Button(refresh_label)
 
-    def do_cancel(job_id):
-        if not job_id:
-            raise gr.Error("Pick a job first.")
-        try:
-            jobs().cancel(job_id)
-        except StudioError as exc:
-            raise fail(exc) from None
-        gr.Info("Cancel sent: the run stops after its current step and saves a checkpoint.")
 
-    def do_resume(job_id):
-        if not job_id:
-            raise gr.Error("Pick a job first.")
-        try:
-            jobs().resume(job_id)
-        except StudioError as exc:
-            raise fail(exc) from None
-        return gr.update(choices=job_choices(kind), value=job_id)
-
-    cancel.click(do_cancel, job, None, api_name=f"{kind}_cancel")
-    resume.click(do_resume, job, job, api_name=f"{kind}_resume")
-    return job, refresh
+def wire_job_controls(ui: dict, kind: str) -> None:
+    """Cancel and Resume, served as ``/{kind}_cancel`` and ``/{kind}_resume``."""
+    on(ui["cancel"].click, cancel_job, ui, ["job"], [], api_name=f"{kind}_cancel")
+    on(ui["resume"].click, partial(resume_job, kind=kind), ui, ["job"], ["job"], api_name=f"{kind}_resume")

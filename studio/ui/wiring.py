@@ -48,8 +48,12 @@ def on(trigger: Callable, fn: Callable, ui: dict[str, Any], inputs: Sequence[str
         extra = {"progress": bound.arguments.get("progress", gr.Progress())} if progress else {}
         return fn({n: bound.arguments[n] for n in inputs}, **extra)
 
-    def comps(update: Values | None) -> dict:
-        return {} if update is None else {ui[n]: v for n, v in update.items()}
+    def comps(update: Values | None) -> dict | None:
+        if not outputs:
+            return None
+        if not update:  # Gradio wants an answer for the outputs: "leave them as they are"
+            return {ui[n]: gr.skip() for n in outputs}
+        return {ui[n]: v for n, v in update.items()}
 
     if inspect.isgeneratorfunction(fn):
         def wrapper(*args, **kwargs):
