@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -35,7 +36,9 @@ class FinetuneConfig:
     target_modules: list[str] = field(default_factory=list)
     lr: float = 5e-4
     epochs: float = 3.0
-    max_steps: int = -1
+    steps: int = field(default=-1, metadata={"help": "training steps (-1 = by epochs); the generators' name too"})
+    max_steps: int | None = field(default=None, metadata={
+        "help": "deprecated: the old name of steps (still read; saved as steps)", "deprecated": True})
     batch_size: int = 8
     grad_accum: int = 1
     seed: int = 0
@@ -46,6 +49,14 @@ class FinetuneConfig:
     threads: int = 0
     processes: int = field(default=1, metadata={"help": "CPU processes (accelerate launch, DDP over gloo)"})
 
+    def __post_init__(self) -> None:
+        if self.max_steps is not None:  # one name for one idea: generators and fine-tuning both say steps
+            warnings.warn("the fine-tuning key max_steps is now steps; max_steps still works for now",
+                          DeprecationWarning, stacklevel=3)
+            if self.steps == -1:
+                self.steps = self.max_steps
+            self.max_steps = None
+
     def check(self) -> FinetuneConfig:
         """Refuse sizes outside ``limits`` (steps, epochs, batch, length, rank, examples) before any work."""
         lim = current_limits()
@@ -55,8 +66,8 @@ class FinetuneConfig:
         check_float("dropout", self.dropout, 0, 0.95)
         check_float("lr", self.lr, 0, 10)
         check_float("epochs", self.epochs, 0.001, lim.epochs, "epochs")
-        if self.max_steps != -1:
-            check_int("max_steps", self.max_steps, 1, lim.train_steps, "train_steps")
+        if self.steps != -1:
+            check_int("steps", self.steps, 1, lim.train_steps, "train_steps")
         check_int("batch_size", self.batch_size, 1, lim.batch_size, "batch_size")
         check_int("grad_accum", self.grad_accum, 1, lim.batch_size, "batch_size")
         check_int("eval_every", self.eval_every, 1, lim.train_steps, "train_steps")

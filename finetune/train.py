@@ -262,7 +262,7 @@ def run_finetune(cfg: FinetuneConfig, run_dir: str | Path, resume: bool = False,
     args = TrainingArguments(
         output_dir=str(run_dir / "checkpoints"), per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
-        learning_rate=cfg.lr, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps, seed=cfg.seed,
+        learning_rate=cfg.lr, num_train_epochs=cfg.epochs, max_steps=cfg.steps, seed=cfg.seed,
         eval_strategy="steps", eval_steps=cfg.eval_every, save_strategy="steps", save_steps=cfg.eval_every,
         save_total_limit=2, load_best_model_at_end=bool(cfg.early_stopping), metric_for_best_model="eval_loss",
         greater_is_better=False, logging_steps=1, report_to=[], use_cpu=True, dataloader_num_workers=0,

@@ -344,8 +344,12 @@ def keys_epilog(cls: type) -> str:
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
-    """A dataclass config as plain data (for YAML / JSON)."""
-    return dataclasses.asdict(cfg)
+    """A dataclass config as plain data (for YAML / JSON); deprecated keys left unset are not written."""
+    data = dataclasses.asdict(cfg)
+    for f in dataclasses.fields(cfg):
+        if f.metadata.get("deprecated") and data.get(f.name) is None:
+            data.pop(f.name)
+    return data
 
 
 def save_config(cfg: Any, path: str | Path) -> Path:

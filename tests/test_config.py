@@ -83,3 +83,16 @@ def test_saved_config_loads_back_equal(tmp_path):
     cfg = load_config(StudioConfig, None, ["generation.seed=7", "generation.stop=[a, b]"])
     path = save_config(cfg, tmp_path / "run" / "config.yaml")
     assert load_config(StudioConfig, path) == cfg
+
+
+def test_fine_tuning_says_steps_like_the_generators_and_still_reads_max_steps(tmp_path):
+    from finetune.config import FinetuneConfig
+    from generative.train import GenConfig
+
+    assert "steps" in {f for f in GenConfig.__dataclass_fields__} & {f for f in FinetuneConfig.__dataclass_fields__}
+    with pytest.warns(DeprecationWarning, match="now steps"):
+        old = load_config(FinetuneConfig, None, ["data=x.jsonl", "max_steps=30"])
+    assert old.steps == 30 and old.max_steps is None
+    saved = save_config(old, tmp_path / "config.yaml").read_text()
+    assert "steps: 30" in saved and "max_steps" not in saved
+    assert load_config(FinetuneConfig, tmp_path / "config.yaml") == old

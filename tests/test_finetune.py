@@ -23,7 +23,7 @@ RECORDS = "configs/finetune/data/capital_records.jsonl"
 @pytest.fixture(scope="module")
 def gen_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("ft") / "gen"
-    cfg = FinetuneConfig(data=RECORDS, max_steps=12, batch_size=8, lr=2e-3, eval_every=6, eval_examples=3,
+    cfg = FinetuneConfig(data=RECORDS, steps=12, batch_size=8, lr=2e-3, eval_every=6, eval_examples=3,
                          max_length=96, r=8, alpha=16, target_modules=["q_proj", "v_proj"])
     status = run_finetune(cfg, run)
     return run, status
@@ -131,7 +131,7 @@ def test_a_pickled_trainer_checkpoint_runs_nothing_on_resume(gen_run, tmp_path):
         with open(newest / name, "wb") as fh:
             pickle.dump(_Payload(marker), fh)
     config = shared / "config.yaml"
-    config.write_text(config.read_text().replace("max_steps: 12", "max_steps: 14"))
+    config.write_text(config.read_text().replace("steps: 12", "steps: 14"))
     with pytest.raises(StudioError, match="not loaded"):
         run_finetune(FinetuneConfig(), shared, resume=True)
     assert not marker.exists()
@@ -152,7 +152,7 @@ def test_classification_run_on_minilm(tmp_path):
 
     from studio.registry import resolve_model
 
-    cfg = FinetuneConfig(data="configs/finetune/data/reviews.csv", task="classification", max_steps=3,
+    cfg = FinetuneConfig(data="configs/finetune/data/reviews.csv", task="classification", steps=3,
                          batch_size=16, eval_every=3, lr=2e-3, max_length=32)
     status = run_finetune(cfg, tmp_path)
     assert status["state"] == "finished"
@@ -166,7 +166,7 @@ def test_bad_rows_are_reported_and_the_good_ones_kept(tmp_path):
     data = tmp_path / "d.jsonl"
     good = [json.dumps({"instruction": f"Say {w}.", "output": w}) for w in ("yes", "no", "maybe", "sure")]
     data.write_text("\n".join([good[0], "{broken", good[1], '{"instruction": "x"}', good[2], good[3]]) + "\n")
-    res = run_studio("finetune", "run", "configs/finetune/capital_records.yaml", f"data={data}", "max_steps=1",
+    res = run_studio("finetune", "run", "configs/finetune/capital_records.yaml", f"data={data}", "steps=1",
                      "eval_every=1", "eval_examples=1", "val_ratio=0.25", "--run-dir", str(tmp_path / "r"), "--json")
     assert res.returncode == 0, res.stderr[-2000:]
     out = json.loads(res.stdout.splitlines()[-1])
@@ -178,7 +178,7 @@ def test_bad_rows_are_reported_and_the_good_ones_kept(tmp_path):
 def cancel_after_a_checkpoint_then_resume(run, more: int, *overrides: str) -> tuple[str, int]:
     """Start a long background job, cancel it once it has a checkpoint, let it run ``more`` steps
     after the step it stopped at; returns (job id, the step it stopped at) once it finished."""
-    res = run_studio("finetune", "run", "configs/finetune/capital_records.yaml", "max_steps=400", "eval_examples=1",
+    res = run_studio("finetune", "run", "configs/finetune/capital_records.yaml", "steps=400", "eval_examples=1",
                      "max_length=96", *overrides, "--run-dir", str(run), "--background", "--json")
     job = json.loads(res.stdout)["job_id"]
     end = time.time() + 240
@@ -188,7 +188,7 @@ def cancel_after_a_checkpoint_then_resume(run, more: int, *overrides: str) -> tu
     jobs = Jobs()
     assert jobs.wait(job, 120).state == "cancelled"
     stopped = json.loads((run / "status.json").read_text())["step"]
-    cfg = (run / "config.yaml").read_text().replace("max_steps: 400", f"max_steps: {stopped + more}")
+    cfg = (run / "config.yaml").read_text().replace("steps: 400", f"steps: {stopped + more}")
     (run / "config.yaml").write_text(cfg)
     assert run_studio("jobs", "resume", job).returncode == 0
     done = jobs.wait(job, 240)

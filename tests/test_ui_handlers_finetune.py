@@ -32,7 +32,7 @@ def services(monkeypatch):
 def request(**changes) -> dict:
     """The values the page sends on Preview or Start, with the tab's defaults."""
     v = {"upload": None, "data": "", "task": "auto", "base": "auto", "r": 8, "alpha": 16, "dropout": 0.05,
-         "targets": "", "lr": 0.0005, "epochs": 3, "max_steps": 0, "batch": 8, "accum": 1, "max_length": 256,
+         "targets": "", "lr": 0.0005, "epochs": 3, "steps": 0, "batch": 8, "accum": 1, "max_length": 256,
          "eval_every": 20, "patience": 3, "seed": 0, "n_examples": 20, "merge": False}
     assert list(v) == ft.REQUEST  # the endpoint's positional order
     return {**v, **changes}
@@ -52,12 +52,12 @@ def test_a_preset_fills_every_field_and_builds_its_config(services):
     assert list(filled) == ft.FIELDS
     assert filled == {"data": "configs/finetune/data/capital_records.jsonl", "task": "auto",
                       "base": "smollm2-135m-instruct", "r": 8, "alpha": 16, "dropout": 0.05,
-                      "targets": "q_proj,v_proj", "lr": 0.001, "epochs": 3, "max_steps": 0, "batch": 8,
+                      "targets": "q_proj,v_proj", "lr": 0.001, "epochs": 3, "steps": 0, "batch": 8,
                       "accum": 1, "max_length": 128, "eval_every": 20, "patience": 3, "seed": 0,
                       "n_examples": 20, "merge": False}
     cfg = ft.make_config({"upload": None, **filled}, services.roots)
     assert Path(cfg.data) == (ROOT / filled["data"]).resolve()
-    assert cfg.task is None and cfg.base_model == "smollm2-135m-instruct" and cfg.max_steps == -1
+    assert cfg.task is None and cfg.base_model == "smollm2-135m-instruct" and cfg.steps == -1
     assert cfg.target_modules == ["q_proj", "v_proj"] and cfg.max_length == 128
 
 
@@ -69,13 +69,13 @@ def test_no_preset_changes_nothing_and_an_unknown_one_is_refused():
 
 
 def test_the_config_takes_the_widgets_values(services):
-    cfg = ft.make_config(request(data=REVIEWS, task="classification", targets=" query, value ,", max_steps=0,
+    cfg = ft.make_config(request(data=REVIEWS, task="classification", targets=" query, value ,", steps=0,
                                  eval_every=0, seed="", merge=1, epochs="2.5"), services.roots)
     assert cfg.task == "classification" and cfg.base_model is None
-    assert cfg.target_modules == ["query", "value"] and cfg.max_steps == -1 and cfg.eval_every == 1
+    assert cfg.target_modules == ["query", "value"] and cfg.steps == -1 and cfg.eval_every == 1
     assert cfg.seed == 0 and cfg.merge is True and cfg.epochs == 2.5
     assert Path(cfg.data) == (ROOT / REVIEWS).resolve()
-    assert ft.make_config(request(data=REVIEWS, max_steps=5, base="minilm-l6-v2"), services.roots).max_steps == 5
+    assert ft.make_config(request(data=REVIEWS, steps=5, base="minilm-l6-v2"), services.roots).steps == 5
     upload = uploads_dir() / "mine.csv"
     upload.write_text("text,label\ngood,pos\nbad,neg\n")
     assert ft.make_config(request(upload=str(upload), data=REVIEWS), services.roots).data == str(upload.resolve())
@@ -83,7 +83,7 @@ def test_the_config_takes_the_widgets_values(services):
 
 @pytest.mark.parametrize("field, name, kind", [
     ("r", "LoRA rank", "whole"), ("alpha", "alpha", "whole"), ("dropout", "dropout", "finite"),
-    ("lr", "learning rate", "finite"), ("epochs", "epochs", "finite"), ("max_steps", "max steps", "whole"),
+    ("lr", "learning rate", "finite"), ("epochs", "epochs", "finite"), ("steps", "steps", "whole"),
     ("batch", "batch size", "whole"), ("accum", "gradient accumulation", "whole"),
     ("max_length", "max length", "whole"), ("eval_every", "evaluate every", "whole"),
     ("patience", "patience", "whole"), ("seed", "seed", "whole"), ("n_examples", "examples", "whole"),
@@ -129,7 +129,7 @@ def test_paths_outside_the_allowed_roots_are_refused_alike(services):
 
 
 @pytest.mark.parametrize("changes, limit", [
-    ({"epochs": 10**7}, "limits.epochs"), ({"max_steps": 10**9}, "limits.train_steps"),
+    ({"epochs": 10**7}, "limits.epochs"), ({"steps": 10**9}, "limits.train_steps"),
     ({"r": 10**6}, "limits.lora_rank"), ({"batch": 10**6}, "limits.batch_size"),
     ({"max_length": 10**7}, "limits.max_length"), ({"n_examples": 10**7}, "limits.eval_examples"),
 ])

@@ -31,7 +31,7 @@ AUTO = "auto"
 TASKS = [AUTO, "generation", "classification"]
 # the config fields in the order of the preset's outputs and of /finetune_preview and /finetune_start's
 # parameters after the upload (API clients call them positionally)
-FIELDS = ["data", "task", "base", "r", "alpha", "dropout", "targets", "lr", "epochs", "max_steps", "batch",
+FIELDS = ["data", "task", "base", "r", "alpha", "dropout", "targets", "lr", "epochs", "steps", "batch",
           "accum", "max_length", "eval_every", "patience", "seed", "n_examples", "merge"]
 REQUEST = ["upload", *FIELDS]
 SHOWN = ["status", "plot", "results", "examples", "adapters", "shown"]
@@ -143,7 +143,7 @@ def fill_preset(v: Values) -> Values:
         return {"data": gr.skip()}  # Gradio refuses an empty update for several outputs
     c = load_config(FinetuneConfig, presets()[choice(name, list(presets()), "preset")])
     values = [c.data, c.task or AUTO, c.base_model or AUTO, c.r, c.alpha, c.dropout, ",".join(c.target_modules),
-              c.lr, c.epochs, max(0, c.max_steps), c.batch_size, c.grad_accum, c.max_length, c.eval_every,
+              c.lr, c.epochs, max(0, c.steps), c.batch_size, c.grad_accum, c.max_length, c.eval_every,
               c.early_stopping, c.seed, c.eval_examples, c.merge]
     return dict(zip(FIELDS, values, strict=True))
 
@@ -157,7 +157,7 @@ def make_config(v: Values, roots: Roots):
     if not path:
         raise gr.Error("Pick a dataset or upload one.")
     choice(v["task"], TASKS, "task")
-    ms = as_int(v["max_steps"], "max steps", 0)
+    ms = as_int(v["steps"], "steps", 0)
     try:
         base = None if v["base"] in (AUTO, "", None) else v["base"]
         if base is not None:
@@ -168,7 +168,7 @@ def make_config(v: Values, roots: Roots):
             dropout=as_float(v["dropout"], "dropout"),
             target_modules=[t.strip() for t in text(v["targets"], "target modules").split(",") if t.strip()],
             lr=as_float(v["lr"], "learning rate"), epochs=as_float(v["epochs"], "epochs"),
-            max_steps=ms if ms > 0 else -1, batch_size=as_int(v["batch"], "batch size"),
+            steps=ms if ms > 0 else -1, batch_size=as_int(v["batch"], "batch size"),
             grad_accum=as_int(v["accum"], "gradient accumulation"), max_length=as_int(v["max_length"], "max length"),
             eval_every=max(1, as_int(v["eval_every"], "evaluate every")),
             early_stopping=as_int(v["patience"], "patience"), seed=as_int(v["seed"], "seed", 0),
@@ -305,7 +305,7 @@ def _training(ui: dict) -> None:
     with gr.Row():
         ui["lr"] = gr.Number(0.0005, label="Learning rate")
         ui["epochs"] = gr.Number(3, label="Epochs")
-        ui["max_steps"] = gr.Number(0, precision=0, label="Max steps (0 = by epochs)", elem_id="ft-max-steps")
+        ui["steps"] = gr.Number(0, precision=0, label="Steps (0 = by epochs)", elem_id="ft-max-steps")
     with gr.Row():
         ui["batch"] = gr.Number(8, precision=0, label="Batch size")
         ui["accum"] = gr.Number(1, precision=0, label="Gradient accumulation")
