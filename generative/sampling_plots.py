@@ -17,7 +17,12 @@ def _plt():
 
 
 def _density_line(ax, target, x):
+    """The target's density over the draws' range and the target's own bulk (an importance-sampling
+    proposal can sit far from the target: the curve must not stop where the draws begin)."""
     lo, hi = np.quantile(x, [0.001, 0.999])
+    own = target.sample(20_000, np.random.default_rng(0))
+    if own.ndim == 1:
+        lo, hi = min(lo, np.quantile(own, 0.001)), max(hi, np.quantile(own, 0.999))
     grid = np.linspace(lo, hi, 400)
     ax.plot(grid, target.pdf(grid), color="black", lw=1.5, label="true density")
 

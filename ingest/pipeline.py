@@ -29,6 +29,7 @@ from pathlib import Path
 from ingest.config import IngestConfig
 from ingest.loaders import Limits, LoadError, load_file
 from ingest.manifest import FileRecord, Manifest
+from ingest.pages import keep_original
 from ingest.splitters import split_documents
 from studio.env import home_lock
 from studio.errors import StudioError
@@ -143,6 +144,10 @@ class Ingestor:
         except OSError as exc:
             return _Prepared(source, error=f"{source}: cannot read ({exc.strerror})")
         version = hashlib.sha256(data).hexdigest()[:16] + sig
+        try:
+            keep_original(path, version)  # a PDF's pages for the Chat tab's page viewer
+        except OSError as exc:
+            log.warning("could not keep the original of %s for the page viewer: %s", source, exc)
         known = self.manifest.get(self.store.location, collection, source)
         # unchanged only if the store still holds every chunk the manifest counts (a run killed between
         # writing and recording, or chunks deleted behind the studio's back, are redone, not trusted)

@@ -229,6 +229,37 @@ class Jobs:
         self.pump()
         return self.get(job.id)
 
+    def queue_position(self, job_id: str) -> tuple[int, Job | None]:
+        """(place in the queue from 1, the running job it waits behind) for a queued job; (0, None) otherwise.
+
+        Queued jobs start oldest first (:meth:`pump`), so a job's place is one more than the queued jobs
+        created before it; the job it waits behind is the running one that started last (the slot that
+        frees first is unknowable, the newest running job is what the user just saw start)."""
+        job = self.get(job_id)
+        if job.state != "queued":
+            return 0, None
+        with self._conn() as c:
+            ahead = c.execute("SELECT COUNT(*) FROM jobs WHERE state = 'queued' AND created < ?",
+                              (job.created,)).fetchone()[0]
+            row = c.execute("SELECT * FROM jobs WHERE state = 'running' ORDER BY started DESC LIMIT 1").fetchone()
+        return ahead + 1, self._row(row) if row else None
+
+    def log(self, job_id: str, n: int = 200, max_chars: int = 20_000) -> str:
+        """The last ``n`` lines of the job's process output (``job.log``: the loop's and the Trainer's
+        lines), at most ``max_chars`` characters."""
+        path = Path(self.get(job_id).run_dir) / "job.log"
+        if not path.is_file():
+            return ""
+        with open(path, "rb") as fh:
+            fh.seek(max(0, path.stat().st_size - 4 * max_chars))
+            text = fh.read().decode("utf-8", errors="replace")
+        # progress bars redraw one line with carriage returns: keep what the line says last
+        lines = []
+        for line in text.replace("\r\n", "\n").rstrip("\n").split("\n"):
+            redraws = [part for part in line.split("\r") if part.strip()]
+            lines.append(redraws[-1] if redraws else "")
+        return "\n".join(lines[-n:])[-max_chars:]
+
     def tail(self, job_id: str, n: int = 10) -> list[str]:
         job = self.get(job_id)
         events = Path(job.run_dir) / "events.jsonl"

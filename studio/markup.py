@@ -20,8 +20,12 @@ import re
 _IMAGE = re.compile(r"!\[([^\]\n]{0,500})\]\s*(\([^)\n]{0,2000}\)|\[[^\]\n]{0,200}\])")
 _LINK = re.compile(r"\[([^\]\n]{0,500})\]\(\s*<?([^)\s>]{1,2000})>?(?:\s+\"[^\"\n]*\")?\s*\)")
 _REF_DEF = re.compile(r"^( {0,3})\[([^\]\n]{1,200})\]:", re.MULTILINE)
-_URL = re.compile(r"(?<![`\w])((?:https?|ftp|file|data|javascript):[^\s<>`\"')\]]+)", re.IGNORECASE)
-_WWW = re.compile(r"(?<![`/\w.])(www\.[^\s<>`\"')\]]+)", re.IGNORECASE)
+# a URL runs to whitespace, a quote mark, a brace or a bracket; ')' is taken only when it closes a '(' of
+# the URL (https://en.wikipedia.org/wiki/R_(language)), and end punctuation is left outside (see _url)
+_URL_CHARS = r"(?:[^\s<>`\"'(){}\[\]“”‘’«»]|\([^\s<>`\"'(){}\[\]“”‘’«»]*\))+"
+_URL = re.compile(r"(?<![`\w])((?:https?|ftp|file|data|javascript):" + _URL_CHARS + ")", re.IGNORECASE)
+_WWW = re.compile(r"(?<![`/\w.])(www\." + _URL_CHARS + ")", re.IGNORECASE)
+_END = ".,;:!?"
 
 
 def neutralize(text: str) -> str:
@@ -32,8 +36,15 @@ def neutralize(text: str) -> str:
     text = text.replace("<", "&lt;")  # no tag can open; '>' stays, so quote lines keep their Markdown
     text = _LINK.sub(lambda m: f"{m.group(1)} ({_code(m.group(2))})", text)
     text = _REF_DEF.sub(lambda m: f"{m.group(1)}\\[{m.group(2)}\\]:", text)
-    text = _URL.sub(lambda m: _code(m.group(1)), text)
-    return _WWW.sub(lambda m: _code(m.group(1)), text)
+    text = _URL.sub(_url, text)
+    return _WWW.sub(_url, text)
+
+
+def _url(m: re.Match) -> str:
+    """A URL as code, the sentence's end punctuation after it (``see https://x.org/a.`` ends with a full stop)."""
+    url = m.group(1)
+    cut = len(url.rstrip(_END))
+    return _code(url[:cut]) + url[cut:]
 
 
 def _code(url: str) -> str:

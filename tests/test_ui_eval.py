@@ -31,8 +31,13 @@ def test_run_a_suite_see_cases_and_compare(browser, studio_server):
     first = run_and_wait(page, "")
     assert first.split("/")[-1].startswith("answers_demo-")
     summary = page.inner_text("#eval-summary")
-    assert "PASSED" in summary and "groundedness" in summary and "4 cases" in summary
+    # what passed is said apart from each case's own check, in words, without emoji boxes
+    assert "Suite passed: every metric's mean meets its threshold" in summary
+    assert "groundedness" in summary and "4 cases" in summary and "✅" not in summary and "❌" not in summary
+    marked = re.search(r"(\d+) of 4 cases fall below one", summary)
+    assert marked, summary
     table = page.inner_text("#eval-table")
+    assert "this case" in table and table.count("below: ") == int(marked.group(1))
     for case in ("seq-faithful", "seq-number-changed", "solve-faithful", "solve-added-claim"):
         assert case in table
     bad = page.locator("#eval-case-seq-number-changed .unsupported")

@@ -41,10 +41,18 @@ def test_a_three_step_job_finishes_with_an_adapter_listed(browser, studio_server
     results = page.inner_text("#ft-results")
     assert "val_loss" in results and "perplexity" in results
     assert "fine-tuned" in page.inner_text("#ft-examples-table")
+    # the base vs fine-tuned outputs wrap inside their panel: nothing to scroll sideways
+    widths = page.evaluate("""() => { const t = document.querySelector('#ft-examples-table table');
+        let p = t.parentElement; while (p && p.scrollWidth <= p.clientWidth + 2 && p.id !== 'ft-examples-table')
+          p = p.parentElement;
+        const panel = document.querySelector('#ft-examples-table');
+        return [t.getBoundingClientRect().width, panel.getBoundingClientRect().width,
+                [...panel.querySelectorAll('*')].filter(e => e.scrollWidth > e.clientWidth + 2
+                  && getComputedStyle(e).overflowX !== 'visible').length]; }""")
+    assert widths[0] <= widths[1] + 2 and widths[2] == 0, widths
     run = status.split("run folder ")[1].split()[0].strip("`").rsplit("/", 1)[-1]
     assert run == name and run in page.inner_text("#ft-adapters")
-    # a fresh page lists the new adapter in the Chat tab's model settings
-    page.goto(studio_server, wait_until="domcontentloaded")
+    # the Chat tab lists the new adapter in its model settings, without reloading the page
     page.get_by_role("tab", name="Chat").click()
     page.get_by_text("Model", exact=True).first.click()
     page.click("#chat-adapter input")

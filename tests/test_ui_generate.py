@@ -22,6 +22,7 @@ def test_start_watch_and_cancel_a_vae_job(browser, studio_server):
         page.locator("#gen-grid img").first.wait_for(timeout=90_000)
     except Exception:
         page.screenshot(path="/tmp/ui_generate_fail.png", full_page=True)
+        page.click("#gen-cancel")  # a failed check must not leave the job training on the test machine
         raise
     assert "vae on digits" in page.inner_text("#gen-status")
     page.click("#gen-cancel")

@@ -42,13 +42,13 @@ def test_a_run_of_answers_demo_returns_summary_table_and_plot(services):
     out = eval_tab.run_eval(request(), services=services,
                             progress=lambda p, desc=None, unit="steps": steps.append((p, desc)))
     assert set(out) == set(eval_tab.SHOWN)
-    assert "PASSED" in out["summary"] and "answers_demo" in out["summary"] and "4 cases" in out["summary"]
+    assert "Suite passed" in out["summary"] and "answers_demo" in out["summary"] and "4 cases" in out["summary"]
     assert "| groundedness |" in out["summary"] and "Run folder: `$STUDIO_HOME/eval/answers_demo-" in out["summary"]
     cases = out["cases"]
     assert isinstance(cases, pd.DataFrame)
     assert cases["case"].tolist() == ["seq-faithful", "seq-number-changed", "solve-faithful", "solve-added-claim"]
-    assert {"groundedness", "context_recall", "contains", "passed", "unsupported"} <= set(cases.columns)
-    assert "Hadley Wickham" in cases.set_index("case")["unsupported"]["seq-number-changed"]
+    assert {"groundedness", "context_recall", "contains", "this case", "unsupported sentences"} <= set(cases.columns)
+    assert "Hadley Wickham" in cases.set_index("case")["unsupported sentences"]["seq-number-changed"]
     assert out["plot"].__class__.__name__ == "Figure" and len(out["plot"].axes) == 2
     assert "id='eval-case-seq-number-changed'" in out["answers"] and "class='unsupported'" in out["answers"]
     assert out["compared"] == ""  # no baseline
@@ -115,7 +115,7 @@ def test_an_uploaded_suite_runs_instead_of_the_picked_one(services, upload_dir):
     suite.write_text("name: mine\npipeline: answers\nmetrics: [contains]\n"
                      "cases: [{id: one, question: q, answer: the answer is a, expected: a}]\n")
     out = eval_tab.run_eval(request(upload=str(suite)), services=services)
-    assert "· mine · 1 cases" in out["summary"] and out["cases"]["case"].tolist() == ["one"]
+    assert "\nmine · 1 cases" in out["summary"] and out["cases"]["case"].tolist() == ["one"]
 
 
 def test_bad_overrides_are_refused_with_a_sentence(services):

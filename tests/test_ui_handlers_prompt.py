@@ -6,10 +6,11 @@ browser shows (the vote chart drawn, the table rendered) stays in tests/test_ui_
 
 from __future__ import annotations
 
+import html
 import json
+import re
 
 import gradio as gr
-import pandas as pd
 import pytest
 
 from studio.backends import BackendCache
@@ -54,19 +55,34 @@ def test_a_technique_run_fills_the_results_table(services):
     assert "#### zero-shot" in out["details"] and "**user**: Tom has 3 apples" in out["details"]
     assert "#### few-shot" in out["details"] and "**assistant**: 5" in out["details"]  # the example turn
     # no self-consistency: the chart and its line are emptied
-    assert out["votes"].empty and list(out["votes"].columns) == ["answer", "votes"] and out["vote_stats"] == ""
+    assert out["votes"] == "" and out["vote_stats"] == ""
+
+
+def bars(chart: str) -> dict[str, tuple[int, float]]:
+    """answer -> (votes, bar width in %) read back from the vote chart's HTML, in the order shown."""
+    rows = re.findall(r"vote-answer'>(.*?)</span>.*?width:([\d.]+)%.*?vote-count'>(\d+) vote", chart)
+    return {html.unescape(a): (int(n), float(w)) for a, w, n in rows}
 
 
 def test_self_consistency_fills_the_vote_chart_with_every_answer(services):
     out = prompt_tab.run_techniques(request(techniques=["self-consistency"], samples=3), services=services)
-    chart = out["votes"]
-    assert isinstance(chart, pd.DataFrame) and list(chart.columns) == ["answer", "votes"]
-    assert chart["votes"].sum() == 3  # every sample's answer is a bar (or adds to one)
+    chart = bars(out["votes"])
+    assert sum(n for n, _ in chart.values()) == 3  # every sample's answer is a bar (or adds to one)
     row = out["table"][0]
-    assert row[0] == "self-consistency" and row[1] in set(chart["answer"])
-    assert chart.set_index("answer")["votes"][row[1]] == chart["votes"].max()  # the majority is the answer
+    assert row[0] == "self-consistency" and row[1] in chart
+    assert chart[row[1]][0] == max(n for n, _ in chart.values())  # the majority is the answer
     assert f"majority **{row[1]}**" in out["vote_stats"] and "over 3 samples" in out["vote_stats"]
+    assert out["vote_stats"].count("\n1. ") + out["vote_stats"].count("\n2. ") + out["vote_stats"].count("\n3. ") == 3
     assert "Final answer" in out["details"]
+
+
+def test_the_vote_chart_shows_every_answer_from_zero_in_numeric_order():
+    chart = bars(prompt_tab.votes_html({"120": 1, "2": 1, "1": 1, "x": 1, "10.5": 1}, 5))
+    assert list(chart) == ["1", "2", "10.5", "120", "x"]  # numbers by value, then words
+    assert all(n == 1 and abs(w - 20.0) < 0.01 for n, w in chart.values())  # one vote of five is a fifth
+    two = bars(prompt_tab.votes_html({"7": 4, "6": 1}, 5))
+    assert two == {"6": (1, 20.0), "7": (4, 80.0)}
+    assert "&lt;b&gt;" in prompt_tab.votes_html({"<b>": 1}, 1)  # an answer is text, never markup
 
 
 def test_no_expected_answer_leaves_correct_blank(services):
@@ -81,7 +97,7 @@ def test_a_technique_the_core_refuses_gets_an_error_row_and_the_others_run(servi
     assert refused[0] == "self-consistency" and refused[1].startswith("error: ")
     assert "limits.self_consistency_samples" in refused[1] and refused[3:5] == [0, 0]
     assert ran[0] == "zero-shot" and ran[2] in ("yes", "no") and ran[3] > 0
-    assert out["votes"].empty and out["vote_stats"] == ""
+    assert out["votes"] == "" and out["vote_stats"] == ""
 
 
 @pytest.mark.parametrize("changes", [{"question": "   "}, {"techniques": []}, {"techniques": None}])

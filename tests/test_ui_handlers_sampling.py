@@ -16,7 +16,8 @@ from studio.ui import sampling_tab
 
 def request(**changes) -> dict:
     """The values the page sends, with the tab's defaults (a small n)."""
-    v = {"distribution": "normal", "p1": 0, "p2": 1, "p3": 0, "formula": "exp(-x**2/2) * (1 + sin(3*x)**2)",
+    v = {"distribution": "normal", "p1": 0, "p2": 1, "p3": 0, "p4": 0, "p5": 0,
+         "formula": "exp(-x**2/2) * (1 + sin(3*x)**2)",
          "n": 2000, "seed": 1, "f": "x", "proposal_mean": 4, "proposal_std": 1, "step": 0.5, "chains": 2,
          "burn_in": 100}
     return {**v, **changes}
@@ -24,7 +25,7 @@ def request(**changes) -> dict:
 
 def test_picking_a_distribution_relabels_the_sliders():
     ups = sampling_tab.pick_distribution({"distribution": "exponential"})
-    assert set(ups) == {"p1", "p2", "p3", "formula"}
+    assert set(ups) == {"p1", "p2", "p3", "p4", "p5", "formula"}
     assert ups["p1"]["visible"] and ups["p1"]["label"] == "rate" and ups["p1"]["value"] == 1
     assert (ups["p1"]["minimum"], ups["p1"]["maximum"]) == (0.1, 5)
     assert not ups["p2"]["visible"] and not ups["p3"]["visible"] and not ups["formula"]["visible"]

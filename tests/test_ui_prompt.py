@@ -21,7 +21,7 @@ def test_self_consistency_vote_chart(browser, studio_server):
     stats = page.inner_text("#pl-vote-stats")
     assert "over 5 samples" in stats
     assert "self-consistency" in page.inner_text("#pl-table")
-    # the chart rendered: a vega canvas/svg with the answers
-    page.wait_for_selector("#pl-votes canvas, #pl-votes svg", timeout=30_000)
+    # the chart rendered: a bar per answer
+    page.wait_for_selector("#pl-votes .vote-row .vote-bar", timeout=30_000)
     assert "Final answer" in page.inner_text("#pl-details")  # the exact prompt is shown
     page.close()

@@ -112,6 +112,15 @@ class Sessions:
                 title = title if len(title) <= 60 else title[:57].rsplit(" ", 1)[0] + "…"
                 db.execute("UPDATE sessions SET title=?, titled=1 WHERE id=?", (title, sid))
 
+    def truncate(self, sid: str, keep: int) -> int:
+        """Keep the first ``keep`` messages of the session (Regenerate and Edit drop the last turn);
+        returns how many were removed."""
+        self.get(sid)
+        with self._db() as db:
+            removed = db.execute("DELETE FROM messages WHERE session=? AND seq >= ?", (sid, max(0, int(keep))))
+            db.execute("UPDATE sessions SET updated=? WHERE id=?", (time.time(), sid))
+        return removed.rowcount
+
     def messages(self, sid: str) -> list[dict]:
         with self._db() as db:
             rows = db.execute("SELECT role, content, citations, meta, created FROM messages WHERE session=? "

@@ -29,6 +29,7 @@ from studio.ui.prompt_tab import build_prompt_tab
 from studio.ui.sampling_tab import build_sampling_tab
 
 log = logging.getLogger(__name__)
+CLOSE_TOASTS = "() => document.querySelectorAll('[data-testid=\"toast-close\"]').forEach(b => b.click())"
 QUEUE_MAX = 64  # requests waiting in Gradio's queue; more are refused at once rather than piling up
 
 CSS = """
@@ -45,6 +46,17 @@ CSS = """
 #chat-sources .grounded, .sources-none { font-size: 0.85em; opacity: 0.8; }
 .answer-check li.unsupported, mark.unsupported, .eval-answer .unsupported { background: #ffd6d6; color: #000; }
 .answer-check li.supported, .eval-answer .supported { background: #e3f7e3; color: #000; }
+.votes { font-size: 0.9em; }
+.vote-row { display: flex; align-items: center; gap: 8px; margin: 3px 0; }
+.vote-answer { width: 7em; text-align: right; overflow-wrap: anywhere; }
+.vote-track { flex: 1; background: var(--background-fill-secondary); border-radius: 3px; height: 1.1em; }
+.vote-bar { display: block; height: 100%; background: #3b7dd8; border-radius: 3px; min-width: 2px; }
+.vote-count { width: 5em; opacity: 0.8; }
+/* long texts in tables wrap inside their panel instead of widening it */
+#ft-examples-table table, #eval-table table, #docs-results table { table-layout: fixed; width: 100%; }
+#ft-examples-table td, #ft-examples-table th, #eval-table td, #docs-results td {
+  white-space: normal !important; overflow-wrap: anywhere; }
+#ft-examples-table td span, #eval-table td span, #docs-results td span { white-space: normal !important; }
 """
 
 
@@ -72,21 +84,24 @@ def build_app(cfg: StudioConfig, backends: BackendCache, docs: DocsService | Non
     rag = RagService(docs, backends, cfg.rag)
     with gr.Blocks(title="GenAI Studio") as demo:
         header = gr.Markdown(header_text(backends, cfg), elem_id="studio-header")
+        tabs = {}
         with gr.Tabs():
-            with gr.Tab("Chat", id="chat"):
-                chat_load, chat_outputs = build_chat_tab(cfg, backends, header, rag)
-            with gr.Tab("Documents", id="documents"):
-                docs_load, docs_outputs = build_docs_tab(cfg, docs)
-            with gr.Tab("Prompt Lab", id="prompt-lab"):
+            with gr.Tab("Chat", id="chat") as tabs["chat"]:
+                chat_load, chat_outputs = build_chat_tab(cfg, backends, header, rag, tabs["chat"])
+            with gr.Tab("Documents", id="documents") as tabs["documents"]:
+                docs_load, docs_outputs = build_docs_tab(cfg, docs, tabs["documents"])
+            with gr.Tab("Prompt Lab", id="prompt-lab") as tabs["prompt-lab"]:
                 build_prompt_tab(cfg, backends)
-            with gr.Tab("Sampling", id="sampling"):
+            with gr.Tab("Sampling", id="sampling") as tabs["sampling"]:
                 build_sampling_tab()
-            with gr.Tab("Fine-tune", id="finetune"):
+            with gr.Tab("Fine-tune", id="finetune") as tabs["finetune"]:
                 build_finetune_tab(roots)
-            with gr.Tab("Generate", id="generate"):
+            with gr.Tab("Generate", id="generate") as tabs["generate"]:
                 build_generate_tab(roots)
-            with gr.Tab("Eval", id="eval"):
-                build_eval_tab(roots, backends)
+            with gr.Tab("Eval", id="eval") as tabs["eval"]:
+                build_eval_tab(roots, backends, tabs["eval"])
+        for tab in tabs.values():  # a toast from one tab does not stay over the next one
+            tab.select(None, None, None, js=CLOSE_TOASTS, api_visibility="private")
         demo.load(lambda: header_text(backends, cfg), None, header, api_name="header")
         demo.load(chat_load, None, chat_outputs, api_name="chat_load")
         demo.load(docs_load, None, docs_outputs, api_name="docs_load")

@@ -5,8 +5,10 @@ from __future__ import annotations
 import html
 import re
 import threading
+from types import SimpleNamespace
 
 from studio.backends import BackendCache
+from studio.markup import neutralize
 from studio.rag.config import RagConfig, RetrievalConfig
 
 NO_COLLECTION = "(none: plain chat)"
@@ -114,3 +116,29 @@ def highlight_unsupported(reply: str, sentences: list[dict]) -> str:
             reply = (reply[:a] + "<mark class='unsupported' title='not supported by the sources'>" + reply[a:b]
                      + "</mark>" + reply[b:])
     return reply
+
+
+# --- what a saved grounded answer keeps, to be drawn again when its chat is reopened --------------------
+def answer_meta(result, collection: str, line: str) -> dict:
+    """The message metadata saved with a grounded answer: enough to redraw its [n] links, its marked
+    sentences, the sources panel and the status line, without running retrieval again."""
+    closest = result.hits[0] if result.hits else None
+    return {"grounded": True, "collection": collection, "answerable": result.answerable,
+            "refusal": getattr(result, "refusal", ""), "groundedness": result.groundedness,
+            "sentences": result.sentences or [], "available": len(result.hits), "stats": line,
+            "closest": {"source": closest.source, "page": closest.page, "score": closest.score} if closest else None}
+
+
+def saved_result(meta: dict, citations: list[dict]) -> SimpleNamespace:
+    """A saved answer's metadata and citations in the shape :func:`sources_html` reads."""
+    closest = meta.get("closest")
+    hits = [SimpleNamespace(**closest)] if closest else []
+    return SimpleNamespace(answerable=bool(meta.get("answerable")), refusal=meta.get("refusal", ""),
+                           groundedness=meta.get("groundedness"), sentences=meta.get("sentences") or [],
+                           citations=[SimpleNamespace(**{"quote": "", **c}) for c in citations], hits=hits)
+
+
+def rendered_answer(answer: str, meta: dict) -> str:
+    """A grounded answer as the chat shows it: defused, unsupported sentences marked, [n] linked."""
+    marked = highlight_unsupported(neutralize(answer), meta.get("sentences") or [])
+    return linkify(marked, int(meta.get("available", 0)))

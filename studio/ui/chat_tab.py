@@ -18,6 +18,7 @@ from pathlib import Path
 import gradio as gr
 
 from finetune.adapters import adapter_of, list_adapters
+from ingest.pages import original_path, render_page
 from studio.backends import BACKENDS, BackendCache, GenerationSettings
 from studio.config import StudioConfig
 from studio.errors import StudioError
@@ -25,7 +26,7 @@ from studio.markup import neutralize
 from studio.paths import uploads_dir
 from studio.rag.sessions import Sessions
 from studio.registry import BUNDLED
-from studio.ui.chat_rag import NO_COLLECTION, RagService, highlight_unsupported, linkify, sources_html
+from studio.ui.chat_rag import NO_COLLECTION, RagService, answer_meta, rendered_answer, saved_result, sources_html
 from studio.ui.guard import as_float, as_int, choice, fail, text
 from studio.ui.wiring import Values, on
 
@@ -33,7 +34,10 @@ CHAT_MODELS = [name for name, (_, _, fmt, _) in BUNDLED.items() if fmt == "gguf"
 NO_ADAPTER = "(none)"
 REQUEST = ["message", "history", "session_id", "collection", "mode", "k", "min_score", "style", "backend", "model",
            "base_url", "adapter", "system", "temperature", "top_p", "top_k", "max_tokens", "seed"]
-SHOWN = ["chatbot", "history", "session_id", "message", "header", "stats", "sources", "session_pick"]
+SHOWN = ["chatbot", "history", "session_id", "message", "header", "stats", "sources", "session_pick", "cites",
+         "page_pick"]
+CONTINUE = ("Continue your last reply exactly where it stopped. Do not repeat what you already wrote and do not "
+            "add a preamble.")
 
 
 @dataclass
@@ -97,19 +101,34 @@ def _answer_stream(v: Values, turn: list[dict], settings: GenerationSettings, s:
     return chat.stream(([{"role": "system", "content": system}] if system else []) + turn, settings), chat
 
 
-def _finished(v: Values, stream, chat, shown: list[dict]) -> tuple[str, list, str, str]:
-    """(reply to save, citations, status line, sources panel) once the stream has ended; ``shown``'s last
-    message becomes the reply as displayed (defused, [n] linked, unsupported sentences marked)."""
+def _finished(v: Values, stream, chat, shown: list[dict]) -> tuple[str, list, dict, str, str]:
+    """(reply to save, citations, metadata to save, status line, sources panel) once the stream has ended;
+    ``shown``'s last message becomes the reply as displayed (defused, [n] linked, unsupported sentences
+    marked)."""
     if v["collection"] not in (None, "", NO_COLLECTION):
         res = stream.result
-        shown[-1]["content"] = linkify(highlight_unsupported(neutralize(res.answer), res.sentences), len(res.hits))
         g = f" · groundedness {res.groundedness:.2f}" if res.groundedness is not None else ""
         line = f"{v['collection']} · {len(res.citations)} citations{g} · {res.seconds:.1f} s"
-        return res.answer, [c.__dict__ for c in res.citations], line, sources_html(res)
+        meta = answer_meta(res, v["collection"], line)
+        shown[-1]["content"] = rendered_answer(res.answer, meta)
+        return res.answer, [c.__dict__ for c in res.citations], meta, line, sources_html(res)
     shown[-1]["content"] = neutralize(stream.text)
     line = (f"{chat.describe()} · {stream.completion_tokens} tokens · {stream.seconds:.1f} s · "
             f"{stream.tokens_per_second:.0f} tok/s")
-    return stream.text, [], line, ""
+    return stream.text, [], {"stats": line}, line, ""
+
+
+def page_choices(cites: dict | None) -> dict:
+    """The page viewer's list: every citation that has a page, as "[n] file · page p"."""
+    found = [(f"[{c['n']}] {c['source']} · page {c['page']}", str(c["n"]))
+             for c in (cites or {}).get("citations", []) if c.get("page")]
+    return gr.update(choices=found, value=None)
+
+
+def rendered_messages(messages: list[dict]) -> list[dict]:
+    """A saved session's messages as the chat shows them: grounded answers with their links and marks."""
+    return [{"role": m["role"], "content": rendered_answer(m["content"], m["meta"])
+             if (m.get("meta") or {}).get("grounded") else neutralize(m["content"])} for m in messages]
 
 
 def respond(v: Values, *, services: ChatServices) -> Iterator[Values]:
@@ -136,14 +155,110 @@ def respond(v: Values, *, services: ChatServices) -> Iterator[Values]:
             # the state keeps the partial reply too, so Stop leaves what the user saw
             yield {"chatbot": shown, "history": [*turn, {"role": "assistant", "content": stream.text}],
                    "header": header_text(s.backends, s.cfg), "stats": ""}
-        reply, cites, line, panel = _finished(v, stream, chat, shown)
+        reply, cites, meta, line, panel = _finished(v, stream, chat, shown)
     except StudioError as exc:
         raise fail(exc) from None
     s.sessions.add_message(sid, "user", message)
-    s.sessions.add_message(sid, "assistant", reply, citations=cites)
+    s.sessions.add_message(sid, "assistant", reply, citations=cites, meta=meta)
+    shown_cites = {"collection": v["collection"], "citations": cites}
     yield {"chatbot": shown, "history": [*turn, {"role": "assistant", "content": reply}],
            "header": header_text(s.backends, s.cfg), "stats": line, "sources": panel,
-           "session_pick": gr.update(choices=session_choices(s.sessions), value=sid)}
+           "session_pick": gr.update(choices=session_choices(s.sessions), value=sid), "cites": shown_cites,
+           "page_pick": page_choices(shown_cites)}
+
+
+def _last_turn(v: Values, what: str) -> int:
+    """The index of the last user message in the history; a refusal naming ``what`` when there is none."""
+    convo = list(v["history"] or [])
+    users = [i for i, m in enumerate(convo) if m["role"] == "user"]
+    if not users:
+        raise gr.Error(f"Nothing to {what} yet: send a message first.")
+    return users[-1]
+
+
+def _drop_last_turn(v: Values, s: ChatServices, at: int) -> list[dict]:
+    """Remove the last user message and what follows it from the saved session; the rest of the chat as shown."""
+    if v["session_id"]:
+        try:
+            s.sessions.truncate(v["session_id"], at)
+            return rendered_messages(s.sessions.messages(v["session_id"]))
+        except StudioError as exc:
+            raise fail(exc) from None
+    return shown_messages(list(v["history"] or [])[:at])
+
+
+def regenerate(v: Values, *, services: ChatServices) -> Iterator[Values]:
+    """Answer the last message again with the next seed (shown in the Seed box, so the answer stays
+    reproducible); at temperature 0 the answer will be the same, and the toast says so."""
+    at = _last_turn(v, "regenerate")
+    convo = list(v["history"])
+    _drop_last_turn(v, services, at)
+    seed = as_int(v["seed"], "seed", 0) + 1
+    if as_float(v["temperature"], "temperature") == 0:
+        gr.Info("Temperature is 0, so the answer comes out the same; raise it for a different one.")
+    for update in respond({**v, "message": convo[at]["content"], "history": convo[:at], "seed": seed},
+                          services=services):
+        yield {**update, "seed": seed}
+
+
+def edit_last(v: Values, *, services: ChatServices) -> Values:
+    """Put the last message back into the box to change it; its answer goes (send it again to get a new one)."""
+    at = _last_turn(v, "edit")
+    convo = list(v["history"])
+    shown = _drop_last_turn(v, services, at)
+    return {"message": convo[at]["content"], "chatbot": shown, "history": convo[:at], "stats": "",
+            "sources": "", "cites": None, "page_pick": page_choices(None)}
+
+
+def continue_reply(v: Values, *, services: ChatServices) -> Iterator[Values]:
+    """Plain chat: the model carries on its last reply (cut by the token limit, say), appended to it.
+    A grounded answer is complete with its citations: ask a follow-up instead."""
+    s = services
+    convo = list(v["history"] or [])
+    if not convo or convo[-1]["role"] != "assistant":
+        raise gr.Error("Nothing to continue yet: send a message first.")
+    if v["collection"] not in (None, "", NO_COLLECTION):
+        raise gr.Error("Continue extends a plain-chat reply; a grounded answer is complete with its citations. "
+                       "Ask a follow-up question instead.")
+    settings = settings_of(v)
+    try:
+        chat = s.backends.get(choice(v["backend"], list(BACKENDS), "backend"), v["model"] or None,
+                              v["base_url"] or None)
+        stream = chat.stream([*convo, {"role": "user", "content": CONTINUE}], settings)
+        shown = shown_messages(convo)
+        before = convo[-1]["content"]
+        for _ in stream:
+            shown[-1]["content"] = neutralize(before + stream.text)
+            yield {"chatbot": shown}
+    except StudioError as exc:
+        raise fail(exc) from None
+    reply = before + stream.text
+    if v["session_id"]:
+        s.sessions.truncate(v["session_id"], len(convo) - 1)
+        s.sessions.add_message(v["session_id"], "assistant", reply, meta={"continued": True})
+    yield {"chatbot": shown, "history": [*convo[:-1], {"role": "assistant", "content": reply}],
+           "stats": f"continued · {stream.completion_tokens} more tokens · {stream.seconds:.1f} s"}
+
+
+def view_page(v: Values, *, services: ChatServices) -> Values:
+    """The picked citation's PDF page as an image, its quoted passage shaded (from the original kept at
+    ingest; only citations of the answer on screen can be picked)."""
+    cites = v["cites"] or {}
+    by_n = {str(c["n"]): c for c in cites.get("citations", []) if c.get("page")}
+    if not v["page_pick"]:
+        return {}
+    c = by_n.get(choice(v["page_pick"], list(by_n), "the cited page"))
+    try:
+        ing = services.rag.docs.ingestor()
+        record = ing.manifest.get(ing.store.location, cites["collection"], c["source"])
+        if record is None:
+            raise StudioError(f"{c['source']} is no longer in {cites['collection']}")
+        image = render_page(original_path(record.version), int(c["page"]), c.get("quote") or c["text"][:300])
+    except StudioError as exc:
+        raise fail(exc) from None
+    found = ("the quoted passage is shaded" if image.info.get("quote_found")
+             else "the quote was not found as text on it")
+    return {"page_image": image, "page_note": f"{neutralize(c['source'])}, page {c['page']}: {found}."}
 
 
 def grounded_defaults(v: Values, *, services: ChatServices) -> Values:
@@ -156,20 +271,30 @@ def grounded_defaults(v: Values, *, services: ChatServices) -> Values:
 
 def new_chat(_v: Values) -> Values:
     return {"chatbot": [], "history": [], "session_id": None, "stats": "", "sources": "",
-            "session_pick": gr.update(value=None)}
+            "session_pick": gr.update(value=None), "cites": None, "page_pick": page_choices(None)}
 
 
 def open_session(v: Values, *, services: ChatServices) -> Values:
+    """A saved chat as it was: grounded answers with their [n] links and marks, the last grounded answer's
+    sources panel, sentence check and page list, and the status line of its last answer."""
     sid = v["session_pick"]
     if not sid:
         return {}
     try:
         s = services.sessions.get(sid)
+        msgs = services.sessions.messages(sid)
     except StudioError as exc:
         raise fail(exc) from None
-    convo = [{"role": m["role"], "content": m["content"]} for m in services.sessions.messages(sid)]
-    return {"chatbot": shown_messages(convo), "history": convo, "session_id": sid, "title": s.title,
-            "collection": gr.update(value=s.collection or NO_COLLECTION)}
+    convo = [{"role": m["role"], "content": m["content"]} for m in msgs]
+    answers = [m for m in msgs if m["role"] == "assistant"]
+    grounded = [m for m in answers if m["meta"].get("grounded")]
+    last = grounded[-1] if grounded else None
+    cites = {"collection": last["meta"]["collection"], "citations": last["citations"]} if last else None
+    return {"chatbot": rendered_messages(msgs), "history": convo, "session_id": sid, "title": s.title,
+            "collection": gr.update(value=s.collection or NO_COLLECTION),
+            "stats": answers[-1]["meta"].get("stats", "") if answers else "",
+            "sources": sources_html(saved_result(last["meta"], last["citations"])) if last else "",
+            "cites": cites, "page_pick": page_choices(cites)}
 
 
 def rename_session(v: Values, *, services: ChatServices) -> Values:
@@ -239,10 +364,18 @@ def _conversation(ui: dict) -> None:
                                    elem_id="chat-input", autofocus=True)
         ui["send"] = gr.Button("Send", variant="primary", scale=1, elem_id="chat-send")
     with gr.Row():
-        ui["stop"] = gr.Button("Stop", variant="stop", elem_id="chat-stop")
-        ui["clear"] = gr.Button("New chat", elem_id="chat-clear")
+        ui["regenerate"] = gr.Button("Regenerate", size="sm", elem_id="chat-regenerate")
+        ui["continue"] = gr.Button("Continue", size="sm", elem_id="chat-continue")
+        ui["edit"] = gr.Button("Edit last message", size="sm", elem_id="chat-edit")
+        ui["stop"] = gr.Button("Stop", size="sm", elem_id="chat-stop")  # grey: red is for what destroys
+        ui["clear"] = gr.Button("New chat", size="sm", elem_id="chat-clear")
     ui["stats"] = gr.Markdown("", elem_id="chat-stats")
     ui["sources"] = gr.HTML("", elem_id="chat-sources", label="Sources")
+    with gr.Accordion("Page viewer: the cited PDF page", open=False, elem_id="chat-pages"):
+        ui["page_pick"] = gr.Dropdown([], label="Cited page", elem_id="chat-page-pick")
+        ui["page_note"] = gr.Markdown("", elem_id="chat-page-note")
+        ui["page_image"] = gr.Image(label="The cited page, the quoted passage shaded", type="pil", height=720,
+                                    elem_id="chat-page", interactive=False, buttons=["fullscreen"])
 
 
 def _documents(ui: dict, cfg: StudioConfig) -> None:
@@ -283,8 +416,9 @@ def _generation(ui: dict, cfg: StudioConfig) -> None:
                                            f"{cfg.rag.temperature:g}, the grounded default")
         ui["top_p"] = gr.Slider(0.05, 1, value=gen.top_p, step=0.05, label="Top-p")
         ui["top_k"] = gr.Slider(0, 200, value=gen.top_k, step=1, label="Top-k (0 = off)")
-        ui["max_tokens"] = gr.Slider(16, 2048, value=gen.max_tokens, step=16, label="Max new tokens")
-        ui["seed"] = gr.Number(gen.seed, precision=0, label="Seed")
+        ui["max_tokens"] = gr.Slider(16, 2048, value=gen.max_tokens, step=16, label="Max new tokens",
+                                     elem_id="chat-max-tokens")
+        ui["seed"] = gr.Number(gen.seed, precision=0, label="Seed", elem_id="chat-seed")
 
 
 def _sessions(ui: dict) -> None:
@@ -307,11 +441,20 @@ def _wire(ui: dict, s: ChatServices) -> None:
     turn = partial(respond, services=s)
     sent = [on(ui["message"].submit, turn, ui, REQUEST, SHOWN, api_name="chat_enter", api_visibility="undocumented"),
             on(ui["send"].click, turn, ui, REQUEST, SHOWN, api_name="chat")]
+    sent.append(on(ui["regenerate"].click, partial(regenerate, services=s), ui, REQUEST, [*SHOWN, "seed"],
+                   api_name="chat_regenerate"))
+    sent.append(on(ui["continue"].click, partial(continue_reply, services=s), ui, REQUEST,
+                   ["chatbot", "history", "stats"], api_name="chat_continue"))
+    on(ui["edit"].click, partial(edit_last, services=s), ui, ["history", "session_id"],
+       ["message", "chatbot", "history", "stats", "sources", "cites", "page_pick"], api_name="chat_edit")
     ui["stop"].click(None, None, None, cancels=sent)  # the backend frees its model when the stream closes
-    on(ui["clear"].click, new_chat, ui, [], ["chatbot", "history", "session_id", "stats", "sources", "session_pick"],
-       cancels=sent, api_name="new_chat")
+    on(ui["clear"].click, new_chat, ui, [], ["chatbot", "history", "session_id", "stats", "sources", "session_pick",
+                                              "cites", "page_pick"], cancels=sent, api_name="new_chat")
+    on(ui["page_pick"].input, partial(view_page, services=s), ui, ["page_pick", "cites"],
+       ["page_image", "page_note"], api_name="chat_page")
     on(ui["session_pick"].input, partial(open_session, services=s), ui, ["session_pick"],
-       ["chatbot", "history", "session_id", "title", "collection"], api_name="open_session")
+       ["chatbot", "history", "session_id", "title", "collection", "stats", "sources", "cites", "page_pick"],
+       api_name="open_session")
     on(ui["rename"].click, partial(rename_session, services=s), ui, ["session_id", "title"], ["session_pick"],
        api_name="rename_session")
     on(ui["delete"].click, partial(delete_session, services=s), ui, ["session_id"],
@@ -321,8 +464,9 @@ def _wire(ui: dict, s: ChatServices) -> None:
            ["export_file"], api_name=f"export_{fmt}")
 
 
-def build_chat_tab(cfg: StudioConfig, backends: BackendCache, header: gr.Markdown, rag: RagService):
-    """Widgets and events of the Chat tab; returns (fn, outputs) to run when a page loads."""
+def build_chat_tab(cfg: StudioConfig, backends: BackendCache, header: gr.Markdown, rag: RagService, tab=None):
+    """Widgets and events of the Chat tab; returns (fn, outputs) to run when a page loads. Selecting the
+    ``tab`` lists collections, saved chats and adapters again (another tab may have changed them)."""
     services = ChatServices(cfg, backends, rag, Sessions())
     ui: dict = {"header": header}
     with gr.Row():
@@ -335,6 +479,10 @@ def build_chat_tab(cfg: StudioConfig, backends: BackendCache, header: gr.Markdow
             _sessions(ui)
     ui["history"] = gr.State([])
     ui["session_id"] = gr.State(None)
+    ui["cites"] = gr.State(None)  # the answer on screen's collection and citations, for the page viewer
     _wire(ui, services)
     load = ["collection", "session_pick", "adapter"]
+    if tab is not None:
+        on(tab.select, partial(on_load, services=services), ui, [], load, api_name="chat_lists",
+           show_progress="hidden")
     return (lambda: {ui[n]: update for n, update in on_load({}, services=services).items()}), [ui[n] for n in load]

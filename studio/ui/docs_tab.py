@@ -27,9 +27,9 @@ from studio.ui.guard import as_int, fail, text
 from studio.ui.wiring import Values, on
 
 DEFAULT_COLLECTION = "documents"
-MAX_PREVIEW = 60
+PER_PAGE = 20  # chunk cards on one page of the preview
 # each endpoint's inputs in the order an API client passes them positionally
-PREVIEW = ["preview_file", "files", "folder", "splitter", "chunk_size", "overlap"]
+PREVIEW = ["preview_file", "files", "folder", "splitter", "chunk_size", "overlap", "preview_page"]
 INGEST = ["files", "folder", "collection", "splitter", "chunk_size", "overlap"]
 INGESTED = ["results", "summary", "listing", "to_delete", "collection"]
 SEARCH = ["collection", "query", "k"]
@@ -79,19 +79,26 @@ def uploaded_paths(files, folder) -> list[str]:
     return [p for p in checked if Path(p).is_file()]
 
 
-def chunk_preview_html(path: str, splitter: SplitterConfig) -> str:
-    """Chunks of one file as cards: metadata on top, the overlap with the previous chunk marked."""
+def chunk_preview_html(path: str, splitter: SplitterConfig, page: int = 1) -> str:
+    """One page (:data:`PER_PAGE` cards) of a file's chunks: metadata on top, the overlap with the previous
+    chunk marked; the count and the page shown in the first line."""
     try:
         docs = load_file(path, safe_name(path))
     except LoadError as exc:
         return f"<p class='docs-error'>{html.escape(str(exc))}</p>"
     chunks = split_documents(docs, splitter)
     size, overlap = splitter.resolved()
-    parts = [f"<p><b>{html.escape(safe_name(path))}</b>: {len(chunks)} chunks with the {splitter.splitter} "
-             f"splitter (size {size}, overlap {overlap})"
-             + (f"; the first {MAX_PREVIEW} are shown" if len(chunks) > MAX_PREVIEW else "") + "</p>"]
-    prev_end: tuple | None = None
-    for c in chunks[:MAX_PREVIEW]:
+    pages = max(1, -(-len(chunks) // PER_PAGE))
+    page = min(max(1, page), pages)
+    first = (page - 1) * PER_PAGE
+    shown = chunks[first:first + PER_PAGE]
+    parts = [f"<p class='preview-count'><b>{html.escape(safe_name(path))}</b>: {len(chunks)} chunks with the "
+             f"{splitter.splitter} splitter (size {size}, overlap {overlap})"
+             + (f"; chunks {first + 1}–{first + len(shown)} shown, page {page} of {pages}" if pages > 1 else "")
+             + "</p>"]
+    prev = chunks[first - 1] if first else None
+    prev_end = (prev.metadata.get("page"), prev.metadata["start"] + len(prev.page_content)) if prev else None
+    for c in shown:
         m = c.metadata
         text = c.page_content
         shared = 0
@@ -164,7 +171,7 @@ def preview(v: Values) -> Values:
         path = str(Roots([uploads_dir()]).resolve(path, "file to preview"))
     except StudioError as exc:
         raise fail(exc) from None
-    return {"preview": chunk_preview_html(path, splitter_of(v))}
+    return {"preview": chunk_preview_html(path, splitter_of(v), as_int(v.get("preview_page"), "preview page", 1))}
 
 
 def _no_progress(*_args, **_kwargs) -> None:
@@ -252,12 +259,16 @@ def _ingest_form(ui: dict, sp: SplitterConfig) -> None:
         ui["preview_btn"] = gr.Button("Preview chunks", elem_id="docs-preview")
         ui["ingest_btn"] = gr.Button("Ingest", variant="primary", elem_id="docs-ingest")
     ui["results"] = gr.Dataframe(headers=["file", "status", "chunks", "reason"], label="Last ingestion",
-                                 interactive=False, elem_id="docs-results", wrap=True)
+                                 interactive=False, elem_id="docs-results", wrap=True,
+                                 column_widths=["28%", "12%", "10%", "50%"])
     ui["summary"] = gr.Markdown(elem_id="docs-summary")
 
 
 def _preview_pane(ui: dict) -> None:
-    ui["preview_file"] = gr.Dropdown([], label="File to preview", elem_id="docs-preview-file")
+    with gr.Row():
+        ui["preview_file"] = gr.Dropdown([], label="File to preview", elem_id="docs-preview-file", scale=3)
+        ui["preview_page"] = gr.Number(1, precision=0, minimum=1, label=f"Preview page ({PER_PAGE} chunks each)",
+                                       elem_id="docs-preview-page", scale=1)
     ui["preview"] = gr.HTML("<p>Upload files and press <b>Preview chunks</b> to see how they will be cut.</p>",
                             elem_id="docs-preview-html")
 
@@ -270,7 +281,7 @@ def _collection_pane(ui: dict) -> None:
                                          elem_id="docs-list")
         with gr.Column(scale=1):
             ui["to_delete"] = gr.Dropdown([], label="Document", elem_id="docs-delete-choice")
-            ui["delete_btn"] = gr.Button("Delete document", variant="stop", elem_id="docs-delete")
+            ui["delete_btn"] = gr.Button("Delete document", variant="stop", elem_id="docs-delete")  # it destroys
             ui["refresh_btn"] = gr.Button("Refresh", elem_id="docs-refresh")
 
 
@@ -289,7 +300,10 @@ def _wire(ui: dict, service: DocsService) -> None:
     on(ui["files"].change, upload, ui, ["files", "folder"], ["preview_file"], api_name="on_upload")
     on(ui["folder"].change, upload, ui, ["files", "folder"], ["preview_file"], api_name="on_upload_1")
     on(ui["preview_btn"].click, preview, ui, PREVIEW, ["preview"], api_name="preview_chunks")
-    on(ui["ingest_btn"].click, partial(ingest, service=service), ui, INGEST, INGESTED, api_name="ingest")
+    on(ui["preview_page"].submit, preview, ui, PREVIEW, ["preview"], api_name="preview_page")
+    # the progress bar sits on the results table, not over the collection field the user just filled in
+    on(ui["ingest_btn"].click, partial(ingest, service=service), ui, INGEST, INGESTED, api_name="ingest",
+       show_progress_on=[ui["results"]])
     on(ui["delete_btn"].click, partial(delete, service=service), ui, ["collection", "to_delete"],
        ["listing", "to_delete"], api_name="on_delete")
     on(ui["refresh_btn"].click, partial(refresh, service=service), ui, ["collection"],
@@ -301,8 +315,9 @@ def _wire(ui: dict, service: DocsService) -> None:
     on(ui["query"].submit, found, ui, SEARCH, ["hits"], api_name="search_enter", api_visibility="undocumented")
 
 
-def build_docs_tab(cfg: StudioConfig, service: DocsService):
-    """Widgets and events of the Documents tab; returns (fn, outputs) to run when a page loads."""
+def build_docs_tab(cfg: StudioConfig, service: DocsService, tab=None):
+    """Widgets and events of the Documents tab; returns (fn, outputs) to run when a page loads. Selecting
+    the ``tab`` lists the collections and the picked one's documents again."""
     ui: dict = {}
     with gr.Row():
         with gr.Column(scale=2):
@@ -312,5 +327,8 @@ def build_docs_tab(cfg: StudioConfig, service: DocsService):
     _collection_pane(ui)
     _search_pane(ui)
     _wire(ui, service)
+    if tab is not None:
+        on(tab.select, partial(refresh, service=service), ui, ["collection"], ["listing", "to_delete", "collection"],
+           api_name="docs_lists", show_progress="hidden")
     load = ["collection", "listing", "to_delete"]
     return (lambda: {ui[n]: update for n, update in on_load({}, service=service).items()}), [ui[n] for n in load]

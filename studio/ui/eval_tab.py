@@ -67,20 +67,37 @@ def cases_html(report: dict) -> str:
             + "".join(rows))
 
 
+def case_check(case: dict, thresholds: dict) -> str:
+    """Why a case is marked: its own values below the suite's thresholds (the suite passes on the means)."""
+    low = [f"{m} {case['metrics'].get(m, 0.0):.2f} < {thresholds[m]:g}" for m in case.get("failed", [])
+           if m in thresholds]
+    return "below: " + "; ".join(low) if low else "meets every threshold"
+
+
 def table(report: dict) -> pd.DataFrame:
-    return pd.DataFrame([{"case": c["id"], **c["metrics"], "passed": c["passed"],
-                          "unsupported": " | ".join(c["unsupported"])} for c in report["cases"]])
+    """One row per case: its values, its own check against the thresholds, its unsupported sentences."""
+    return pd.DataFrame([{"case": c["id"], **{m: round(v, 3) for m, v in c["metrics"].items()},
+                          "this case": case_check(c, report["thresholds"]),
+                          "unsupported sentences": " | ".join(c["unsupported"])} for c in report["cases"]])
 
 
 def summary_md(report: dict) -> str:
-    lines = [f"### {'✅ PASSED' if report['passed'] else '❌ FAILED'} · {report['suite']} · "
-             f"{len(report['cases'])} cases · {report['seconds']} s",
-             f"Run folder: `{public(report.get('run_dir', ''))}`", "", "| metric | mean | threshold |",
-             "|---|---:|---:|"]
+    """What passed (the suite's mean thresholds) said apart from what a case's own check says."""
+    cases = report["cases"]
+    marked = sum(bool(c.get("failed")) for c in cases)
+    missed = report["threshold_failures"]
+    verdict = ("Suite passed: every metric's mean meets its threshold" if report["passed"] else
+               f"Suite failed: {', '.join(missed)} below {'its' if len(missed) == 1 else 'their'} threshold")
+    lines = [f"### {verdict}", f"{report['suite']} · {len(cases)} cases · {report['seconds']} s", "",
+             f"Run folder: `{public(report.get('run_dir', ''))}`", "",
+             "The suite is judged on each metric's **mean** over the cases. Each case is also checked on its own "
+             f"values against the same thresholds: **{marked} of {len(cases)}** cases fall below one "
+             "(column *this case*); a suite can pass with some weak cases.", "",
+             "| metric | mean | threshold | suite |", "|---|---:|---:|---|"]
     for m, v in report["metrics"].items():
         th = report["thresholds"].get(m)
-        lines.append(f"| {m} | {v:.3f}{' ✗' if m in report['threshold_failures'] else ''} | "
-                     f"{'' if th is None else th} |")
+        state = "" if th is None else ("below" if m in missed else "met")
+        lines.append(f"| {m} | {v:.3f} | {'' if th is None else th} | {state} |")
     return "\n".join(lines)
 
 
@@ -257,8 +274,9 @@ def _wire(ui: dict, s: EvalServices) -> None:
     on(ui["score"].click, score_answer, ui, ["context", "answer", "scorer"], ["grounded"], api_name="groundedness")
 
 
-def build_eval_tab(roots: Roots, backends: BackendCache) -> None:
-    """``roots``: where an uploaded suite and the paths it names may be; ``backends`` checks its endpoint."""
+def build_eval_tab(roots: Roots, backends: BackendCache, tab=None) -> None:
+    """``roots``: where an uploaded suite and the paths it names may be; ``backends`` checks its endpoint.
+    Selecting the ``tab`` lists the earlier runs again (the CLI may have added some)."""
     services = EvalServices(roots, backends, suite_files())
     ui: dict = {}
     with gr.Row():
@@ -266,7 +284,10 @@ def build_eval_tab(roots: Roots, backends: BackendCache) -> None:
             _suite_inputs(ui, services.suites)
         with gr.Column(scale=3):
             _results(ui)
-    ui["cases"] = gr.Dataframe(label="Cases", elem_id="eval-table", wrap=True)
+    ui["cases"] = gr.Dataframe(label="Cases: each one's values and its own check", elem_id="eval-table", wrap=True,
+                               max_height=520)
     ui["answers"] = gr.HTML(elem_id="eval-answers")
     _groundedness(ui)
     _wire(ui, services)
+    if tab is not None:
+        on(tab.select, refresh_runs, ui, [], ["baseline"], api_name="eval_lists", show_progress="hidden")

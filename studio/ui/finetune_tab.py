@@ -23,7 +23,7 @@ from studio.jobs import job_argv, read_json, read_jsonl, read_status
 from studio.paths import CONFIGS, Roots, new_run_dir
 from studio.registry import resolve_model
 from studio.ui.guard import as_float, as_int, choice, fail, public, text
-from studio.ui.jobs_ui import job_choices, job_controls, jobs, run_dir_of, wire_job_controls
+from studio.ui.jobs_ui import job_choices, job_controls, job_log_panel, jobs, run_dir_of, wire_job_controls
 from studio.ui.wiring import Values, on
 
 PRESETS = CONFIGS / "finetune"
@@ -328,7 +328,7 @@ def _results(ui: dict) -> None:
     ui["plot"] = gr.Plot(label="Loss", elem_id="ft-plot")
     ui["results"] = gr.Dataframe(label="Validation split: before → after", elem_id="ft-results", interactive=False)
     ui["examples"] = gr.Dataframe(label="Outputs side by side", elem_id="ft-examples-table", interactive=False,
-                                  wrap=True)
+                                  wrap=True, column_widths=["28%", "16%", "28%", "28%"])
 
 
 def _adapters(ui: dict) -> None:
@@ -342,16 +342,14 @@ def _adapters(ui: dict) -> None:
 
 
 def _wire(ui: dict, s: FinetuneServices) -> None:
-    wire_job_controls(ui, "finetune")
+    wire_job_controls(ui, "finetune", show, SHOWN, ["shown"])
     on(ui["preset"].input, fill_preset, ui, ["preset"], FIELDS, api_name="finetune_preset")
     # api names of events that had none kept as Gradio gave them (lambda, do_merge, ...) for API clients
     on(ui["upload"].upload, use_upload, ui, ["upload"], ["data"], api_name="lambda")
     on(ui["preview_btn"].click, partial(preview_data, services=s), ui, REQUEST, ["preview"],
        api_name="finetune_preview")
     started = on(ui["start"].click, partial(start_job, services=s), ui, REQUEST, ["job"], api_name="finetune_start")
-    on(started.then, show, ui, ["job"], SHOWN)  # served as /show, /show_1, /show_2 as before
-    on(ui["job"].change, show, ui, ["job"], SHOWN)
-    on(ui["timer"].tick, show, ui, ["job", "shown"], SHOWN)
+    on(started.then, show, ui, ["job"], SHOWN, api_name="finetune_show")
     on(ui["refresh"].click, refresh, ui, [], ["job", "adapters"], api_name="lambda_1")
     on(ui["merge_btn"].click, merge_adapter, ui, ["job"], ["action_note"], api_name="do_merge")
     on(ui["export_btn"].click, export_adapter, ui, ["job"], ["export_file", "action_note"], api_name="do_export")
@@ -367,6 +365,7 @@ def build_finetune_tab(roots: Roots) -> None:
             _dataset(ui)
             _training(ui)
             job_controls(ui, "finetune", "ft")
+            job_log_panel(ui, "ft")
         with gr.Column(scale=3):
             _results(ui)
     _adapters(ui)

@@ -20,7 +20,7 @@ from studio.errors import StudioError
 from studio.jobs import job_argv
 from studio.paths import Roots, new_run_dir
 from studio.ui.guard import as_float, as_int, choice, fail, public
-from studio.ui.jobs_ui import job_choices, job_controls, jobs, run_dir_of, wire_job_controls
+from studio.ui.jobs_ui import job_choices, job_controls, job_log_panel, jobs, run_dir_of, wire_job_controls
 from studio.ui.wiring import Values, on
 
 NOTICE = ("Generated images are **synthetic**: they come from a model trained here, are not real data, "
@@ -308,12 +308,10 @@ def _sampling(ui: dict) -> None:
 
 def _wire(ui: dict, s: GenerateServices) -> None:
     # api names of events that had none kept as Gradio gave them (do_versus, lambda_2, ...) for API clients
-    wire_job_controls(ui, "generate")
+    wire_job_controls(ui, "generate", show, SHOWN)
     on(ui["versus"].click, compare_samplers, ui, ["job", "n", "s_steps"], OUT, api_name="do_versus")
     started = on(ui["start"].click, partial(start_job, services=s), ui, START, ["job"], api_name="generate_start")
-    on(started.then, show, ui, ["job"], SHOWN)  # served as /show_3, /show_4, /show_5 as before
-    on(ui["job"].change, show, ui, ["job"], SHOWN)
-    on(ui["timer"].tick, show, ui, ["job"], SHOWN)
+    on(started.then, show, ui, ["job"], SHOWN, api_name="generate_show")
     on(ui["refresh"].click, refresh, ui, [], ["job"], api_name="lambda_2")
     on(ui["draw"].click, draw_samples, ui, ["job", "n", "s_seed", "sampler", "s_steps"], OUT,
        api_name="generate_sample")
@@ -330,6 +328,7 @@ def build_generate_tab(roots: Roots) -> None:
         with gr.Column(scale=2):
             _training(ui)
             job_controls(ui, "generate", "gen", "Refresh list")
+            job_log_panel(ui, "gen")
         with gr.Column(scale=3):
             _watch(ui)
     _sampling(ui)

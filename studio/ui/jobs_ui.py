@@ -8,6 +8,7 @@ wires the refresh button itself (it refreshes more than the list).
 
 from __future__ import annotations
 
+import time
 from functools import partial
 from pathlib import Path
 
@@ -26,13 +27,15 @@ def jobs():
 
 
 def job_choices(kind: str) -> list[tuple[str, str]]:
-    """(label, id) of this kind's jobs, newest first, with state, run folder and step."""
+    """(label, id) of this kind's jobs, newest first, with state, run folder and (once it stopped) the step it
+    reached. A running job's label leaves the step out: the progress line shows it live, and a label that
+    changed every tick would make the picker redraw under the user's pointer."""
     out = []
     for j in jobs().list():
         if j.kind != kind:
             continue
-        step = read_status(j.run_dir).get("step", 0)
-        out.append((f"{j.id} · {j.state} · {Path(j.run_dir).name} · step {step}", j.id))
+        step = "" if j.state == "running" else f" · step {read_status(j.run_dir).get('step', 0)}"
+        out.append((f"{j.id} · {j.state} · {Path(j.run_dir).name}{step}", j.id))
     return out
 
 
@@ -45,17 +48,83 @@ def run_dir_of(job_id) -> Path | None:
         return None
 
 
+def clock(seconds: float) -> str:
+    """``1:05`` or ``1:02:05``."""
+    s = int(round(max(0.0, seconds)))
+    h, m = divmod(s // 60, 60)
+    return f"{h}:{m:02d}:{s % 60:02d}" if h else f"{m}:{s % 60:02d}"
+
+
+def progress_line(job, status: dict, now: float | None = None) -> str:
+    """Where the job is: its place in the queue and what it waits behind; elapsed time and an ETA (from
+    the pace so far) while it runs; how long it took once it ended."""
+    now = time.time() if now is None else now
+    if job.state == "queued":
+        place, ahead = jobs().queue_position(job.id)
+        behind = f"behind job {ahead.id} ({Path(ahead.run_dir).name})" if ahead else "for a free slot"
+        return f"Queued {behind}; starts when it ends (position {place} in the queue)."
+    if job.state == "running" and job.started:
+        elapsed = now - job.started
+        step, total = status.get("step") or 0, status.get("steps") or status.get("max_steps")
+        eta = (f" · about {clock(elapsed / step * (total - step))} left (ETA "
+               f"{time.strftime('%H:%M:%S', time.localtime(now + elapsed / step * (total - step)))})"
+               if step and total and total > step else " · ETA after the first steps")
+        return f"Running for {clock(elapsed)}{eta}."
+    if job.started and job.ended:
+        return f"{job.state.capitalize()} after {clock(job.ended - job.started)}."
+    return f"{job.state.capitalize()}; it never started." if job.state == "cancelled" else ""
+
+
+def job_view(job_id, log: bool = True) -> Values:
+    """The picked job's progress line and (``log``) its log; empty when none is picked or it is unknown."""
+    if not job_id:
+        return {"progress": "", **({"log": ""} if log else {})}
+    try:
+        job = jobs().get(job_id)
+        shown = {"log": jobs().log(job.id)} if log else {}
+        return {"progress": progress_line(job, read_status(job.run_dir)), **shown}
+    except StudioError:
+        return {"progress": "", **({"log": ""} if log else {})}
+
+
 # --- handlers ------------------------------------------------------------------------------------------
 def cancel_job(v: Values) -> Values:
-    """Cancel (SIGTERM: the loop checkpoints, then stops) the picked job."""
+    """Cancel the picked job: a queued one leaves the queue; a running one gets SIGTERM (the loop
+    checkpoints, then stops). The toast says which."""
     if not v["job"]:
         raise gr.Error("Pick a job first.")
     try:
-        jobs().cancel(v["job"])
+        job = jobs().cancel(v["job"])
     except StudioError as exc:
         raise fail(exc) from None
-    gr.Info("Cancel sent: the run stops after its current step and saves a checkpoint.")
+    if job.state == "cancelled" and not job.started:
+        gr.Info(f"Job {job.id} left the queue; it had not started, so there is nothing to resume.")
+    else:
+        gr.Info(f"Cancel sent to job {job.id}: it stops after its current step and saves a checkpoint.")
     return {}
+
+
+def watch_job(v: Values, *, kind: str) -> Values:
+    """The timer's look at the jobs: the picked job's progress line and log, and the picker's labels
+    when a job's state or step changed (``labels``: what the page shows now, kept in a State)."""
+    out = job_view(v["job"], log=bool(v.get("log_open")))  # the log is read and sent only while its panel is open
+    now = job_choices(kind)
+    if now != v["labels"]:
+        out.update(job=gr.update(choices=now, value=v["job"]), labels=now)
+    return out
+
+
+WATCHED = ["job", "labels", "progress", "log"]  # what the watch handler may change
+
+
+def watched(show, kind: str):
+    """``show`` (a tab's renderer of the picked job) plus :func:`watch_job`, as one handler: the tab's 2 s
+    timer then costs one request per tick, not two."""
+    def handler(v: Values) -> Values:
+        return {**show(v), **watch_job(v, kind=kind)}
+
+    handler.__name__ = show.__name__  # the endpoint keeps the name it had (show_3, ...)
+    return handler
 
 
 def resume_job(v: Values, *, kind: str) -> Values:
@@ -77,9 +146,39 @@ def job_controls(ui: dict, kind: str, prefix: str, refresh_label: str = "Refresh
         ui["cancel"] = gr.Button("Cancel", elem_id=f"{prefix}-cancel")
         ui["resume"] = gr.Button("Resume", elem_id=f"{prefix}-resume")
         ui["refresh"] = gr.Button(refresh_label)
+    ui["labels"] = gr.State(job_choices(kind))
 
 
-def wire_job_controls(ui: dict, kind: str) -> None:
+def job_log_panel(ui: dict, prefix: str) -> None:
+    """The progress line (queue place, elapsed, ETA) and the job's output in a collapsed panel."""
+    ui["progress"] = gr.Markdown("", elem_id=f"{prefix}-progress")
+    with gr.Accordion("Log", open=False, elem_id=f"{prefix}-log-panel") as ui["log_panel"]:
+        ui["log"] = gr.Code("", language=None, label="job output (last 200 lines)", elem_id=f"{prefix}-log",
+                            interactive=False, max_lines=20)
+    ui["log_open"] = gr.State(False)
+
+
+def open_log(v: Values) -> Values:
+    """Opening the Log panel shows the picked job's output at once; the timer then keeps it current."""
+    return {"log_open": True, **job_view(v["job"])}
+
+
+def close_log(_v: Values) -> Values:
+    return {"log_open": False}
+
+
+def wire_job_controls(ui: dict, kind: str, show=None, shown: list[str] = (), extra: list[str] = ()) -> None:
+    """Cancel, Resume and the Log panel; with ``show`` (the tab's renderer of the picked job, changing
+    ``shown``), picking a job and each timer tick run it together with :func:`watch_job` (``extra``: more
+    inputs ``show`` reads)."""
+    if show is not None:
+        seen = watched(show, kind)  # plus the progress line, the log and the picker's labels
+        inputs = ["job", *extra, "labels", "log_open"]
+        on(ui["job"].change, seen, ui, inputs, [*shown, *WATCHED], api_name=f"{kind}_pick")
+        on(ui["timer"].tick, seen, ui, inputs, [*shown, *WATCHED], show_progress="hidden", api_name=f"{kind}_watch")
+    on(ui["log_panel"].expand, open_log, ui, ["job"], ["log_open", "progress", "log"], api_visibility="private")
+    on(ui["log_panel"].collapse, close_log, ui, [], ["log_open"], api_visibility="private")
     """Cancel and Resume, served as ``/{kind}_cancel`` and ``/{kind}_resume``."""
     on(ui["cancel"].click, cancel_job, ui, ["job"], [], api_name=f"{kind}_cancel")
     on(ui["resume"].click, partial(resume_job, kind=kind), ui, ["job"], ["job"], api_name=f"{kind}_resume")
+

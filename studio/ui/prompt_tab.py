@@ -8,6 +8,7 @@ on the task and :func:`run_library` runs them over the whole library.
 
 from __future__ import annotations
 
+import html
 import json
 from dataclasses import dataclass, field
 from functools import partial
@@ -19,6 +20,7 @@ from studio.backends import BackendCache, GenerationSettings
 from studio.config import StudioConfig, load_config
 from studio.errors import StudioError
 from studio.limits import check_json_schema
+from studio.markup import neutralize
 from studio.paths import CONFIGS
 from studio.prompting.bench import PromptSuite, score
 from studio.prompting.techniques import TECHNIQUES, Task, run_technique
@@ -147,13 +149,43 @@ def _prompt_block(technique: str, res: dict) -> str:
     return f"#### {technique}\n{prompt}\n\n**output**: {res['output']}{valid}"
 
 
+def vote_order(answers) -> list[str]:
+    """Answers in reading order: numbers by value (1, 2, 120), then words alphabetically."""
+    def key(a: str):
+        try:
+            return (0, float(a), "")
+        except ValueError:
+            return (1, 0.0, a)
+
+    return sorted(answers, key=key)
+
+
+def votes_html(votes: dict, samples: int) -> str:
+    """The vote chart as HTML bars: one bar per answer, its length the share of the ``samples`` votes
+    (zero-based, so a one-vote answer has a bar), answers in :func:`vote_order`, the count beside each.
+
+    Why not ``gr.BarPlot``: its Vega axis started at the smallest count (one-vote answers had no bar) and
+    sorted answers as text; these bars are readable without a plotting library and can be checked in a page."""
+    counts = {str(a): int(n) for a, n in votes.items()}
+    rows = []
+    for answer in vote_order(list(counts)):
+        n = counts[answer]
+        rows.append(f"<div class='vote-row'><span class='vote-answer'>{html.escape(answer) or '(none)'}</span>"
+                    f"<span class='vote-track'><span class='vote-bar' style='width:{100 * n / max(1, samples):.1f}%'>"
+                    f"</span></span><span class='vote-count'>{n} vote{'s' if n != 1 else ''}</span></div>")
+    return f"<div class='votes' aria-label='self-consistency votes'><b>Self-consistency votes</b>{''.join(rows)}</div>"
+
+
 def _votes(res: dict, samples: int) -> Values:
-    """Self-consistency's vote chart data and the line under it."""
-    chart = pd.DataFrame({"answer": list(res["votes"]), "votes": list(res["votes"].values())})
+    """Self-consistency's vote chart, the line under it and every sample with the answer read from it."""
+    listed = "\n".join(f"{i}. **{neutralize(str(x['answer']) or '(none)')}**: "
+                       f"{neutralize(' '.join(x['text'].split())[:300])}"
+                       for i, x in enumerate(res.get("samples", []), 1))
     stats = (f"majority **{res['answer']}** · agreement {res['agreement']:.2f} · entropy "
              f"{res['entropy']:.2f} bits over {int(samples)} samples. Sampling several reasoning paths "
-             "and voting cancels out paths that went wrong; high agreement means the answer is stable.")
-    return {"votes": chart, "vote_stats": stats}
+             "and voting cancels out paths that went wrong; high agreement means the answer is stable."
+             + (f"\n\n**Every sample** (its answer, then its text):\n\n{listed}" if listed else ""))
+    return {"votes": votes_html(res["votes"], int(samples)), "vote_stats": stats}
 
 
 def run_techniques(v: Values, *, services: PromptServices, progress=_no_progress) -> Values:
@@ -162,7 +194,7 @@ def run_techniques(v: Values, *, services: PromptServices, progress=_no_progress
     req = lab_request(v, services=services)
     backend = services.backend()
     rows, blocks = [], []
-    out: Values = {"votes": pd.DataFrame({"answer": [], "votes": []}), "vote_stats": ""}
+    out: Values = {"votes": "", "vote_stats": ""}
     for i, technique in enumerate(req.techniques):
         progress((i, len(req.techniques)), desc=technique)
         try:
@@ -226,7 +258,8 @@ def _techniques_and_sampling(ui: dict) -> None:
                                         label="Techniques", elem_id="pl-techniques")
     with gr.Row():
         ui["samples"] = gr.Slider(2, 15, value=5, step=1, label="Self-consistency samples", elem_id="pl-samples")
-        ui["temperature"] = gr.Slider(0, 1.5, value=0.7, step=0.05, label="Sampling temperature (SC)")
+        ui["temperature"] = gr.Slider(0, 1.5, value=0.7, step=0.05, label="Sampling temperature (SC)",
+                                      elem_id="pl-temperature")
     with gr.Row():
         ui["top_p"] = gr.Slider(0.05, 1, value=0.95, step=0.05, label="Top-p")
         ui["top_k"] = gr.Slider(0, 200, value=40, step=1, label="Top-k")
@@ -236,13 +269,13 @@ def _techniques_and_sampling(ui: dict) -> None:
         ui["run_library"] = gr.Button("Run the whole library (minutes)", elem_id="pl-library-run")
 
 
-def _results(ui: dict) -> None:
+def _results(ui: dict, suites: list[str]) -> None:
     ui["table"] = gr.Dataframe(headers=COLUMNS, interactive=False, label="Results", elem_id="pl-table", wrap=True)
-    ui["votes"] = gr.BarPlot(x="answer", y="votes", title="Self-consistency votes", elem_id="pl-votes", height=240)
+    ui["votes"] = gr.HTML("", elem_id="pl-votes")
     ui["vote_stats"] = gr.Markdown(elem_id="pl-vote-stats")
     ui["details"] = gr.Markdown(elem_id="pl-details")
-    ui["library_table"] = gr.Dataframe(label="Technique x task accuracy (library run)", interactive=False,
-                                       elem_id="pl-library-table")
+    ui["library_table"] = gr.Dataframe(headers=["technique", *suites, "seconds"], interactive=False,
+                                       label="Technique x task accuracy (library run)", elem_id="pl-library-table")
 
 
 def _wire(ui: dict, s: PromptServices) -> None:
@@ -262,5 +295,5 @@ def build_prompt_tab(cfg: StudioConfig, backends: BackendCache) -> None:
             _task(ui, services.tasks)
             _techniques_and_sampling(ui)
         with gr.Column(scale=3):
-            _results(ui)
+            _results(ui, list(dict.fromkeys(suite.name for suite, _ in services.tasks.values())))
     _wire(ui, services)

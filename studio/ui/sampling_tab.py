@@ -26,14 +26,16 @@ PARAMS = {
     "beta": [("a", 0.1, 10, 2), ("b", 0.1, 10, 5)],
     "gamma": [("shape", 0.1, 10, 2), ("scale", 0.1, 5, 1)],
     "student_t": [("df", 0.5, 30, 3), ("loc", -5, 5, 0), ("scale", 0.1, 5, 1)],
-    "mixture": [],
+    "mixture": [("weight of the first", 0.01, 0.99, 0.3), ("mean 1", -5, 5, -2), ("std 1", 0.1, 3, 0.5),
+                ("mean 2", -5, 5, 2), ("std 2", 0.1, 3, 1)],
     "banana": [("b", 0, 2, 0.5), ("sigma", 0.5, 4, 2)],
     "formula": [("low", -10, 0, -5), ("high", 0, 10, 5)],
     "coin": [("heads", 0, 100, 7), ("tails", 0, 100, 3)],
 }
 
 TITLES = {"draw": "Draw", "mc": "Monte Carlo", "is": "Importance sampling", "mcmc": "MCMC"}
-SLIDERS = ["p1", "p2", "p3"]
+SLIDERS = ["p1", "p2", "p3", "p4", "p5"]
+MCMC_MAX = 20_000  # MH steps per chain in the tab: each step depends on the last, so n cannot be vectorised
 # each run's inputs in the order an API client passes them positionally: the shared ones, then the run's own
 BASE = ["distribution", *SLIDERS, "formula", "n", "seed", "f"]
 EXTRA = {"draw": [], "mc": [], "is": ["proposal_mean", "proposal_std"], "mcmc": ["step", "chains", "burn_in"]}
@@ -100,6 +102,10 @@ def config_of(v: Values) -> SamplingConfig:
         params["expr"] = text(v["formula"], "the density formula")
     if name == "coin":
         params = {k: as_int(value, k) for k, value in params.items()}
+    if name == "mixture":  # two normal components from the five sliders
+        w = min(max(params["weight of the first"], 0.01), 0.99)
+        params = {"weights": [w, 1 - w], "means": [params["mean 1"], params["mean 2"]],
+                  "stds": [params["std 1"], params["std 2"]]}
     return SamplingConfig(distribution=name, params=params, n=as_int(v["n"], "n", 0),
                           seed=as_int(v["seed"], "seed", 0), function=text(v["f"], "f(x)") or "x")
 
@@ -114,12 +120,17 @@ def run(v: Values, *, kind: str) -> Values:
     if kind == "mcmc":
         cfg.step, cfg.chains = as_float(v["step"], "step size"), as_int(v["chains"], "chains")
         cfg.burn_in = as_int(v["burn_in"], "burn-in")
-        cfg.n = min(cfg.n, 20_000)  # MH steps are sequential: keep the tab responsive
+        asked, cfg.n = cfg.n, min(cfg.n, MCMC_MAX)
     try:
         res = run_sampling(kind, cfg)
     except StudioError as exc:
         raise fail(exc) from None
-    return {f"plot_{kind}": res["plot"], f"result_{kind}": describe(kind, res)}
+    note = ""
+    if kind == "mcmc" and asked > MCMC_MAX:
+        note = (f"\n\n**n = {asked:,} was asked; the tab runs {MCMC_MAX:,} steps per chain**: each Metropolis step "
+                "needs the one before, so the chain cannot be computed in one vectorised pass and more steps "
+                "would keep the page waiting. `studio sample mcmc CONFIG.yaml n=N` runs any n.")
+    return {f"plot_{kind}": res["plot"], f"result_{kind}": describe(kind, res) + note}
 
 
 def histogram_gif(v: Values) -> Values:
@@ -141,7 +152,8 @@ def _target(ui: dict) -> None:
     ui["distribution"] = gr.Dropdown(list(PARAMS), value="normal", label="Distribution (target)", elem_id="samp-dist")
     ui["p1"] = gr.Slider(-5, 5, value=0, label="mean", elem_id="samp-p1")
     ui["p2"] = gr.Slider(0.1, 5, value=1, label="std", elem_id="samp-p2")
-    ui["p3"] = gr.Slider(0, 1, value=0, label="-", visible=False, elem_id="samp-p3")
+    for slot in SLIDERS[2:]:
+        ui[slot] = gr.Slider(0, 1, value=0, label="-", visible=False, elem_id=f"samp-{slot}")
     ui["formula"] = gr.Textbox("exp(-x**2/2) * (1 + sin(3*x)**2)", label="Density formula (formula)", visible=False)
     ui["n"] = gr.Number(100_000, precision=0, label="Sample size n", elem_id="samp-n")
     ui["seed"] = gr.Number(0, precision=0, label="Seed")
