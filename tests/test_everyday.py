@@ -114,6 +114,20 @@ def test_a_cited_page_renders_with_the_quote_shaded(tmp_path):
         render_page(pdf, 3)
 
 
+def test_the_server_renders_pages_in_a_child_process_that_may_fail_alone(tmp_path):
+    from ingest.pages import render_page_isolated
+
+    pdf = make_pdf(tmp_path / "p.pdf", ["Only page. The Nile is long."])
+    image = render_page_isolated(pdf, 1, "The Nile is long.")
+    assert image.info["quote_found"] and image.size[0] > 500
+    broken = tmp_path / "broken.pdf"
+    broken.write_bytes(b"%PDF-1.4 nothing else")
+    with pytest.raises(StudioError, match="could not be rendered"):
+        render_page_isolated(broken, 1)
+    with pytest.raises(StudioError, match="page 2 is not in this document"):
+        render_page_isolated(pdf, 2)
+
+
 @pytest.mark.parametrize("key", ["../../etc/passwd", "0123456789abcdeZ", "", None, "/abs/0123456789abcdef"])
 def test_an_original_is_found_only_by_its_content_key(key):
     from ingest.pages import original_path

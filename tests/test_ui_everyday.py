@@ -92,6 +92,22 @@ def test_a_collection_ingested_in_documents_is_offered_in_chat_without_a_reload(
     page.close()
 
 
+def test_a_whole_folder_is_ingested_file_by_file(browser, studio_server, tmp_path):
+    folder = tmp_path / "handbook"
+    (folder / "part2").mkdir(parents=True)
+    (folder / "intro.md").write_text("# Intro\n\nThe handbook explains how the ferry timetable works.\n")
+    (folder / "part2" / "winter.txt").write_text("In winter the ferry leaves at nine in the morning.\n")
+    page = open_tab(browser, studio_server, "Documents", "#docs-folder input[type=file]")
+    page.locator("#docs-folder input[type=file]").set_input_files(str(folder))  # the folder picker's way in
+    page.fill("#docs-collection input", "handbook-folder")
+    page.keyboard.press("Enter")
+    page.click("#docs-ingest")
+    page.wait_for_function("document.querySelector('#docs-summary').innerText.includes('2 added')", timeout=90_000)
+    results = page.inner_text("#docs-results")
+    assert "intro.md" in results and "winter.txt" in results
+    page.close()
+
+
 # --- 2. the vote chart ----------------------------------------------------------------------------------
 def test_the_vote_chart_has_a_bar_for_every_answer_in_numeric_order(browser, studio_server):
     page = open_tab(browser, studio_server, "Prompt Lab", "#pl-run")

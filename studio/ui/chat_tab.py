@@ -18,7 +18,7 @@ from pathlib import Path
 import gradio as gr
 
 from finetune.adapters import adapter_of, list_adapters
-from ingest.pages import original_path, render_page
+from ingest.pages import original_path, render_page_isolated
 from studio.backends import BACKENDS, BackendCache, GenerationSettings
 from studio.config import StudioConfig
 from studio.errors import StudioError
@@ -253,7 +253,7 @@ def view_page(v: Values, *, services: ChatServices) -> Values:
         record = ing.manifest.get(ing.store.location, cites["collection"], c["source"])
         if record is None:
             raise StudioError(f"{c['source']} is no longer in {cites['collection']}")
-        image = render_page(original_path(record.version), int(c["page"]), c.get("quote") or c["text"][:300])
+        image = render_page_isolated(original_path(record.version), int(c["page"]), c.get("quote") or c["text"][:300])
     except StudioError as exc:
         raise fail(exc) from None
     found = ("the quoted passage is shaded" if image.info.get("quote_found")

@@ -299,8 +299,10 @@ def _wire(ui: dict, service: DocsService) -> None:
     # the API names of the events that had none are the ones Gradio gave them from the old handlers' names
     on(ui["files"].change, upload, ui, ["files", "folder"], ["preview_file"], api_name="on_upload")
     on(ui["folder"].change, upload, ui, ["files", "folder"], ["preview_file"], api_name="on_upload_1")
-    on(ui["preview_btn"].click, preview, ui, PREVIEW, ["preview"], api_name="preview_chunks")
-    on(ui["preview_page"].submit, preview, ui, PREVIEW, ["preview"], api_name="preview_page")
+    on(ui["preview_btn"].click, preview, ui, PREVIEW, ["preview"], defaults={"preview_page": 1},
+       api_name="preview_chunks")
+    on(ui["preview_page"].submit, preview, ui, PREVIEW, ["preview"], defaults={"preview_page": 1},
+       api_name="preview_page")
     # the progress bar sits on the results table, not over the collection field the user just filled in
     on(ui["ingest_btn"].click, partial(ingest, service=service), ui, INGEST, INGESTED, api_name="ingest",
        show_progress_on=[ui["results"]])

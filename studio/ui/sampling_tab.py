@@ -35,9 +35,10 @@ PARAMS = {
 
 TITLES = {"draw": "Draw", "mc": "Monte Carlo", "is": "Importance sampling", "mcmc": "MCMC"}
 SLIDERS = ["p1", "p2", "p3", "p4", "p5"]
+LATER = {"p4": 0, "p5": 0}  # sliders added after the endpoints were published: last, and optional
 MCMC_MAX = 20_000  # MH steps per chain in the tab: each step depends on the last, so n cannot be vectorised
 # each run's inputs in the order an API client passes them positionally: the shared ones, then the run's own
-BASE = ["distribution", *SLIDERS, "formula", "n", "seed", "f"]
+BASE = ["distribution", *SLIDERS[:3], "formula", "n", "seed", "f"]
 EXTRA = {"draw": [], "mc": [], "is": ["proposal_mean", "proposal_std"], "mcmc": ["step", "chains", "burn_in"]}
 
 EXPLAIN = {
@@ -186,9 +187,9 @@ def _run_tab(ui: dict, kind: str, title: str) -> None:
 def _wire(ui: dict) -> None:
     on(ui["distribution"].change, pick_distribution, ui, ["distribution"], [*SLIDERS, "formula"], api_name="on_dist")
     for kind in TITLES:
-        on(ui[f"run_{kind}"].click, partial(run, kind=kind), ui, [*BASE, *EXTRA[kind]],
-           [f"plot_{kind}", f"result_{kind}"], api_name=f"sample_{kind}")
-    on(ui["gif_btn"].click, histogram_gif, ui, BASE, ["gif"], api_name="sample_gif")
+        on(ui[f"run_{kind}"].click, partial(run, kind=kind), ui, [*BASE, *EXTRA[kind], *LATER],
+           [f"plot_{kind}", f"result_{kind}"], defaults=LATER, api_name=f"sample_{kind}")
+    on(ui["gif_btn"].click, histogram_gif, ui, [*BASE, *LATER], ["gif"], defaults=LATER, api_name="sample_gif")
 
 
 def build_sampling_tab() -> None:

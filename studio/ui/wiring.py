@@ -34,11 +34,14 @@ def _wants_progress(fn: Callable) -> bool:
 
 
 def on(trigger: Callable, fn: Callable, ui: dict[str, Any], inputs: Sequence[str] = (),
-       outputs: Sequence[str] = (), **event_kwargs):
+       outputs: Sequence[str] = (), defaults: dict[str, Any] | None = None, **event_kwargs):
     """``trigger(wrapper, [inputs], [outputs], **event_kwargs)`` with ``fn`` speaking names; returns the
-    event (for ``cancels=`` and ``.then``)."""
+    event (for ``cancels=`` and ``.then``). ``defaults``: values of trailing inputs an API client may leave
+    out (inputs added to an endpoint later go last, with a default, so older clients keep working)."""
     progress = _wants_progress(fn)
-    params = [_P(n, _P.POSITIONAL_OR_KEYWORD) for n in inputs]
+    defaults = defaults or {}
+    params = [_P(n, _P.POSITIONAL_OR_KEYWORD, **({"default": defaults[n]} if n in defaults else {}))
+              for n in inputs]
     if progress:
         params.append(_P("progress", _P.POSITIONAL_OR_KEYWORD, default=gr.Progress()))
     signature = inspect.Signature(params)
