@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import socket
@@ -25,6 +26,12 @@ def studio_home(tmp_path_factory) -> Path:
     """Every test session starts with an empty studio home (set before any studio import)."""
     home = Path(os.environ.get("STUDIO_TEST_HOME") or tmp_path_factory.mktemp("studio-home"))
     os.environ["STUDIO_HOME"] = str(home)
+    # one install key for every test session: the passage delimiters it keys are part of the prompt, so a
+    # random key per session made the bundled model's answers (and the tests that read them) vary by run
+    key = home / "secret.key"
+    if not key.exists():
+        key.write_bytes(hashlib.sha256(b"genai-studio test install").digest())
+        key.chmod(0o600)
     from studio.env import apply_offline_defaults
 
     apply_offline_defaults()
