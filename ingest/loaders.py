@@ -12,14 +12,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
 import zipfile
 from dataclasses import dataclass
-from html.parser import HTMLParser
 from pathlib import Path
 
 from langchain_core.documents import Document
 
+from ingest.ocr import OcrError, needs_ocr, ocr_available, ocr_pages
+from ingest.structure import html_sections, markdown_sections
 from studio.limits import current as current_limits
 
 
@@ -33,6 +33,7 @@ class Limits:
 
     max_file_mb: float = 100.0
     max_pages: int = 3000
+    ocr: bool = True  # read pages without a text layer with Tesseract
 
 
 ARCHIVE_MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ": "xz", b"7z\xbc\xaf": "7z",
@@ -118,11 +119,13 @@ def load_file(path: str | Path, source: str | None = None, limits: Limits | None
         docs = loader(path, limits) if kind == "pdf" else loader(path.read_bytes())
     except LoadError as exc:
         raise LoadError(f"{source}: {exc}") from None
+    unread = [d.metadata["page"] for d in docs if d.metadata.get("unread")]
     docs = [d for d in docs if d.page_content.strip()]
     if not docs:
-        hint = " (a scanned PDF needs OCR first)" if kind == "pdf" else ""
+        hint = f" (its pages are images: {ocr_available()})" if unread and ocr_available() else ""
         raise LoadError(f"{source}: no text to ingest{hint}")
     for d in docs:
+        d.metadata.pop("unread", None)
         d.metadata.setdefault("page", None)
         d.metadata.update(source=source, kind=kind)
     return docs
@@ -151,6 +154,32 @@ def load_pdf(path: Path, limits: Limits) -> list[Document]:
         except Exception as exc:  # pypdf raises many types on damaged page streams
             raise LoadError(f"page {i} cannot be read ({exc})") from None
         docs.append(Document(page_content=text, metadata={"page": i}))
+    return _ocr_image_pages(path, docs, limits)
+
+
+def _ocr_image_pages(path: Path, docs: list[Document], limits: Limits) -> list[Document]:
+    """Pages without a text layer read with OCR (``ocr: True`` in their metadata); where OCR cannot run,
+    they stay empty and are marked ``unread`` (the caller says what to install)."""
+    blank = [d for d in docs if needs_ocr(d.page_content)]
+    if not blank:
+        return docs
+    most = current_limits().ocr_pages
+    if not limits.ocr or ocr_available() or len(blank) > most:
+        if limits.ocr and len(blank) > most:
+            raise LoadError(f"{len(blank)} pages have no text layer; OCR reads at most {most} per file "
+                            "(limits.ocr_pages)")
+        for d in blank:
+            d.metadata["unread"] = True
+        return docs
+    try:
+        texts = ocr_pages(path, [d.metadata["page"] for d in blank])
+    except OcrError as exc:
+        raise LoadError(str(exc)) from None
+    for d in blank:
+        text = texts.get(d.metadata["page"], "")
+        if not needs_ocr(text):
+            d.page_content = text
+            d.metadata["ocr"] = True
     return docs
 
 
@@ -158,51 +187,18 @@ def load_text(data: bytes) -> list[Document]:
     return [Document(page_content=decode(data))]
 
 
-class _VisibleText(HTMLParser):
-    """Collects the text a reader sees: no scripts, styles or templates; blocks on new lines."""
-
-    HIDDEN = {"script", "style", "noscript", "template", "head", "svg"}
-    BLOCK = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "section", "article",
-             "header", "footer", "pre", "blockquote", "table", "ul", "ol", "dd", "dt", "hr", "title"}
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.hidden = 0
-        self.title = ""
-        self._in_title = False
-
-    def handle_starttag(self, tag, attrs):
-        if tag in self.HIDDEN:
-            self.hidden += 1
-        if tag == "title":
-            self._in_title = True
-        if tag in self.BLOCK:
-            self.parts.append("\n")
-
-    def handle_endtag(self, tag):
-        if tag in self.HIDDEN and self.hidden:
-            self.hidden -= 1
-        if tag == "title":
-            self._in_title = False
-        if tag in self.BLOCK:
-            self.parts.append("\n")
-
-    def handle_data(self, data):
-        if self._in_title:
-            self.title += data
-        elif not self.hidden:
-            self.parts.append(data)
-
-
 def load_html(data: bytes) -> list[Document]:
-    parser = _VisibleText()
-    parser.feed(decode(data))
-    parser.close()
-    text = re.sub(r"[ \t\r\f\v]+", " ", "".join(parser.parts))
-    text = re.sub(r"\s*\n\s*", "\n", text).strip()
-    meta = {"title": parser.title.strip()} if parser.title.strip() else {}
-    return [Document(page_content=text, metadata=meta)]
+    """One document per section (see :mod:`ingest.structure`): its text, heading path and anchor."""
+    title, sections = html_sections(decode(data))
+    meta = {"title": title} if title else {}
+    return [Document(page_content=s.text, metadata={**meta, "section": " > ".join(s.path), "anchor": s.anchor})
+            for s in sections]
+
+
+def load_markdown(data: bytes) -> list[Document]:
+    """One document per section under its ``#`` headings, like :func:`load_html`."""
+    return [Document(page_content=s.text, metadata={"section": " > ".join(s.path), "anchor": s.anchor})
+            for s in markdown_sections(decode(data))]
 
 
 W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
@@ -407,5 +403,5 @@ def load_json(data: bytes) -> list[Document]:
     return [Document(page_content="\n".join(_flatten(value)))]
 
 
-LOADERS = {"pdf": load_pdf, "text": load_text, "markdown": load_text, "html": load_html,
+LOADERS = {"pdf": load_pdf, "text": load_text, "markdown": load_markdown, "html": load_html,
            "docx": load_docx, "csv": load_csv, "json": load_json}

@@ -20,9 +20,10 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
     store TEXT NOT NULL, collection TEXT NOT NULL, source TEXT NOT NULL,
     version TEXT NOT NULL, chunks INTEGER NOT NULL, pages INTEGER,
-    bytes INTEGER, ingested_at REAL NOT NULL,
+    bytes INTEGER, ingested_at REAL NOT NULL, ocr TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (store, collection, source)
 )"""
+COLUMNS = "source, version, chunks, pages, bytes, ingested_at, ocr"
 
 
 @dataclass
@@ -33,6 +34,18 @@ class FileRecord:
     pages: int | None
     bytes: int | None
     ingested_at: float
+    ocr: str = ""  # the pages read with OCR, as "1-3, 7"
+
+
+def page_ranges(pages: list[int]) -> str:
+    """[1, 2, 3, 7] -> "1-3, 7"."""
+    runs: list[list[int]] = []
+    for p in sorted(set(pages)):
+        if runs and p == runs[-1][1] + 1:
+            runs[-1][1] = p
+        else:
+            runs.append([p, p])
+    return ", ".join(f"{a}-{b}" if b > a else str(a) for a, b in runs)
 
 
 class Manifest:
@@ -40,21 +53,23 @@ class Manifest:
         self.path = path or studio_home() / "manifest.sqlite"
         with self._db() as db:
             db.execute(SCHEMA)
+            if "ocr" not in {row[1] for row in db.execute("PRAGMA table_info(files)")}:  # an older studio's
+                db.execute("ALTER TABLE files ADD COLUMN ocr TEXT NOT NULL DEFAULT ''")
 
     def _db(self) -> sqlite3.Connection:
         return open_db(self.path)
 
     def get(self, store: str, collection: str, source: str) -> FileRecord | None:
         with self._db() as db:
-            row = db.execute("SELECT source, version, chunks, pages, bytes, ingested_at FROM files "
+            row = db.execute(f"SELECT {COLUMNS} FROM files "
                              "WHERE store=? AND collection=? AND source=?", (store, collection, source)).fetchone()
         return FileRecord(*row) if row else None
 
     def put(self, store: str, collection: str, record: FileRecord) -> None:
         with self._db() as db:
-            db.execute("INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?)",
+            db.execute(f"INSERT OR REPLACE INTO files (store, collection, {COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
                        (store, collection, record.source, record.version, record.chunks, record.pages,
-                        record.bytes, record.ingested_at or time.time()))
+                        record.bytes, record.ingested_at or time.time(), record.ocr))
 
     def remove(self, store: str, collection: str, source: str | None = None) -> None:
         with self._db() as db:
@@ -66,6 +81,6 @@ class Manifest:
 
     def files(self, store: str, collection: str) -> list[FileRecord]:
         with self._db() as db:
-            rows = db.execute("SELECT source, version, chunks, pages, bytes, ingested_at FROM files "
+            rows = db.execute(f"SELECT {COLUMNS} FROM files "
                               "WHERE store=? AND collection=? ORDER BY source", (store, collection)).fetchall()
         return [FileRecord(*r) for r in rows]

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from ingest.config import IngestConfig
 from ingest.loaders import Limits, LoadError, load_file
-from ingest.manifest import FileRecord, Manifest
+from ingest.manifest import FileRecord, Manifest, page_ranges
 from ingest.pages import keep_original
 from ingest.splitters import split_documents
 from studio.env import home_lock
@@ -47,6 +47,7 @@ class FileResult:
     chunks: int = 0
     error: str | None = None
     pages: int | None = None
+    ocr: str = ""  # pages read with OCR ("1-3, 7")
 
 
 @dataclass
@@ -72,6 +73,7 @@ class _Prepared:
     pages: int | None = None
     error: str | None = None
     unchanged: bool = False
+    ocr: str = ""
 
 
 def discover(paths: Iterable[str | Path]) -> list[tuple[Path | None, str, str | None]]:
@@ -154,7 +156,7 @@ class Ingestor:
         if known and known.version == version and known.chunks == self.store.count(
                 collection, {"$and": [{"source": source}, {"version": version}]}):
             return _Prepared(source, version, len(data), pages=known.pages, unchanged=True,
-                             chunks=[None] * known.chunks)
+                             chunks=[None] * known.chunks, ocr=known.ocr)
         try:
             docs = load_file(path, source, self.limits)
             chunks = split_documents(docs, self.cfg.splitter)
@@ -164,7 +166,8 @@ class Ingestor:
             log.exception("unexpected failure reading %s", source)
             return _Prepared(source, error=f"{source}: could not be read ({type(exc).__name__}: {exc})")
         pages = max((d.metadata.get("page") or 0 for d in docs), default=0) or None
-        return _Prepared(source, version, len(data), chunks, pages)
+        ocr = page_ranges([d.metadata["page"] for d in docs if d.metadata.get("ocr")])
+        return _Prepared(source, version, len(data), chunks, pages, ocr=ocr)
 
     def _commit(self, collection: str, prep: _Prepared) -> FileResult:
         previous = self.manifest.get(self.store.location, collection, prep.source)
@@ -180,9 +183,10 @@ class Ingestor:
         self.store.add_chunks(collection, ids, vectors, texts, metas)
         self.store.delete_where(collection, {"$and": [{"source": prep.source}, {"version": {"$ne": prep.version}}]})
         self.manifest.put(self.store.location, collection,
-                          FileRecord(prep.source, prep.version, len(ids), prep.pages, prep.size, time.time()))
+                          FileRecord(prep.source, prep.version, len(ids), prep.pages, prep.size, time.time(),
+                                     prep.ocr))
         status = "updated" if previous else "added"
-        return FileResult(prep.source, status, len(ids), None, prep.pages)
+        return FileResult(prep.source, status, len(ids), None, prep.pages, prep.ocr)
 
     def _lock(self, collection: str):
         """One writer per collection at a time, across processes: two ingests of one file can then
@@ -223,7 +227,8 @@ class Ingestor:
                 if prep.error:
                     results.append(FileResult(prep.source, "failed", 0, prep.error))
                 elif prep.unchanged:
-                    results.append(FileResult(prep.source, "unchanged", len(prep.chunks), None, prep.pages))
+                    results.append(FileResult(prep.source, "unchanged", len(prep.chunks), None, prep.pages,
+                                              prep.ocr))
                 else:
                     results.append(self._commit(collection, prep))
         if progress:

@@ -9,8 +9,12 @@ Strategies (``SplitterConfig.splitter``):
 - ``token``: recursive, measured in tokens of the embedding model's own tokenizer, so no chunk
   is cut short by the model's 256-token limit.
 
+HTML and Markdown files come from their loaders already cut at headings (:mod:`ingest.structure`):
+each section is split on its own, so no chunk crosses a heading, and keeps its heading path.
+
 Every chunk's metadata: ``source``, ``page`` (1-based, or None), ``chunk`` (index within the
-file), ``headers`` ("A > B", or ""), ``start`` (character offset in its page), ``chunk_hash``.
+file), ``headers`` ("A > B", or ""), ``anchor`` (the section's id, or ""), ``start`` (character
+offset in its page or section), ``chunk_hash``.
 """
 
 from __future__ import annotations
@@ -91,7 +95,10 @@ def make_text_splitter(cfg: SplitterConfig):
 
 
 def _sections(doc: Document, markdown: bool) -> list[tuple[str, str]]:
-    """(heading path, text) sections of a document; one untitled section unless markdown."""
+    """(heading path, text) sections of a document: the loader's section (HTML, Markdown files), or
+    the ``#`` headings of its text with the ``markdown`` splitter, or one untitled section."""
+    if doc.metadata.get("section") is not None:
+        return [(doc.metadata["section"], doc.page_content)]
     if not markdown:
         return [("", doc.page_content)]
     parts = MarkdownHeaderTextSplitter(HEADINGS, strip_headers=False).split_text(doc.page_content)
@@ -114,7 +121,8 @@ def split_documents(docs: list[Document], cfg: SplitterConfig | None = None) -> 
                 found = doc.page_content.find(text[:80], cursor)
                 start = found if found >= 0 else cursor
                 cursor = max(cursor, start)
-                meta = {**doc.metadata, "chunk": len(chunks), "headers": headers, "start": start,
+                meta = {**{k: v for k, v in doc.metadata.items() if k != "section"}, "chunk": len(chunks),
+                        "headers": headers, "anchor": doc.metadata.get("anchor", ""), "start": start,
                         "chunk_hash": content_hash(text)}
                 chunks.append(Document(page_content=text, metadata=meta))
     return chunks

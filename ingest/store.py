@@ -43,11 +43,22 @@ class Hit:
     text: str
     id: str = ""
     headers: str = ""
+    anchor: str = ""  # the section's id in an HTML or Markdown file
     bm25: float | None = None  # the BM25 score, when a keyword ranking found it
     rrf: float | None = None  # the fused rank score, in hybrid retrieval
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def place(source: str, page: int | None = None, section: str = "", anchor: str = "", sep: str = ", ") -> str:
+    """Where a passage is, for people: ``R-intro.pdf, page 12`` or, where pages do not exist,
+    ``struct.html § Byte Order, Size, and Alignment (#byte-order-size-and-alignment)`` (the innermost
+    heading, and the anchor to append to the page's address)."""
+    if page:
+        return f"{source}{sep}page {page}"
+    heading = section.rsplit(" > ", 1)[-1] if section else ""
+    return source + (f" § {heading}" if heading else "") + (f" (#{anchor})" if anchor else "")
 
 
 class Store:
@@ -118,7 +129,7 @@ class Store:
             meta = meta or {}
             hits.append(Hit(source=meta.get("source", ""), page=meta.get("page"), chunk=int(meta.get("chunk", 0)),
                             score=round(1.0 - float(dist), 6), text=text or "", id=cid,
-                            headers=meta.get("headers", "")))
+                            headers=meta.get("headers", ""), anchor=meta.get("anchor", "")))
         return hits
 
     def get_chunks(self, name: str, where: dict | None = None) -> dict:

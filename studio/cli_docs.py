@@ -79,7 +79,8 @@ def cmd_ingest(args, cfg) -> int:
         print(json.dumps(report.to_dict()))
     else:
         for f in report.files:
-            detail = f.error if f.status == "failed" else f"{f.chunks} chunks"
+            detail = f.error if f.status == "failed" else f"{f.chunks} chunks" + (
+                f"; OCR read pages {f.ocr}" if f.ocr else "")
             print(f"{f.status:9} {f.source}  ({detail})")
         counts = ", ".join(f"{report.count(s)} {s}" for s in ("added", "updated", "unchanged", "failed")
                            if report.count(s))
@@ -92,12 +93,12 @@ def cmd_docs_list(args, cfg) -> int:
     records = ing.documents(args.collection)
     if args.json:
         print(json.dumps({"collection": args.collection, "documents": [
-            {"source": r.source, "chunks": r.chunks, "pages": r.pages, "bytes": r.bytes,
+            {"source": r.source, "chunks": r.chunks, "pages": r.pages, "bytes": r.bytes, "ocr_pages": r.ocr,
              "ingested_at": datetime.fromtimestamp(r.ingested_at).isoformat(timespec="seconds")}
             for r in records]}))
     else:
         for r in records:
-            pages = f"{r.pages} pages, " if r.pages else ""
+            pages = (f"{r.pages} pages, " if r.pages else "") + (f"OCR on {r.ocr}, " if r.ocr else "")
             print(f"{r.source}  ({pages}{r.chunks} chunks)")
         print(f"{len(records)} documents in {args.collection}")
     return 0

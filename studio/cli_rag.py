@@ -75,7 +75,7 @@ def result_json(res) -> dict:
         "question": res.question,
         "answer": res.answer,
         "citations": [{"n": c.n, "source": c.source, "page": c.page, "chunk": c.chunk, "text": c.text,
-                       "quote": c.quote} for c in res.citations],
+                       "quote": c.quote, "section": c.section, "anchor": c.anchor} for c in res.citations],
         "groundedness": res.groundedness,
         "answerable": res.answerable,
         "refusal": res.refusal,
@@ -111,8 +111,7 @@ def cmd_ask(args, cfg) -> int:
         res = stream.result
         sys.stdout.write("\n")
         for c in res.citations:
-            page = f", page {c.page}" if c.page else ""
-            print(f"[{c.n}] {c.source}{page}")
+            print(f"[{c.n}] {c.place}")
         if res.groundedness is not None:
             print(f"groundedness {res.groundedness:.2f}", file=sys.stderr)
     if sessions:

@@ -53,6 +53,7 @@ class Limits:
     ingest_files: int = field(default=20_000, metadata={"help": "files one ingestion takes"})
     unzipped_mb: float = field(default=200.0, metadata={"help": "a .docx (zip) once inflated"})
     zip_ratio: float = field(default=200.0, metadata={"help": "inflated size / stored size of one zip member"})
+    ocr_pages: int = field(default=300, metadata={"help": "pages without a text layer OCRed in one PDF"})
     # sampling lab
     sample_n: int = field(default=10_000_000, metadata={"help": "draws of draw / mc / is"})
     mcmc_draws: int = field(default=2_000_000, metadata={"help": "MH draws in all: chains x (n + burn-in)"})

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import re
 
-_TOKEN = re.compile(r"[a-z0-9_]+(?:[.][a-z0-9_]+)*")
+# words and dotted/underscored names; and the symbols manuals are searched for: R's ``...`` and
+# ``%in%``-style operators, ``->``/``->>`` (JSON), ``::``, ``<-``, ``|>``, ``||``
+_TOKEN = re.compile(r"\.\.\.|%[a-z0-9_.]*%|->>?|::|<-|\|>|\|\||[a-z0-9_]+(?:[.][a-z0-9_]+)*")
 STOPWORDS = frozenset("""a about above after again against all am an and any are as at be because been before
 being below between both but by can could did do does doing down during each few for from further had has have
 having he her here hers herself him himself his how i if in into is it its itself just me more most my myself no

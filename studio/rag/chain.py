@@ -8,15 +8,21 @@
 Answer styles (``RagConfig.style``):
 - ``hybrid`` (default): the model writes a short answer from the best sentences, then the
   studio quotes those sentences with their [n]. Measured on a 135M model this keeps exact names
-  (functions, options) that the model alone paraphrases away.
+  (functions, options) that the model alone paraphrases away. The model's sentences are held
+  back until the groundedness scorer has checked each against the quoted passages: only the
+  supported ones are shown, so an answer whose model sentence is wrong ("use a faster database
+  server") leads with the quotes; the rest is kept in ``AskResult.withheld``.
 - ``generative``: the model answers from whole chunks (for larger models).
 - ``extractive``: no model call; the best sentences, quoted and cited.
 
 Groundedness: the model-written part of the answer (quotes are verbatim) is scored sentence by
 sentence against the retrieved chunks by ``eval.groundedness`` (``groundedness_scorer``).
 
-A question is ``answerable`` when the best retrieved chunk's cosine similarity reaches
-``min_score``; otherwise the answer is the plain refusal and no model is called. A ``generative``
+A question is ``answerable`` when the answerability model (:mod:`studio.rag.answerability`: the best
+cosine, rare-term coverage, words the collection never uses, dense/BM25 agreement, the best sentence's
+cosine) gives at least ``min_evidence`` (default: the threshold fitted on the tuning halves of three
+corpora) and the best chunk's cosine reaches the optional floor ``min_score``; otherwise the answer
+is the plain refusal and no model is called. A ``generative``
 answer (the model's words only, no quotes) none of whose sentences the groundedness scorer finds
 supported is marked unanswerable too (``refusal == "unsupported"``, ``refuse_unsupported``): the
 passages were close to the question, but they do not say what the model said. Hybrid and
@@ -36,11 +42,12 @@ import numpy as np
 from eval.groundedness import get_scorer
 from eval.text import claims
 from ingest.splitters import split_sentences
-from ingest.store import Hit
+from ingest.store import Hit, place
 from studio.backends.base import ChatBackend, GenerationSettings
 from studio.env import install_secret
 from studio.errors import StudioError
 from studio.limits import check_text
+from studio.rag import answerability
 from studio.rag.config import RagConfig
 from studio.rag.prompt import REFUSAL, answer_messages, condense_messages, looks_like_instruction, new_tag
 from studio.rag.retriever import Retriever
@@ -61,6 +68,12 @@ class Citation:
     chunk: int
     text: str
     quote: str = ""
+    section: str = ""  # heading path, where the file has headings (HTML, Markdown)
+    anchor: str = ""  # the section's id: cite it as source#anchor
+
+    @property
+    def place(self) -> str:
+        return place(self.source, self.page, self.section, self.anchor)
 
 
 @dataclass
@@ -84,6 +97,9 @@ class AskResult:
     sentences: list[dict] = field(default_factory=list)  # per-sentence groundedness of scored_text
     scored_text: str = ""  # what groundedness judged: the model's words (quotes are verbatim)
     refusal: str = ""  # why answerable is false: "no passage" close enough, the "model" declined, or "unsupported"
+    evidence: dict = field(default_factory=dict)  # what the answerability model read (studio.rag.answerability)
+    answerability: float | None = None  # its probability that the documents answer
+    withheld: str = ""  # the model's sentences left out of a hybrid answer: the passages did not support them
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -172,31 +188,42 @@ class RagChain:
                                               GenerationSettings(temperature=0, max_tokens=48, stop=["\n"])).text
             if rewritten.strip():
                 return rewritten.strip()
+        swapped = swap_frame(previous[-1], question)
+        if swapped:  # "How do I read a CSV file into R?" + "And how do I write one?"
+            return swapped
         if _FOLLOW_UP.search(question):  # refers back ("it", "that") or continues ("and ...", "what about ...")
             return f"{previous[-1]} {question}"
         return question
 
-    def select_quotes(self, question: str, hits: list[Hit]) -> list[Quote]:
-        """The sentences (windows of ``sentence_window``) that best answer ``question``.
-
-        score = cosine(sentence, question) + keyword_weight * idf-weighted share of the question's
-        terms found in the sentence. Instruction-like sentences are never selected.
-        """
+    def windows(self, question: str, hits: list[Hit], qvec=None) -> tuple[list[tuple[int, str]], np.ndarray]:
+        """Windows of ``sentence_window`` sentences of the hits, (passage n, text), and each one's cosine
+        to the question. Instruction-like sentences are left out."""
         windows: list[tuple[int, str]] = []
         for n, hit in enumerate(hits, 1):
             sents = [s for s in split_sentences(hit.text) if len(s) > 15 and not looks_like_instruction(s)]
             for j in range(len(sents)):
                 windows.append((n, " ".join(sents[j:j + self.cfg.sentence_window])))
         if not windows:
-            return []
+            return [], np.zeros(0, dtype=np.float32)
         embedder = self.retriever.ingestor.embedder
-        vecs = embedder.encode([w for _, w in windows])
-        qvec = embedder.encode([question])[0]
+        qvec = embedder.encode([question])[0] if qvec is None else qvec
+        return windows, embedder.encode([w for _, w in windows]) @ qvec
+
+    def select_quotes(self, question: str, hits: list[Hit], found=None) -> list[Quote]:
+        """The sentences (windows of ``sentence_window``) that best answer ``question``.
+
+        score = cosine(sentence, question) + keyword_weight * idf-weighted share of the question's
+        terms found in the sentence. Instruction-like sentences are never selected. ``found``: the
+        (windows, cosines) :meth:`windows` already computed.
+        """
+        windows, cosines = found if found is not None else self.windows(question, hits)
+        if not windows:
+            return []
         index = self.retriever.corpus().index
         q_terms = set(tokenize(question))
         total = sum(index.idf(t) for t in q_terms) or 1.0
         overlap = np.array([sum(index.idf(t) for t in q_terms & set(tokenize(w))) / total for _, w in windows])
-        scores = vecs @ qvec + self.cfg.keyword_weight * overlap
+        scores = cosines + self.cfg.keyword_weight * overlap
         picked: list[Quote] = []
         for i in np.argsort(-scores):
             n, text = windows[i]
@@ -214,6 +241,16 @@ class RagChain:
                 break
         return picked
 
+    def assess(self, question: str, sources: list[str] | None = None):
+        """Retrieve for ``question`` and weigh whether the hits answer it: (hits, (windows, cosines),
+        :class:`answerability.Evidence`, probability)."""
+        found = self.retriever.search(question, sources)
+        windows = self.windows(question, found.hits, found.query_vector)
+        evidence = answerability.gather(question, found.hits, found.dense_ids, found.bm25_ids,
+                                        self.retriever.corpus().index,
+                                        float(windows[1].max()) if len(windows[1]) else 0.0)
+        return found.hits, windows, evidence, answerability.probability(evidence)
+
     # --- the chain ----------------------------------------------------------------------------------
     def stream(self, question: str, history: list[dict] | None = None,
                sources: list[str] | None = None) -> AnswerStream:
@@ -221,11 +258,13 @@ class RagChain:
         if not question:
             raise StudioError("the question is empty")
         standalone = self.condense(question, history)
-        hits = self.retriever.retrieve(standalone, sources)
-        answerable = bool(hits) and hits[0].score >= self.cfg.min_score
-        quotes = self.select_quotes(standalone, hits) if answerable and self.cfg.style != "generative" else []
+        hits, windows, evidence, chance = self.assess(standalone, sources)
+        needed = answerability.threshold() if self.cfg.min_evidence is None else self.cfg.min_evidence
+        answerable = bool(hits) and hits[0].score >= self.cfg.min_score and chance >= needed
+        quotes = self.select_quotes(standalone, hits, windows) if answerable and self.cfg.style != "generative" else []
 
         generated: list[str] = []  # the model's part of the answer (citations are parsed there only)
+        withheld: list[str] = []  # hybrid: the model's sentences the cited passages do not support
 
         def pieces() -> Iterator[str]:
             if not answerable:
@@ -241,12 +280,23 @@ class RagChain:
                 stops = [*self.settings.stop, *ANSWER_STOPS, f"<{tag}>", f"</{tag}>"]
                 settings = replace(self.settings, stop=list(dict.fromkeys(stops)))
                 stream = self.backend.stream(answer_messages(question, passages, tag), settings)
+                hold = self.cfg.style == "hybrid"  # its sentences are checked before anyone reads them
                 for piece in stream:
                     generated.append(piece)
-                    yield piece
+                    if not hold:
+                        yield piece
                     if REPEAT_CUT and repetition_cut("".join(generated)) is not None:
                         stream.close()  # the model started over: what follows is the same again
                         break
+                if hold:
+                    written = "".join(generated)
+                    cut = repetition_cut(written) if REPEAT_CUT else None
+                    shown, left = self.supported_sentences(written[:cut] if cut is not None else written,
+                                                           [hits[q.n - 1].text for q in quotes])
+                    generated[:] = [shown] if shown else []
+                    withheld.extend(left)
+                    if shown:
+                        yield shown
             if quotes:
                 yield from _quote_lines(quotes, lead="\n\n" if generated else "")
 
@@ -262,8 +312,10 @@ class RagChain:
             cited = list(dict.fromkeys(order))
             quote_for = {q.n: q.text for q in reversed(quotes)}
             citations = [Citation(n, hits[n - 1].source, hits[n - 1].page, hits[n - 1].chunk, hits[n - 1].text,
-                                  quote_for.get(n, "")) for n in cited]
-            result = AskResult(question, answer.strip(), citations, not refused, None, standalone, hits)
+                                  quote_for.get(n, ""), hits[n - 1].headers, hits[n - 1].anchor) for n in cited]
+            result = AskResult(question, answer.strip(), citations, not refused, None, standalone, hits,
+                               evidence=evidence.to_dict(), answerability=round(chance, 4),
+                               withheld=" ".join(withheld))
             if not refused:
                 self.judge(result, drop_citations(model_text, []).strip() if model_text else answer.strip())
                 if (self.cfg.style == "generative" and self.cfg.refuse_unsupported and result.sentences
@@ -277,6 +329,18 @@ class RagChain:
             return result
 
         return AnswerStream(pieces(), finish)
+
+    def supported_sentences(self, text: str, passages: list[str]) -> tuple[str, list[str]]:
+        """(the sentences of ``text`` the groundedness scorer finds supported by ``passages``, joined;
+        the others). A sentence with nothing checkable in it ("Sure.") is left out too."""
+        sentences = split_sentences(drop_citations(text, []).strip())
+        if not sentences or not passages:
+            return "", sentences
+        context = "\n\n".join(passages)
+        scored = get_scorer(self.cfg.groundedness_scorer).score_many([(context, s) for s in sentences])
+        keep = [s for s, g in zip(sentences, scored, strict=True)
+                if g.sentences and all(x.supported for x in g.sentences)]
+        return " ".join(keep), [s for s in sentences if s not in keep]
 
     def judge(self, result: AskResult, text: str) -> None:
         """Fill the result's groundedness and per-sentence scores: ``text`` against the retrieved chunks."""
@@ -300,6 +364,30 @@ class RagChain:
             yield from self.stream(inp["question"], inp.get("history"), inp.get("sources"))
 
         return RunnableLambda(answer).with_config(run_name="studio_rag")
+
+
+_LEAD = re.compile(r"^(and|but|also|so|then|ok|okay)\b[\s,]*", re.IGNORECASE)
+_BACK = {"one", "ones", "it", "them", "this", "that", "these", "those", "too", "as", "well", "instead"}
+
+
+def swap_frame(previous: str, question: str) -> str | None:
+    """A follow-up that repeats the previous question's frame with a new word and a pronoun, rewritten
+    as a whole question: ("How do I read a CSV file into R?", "And how do I write one?") -> "How do I
+    write a CSV file into R". None when the follow-up does not have that shape.
+
+    Concatenating the two questions (the fallback) retrieves the first question's passage again: its
+    words outnumber the follow-up's one new word.
+    """
+    prev = previous.strip().rstrip("?.! ").split()
+    new = _LEAD.sub("", question.strip()).rstrip("?.! ").split()
+    same = 0
+    while same < min(len(prev), len(new)) and prev[same].lower() == new[same].lower():
+        same += 1
+    rest = new[same:]
+    core = [w for w in rest if w.lower().strip(",") not in _BACK]
+    if same < 2 or not core or len(core) == len(rest) or len(core) > 3 or len(prev) <= same + len(core):
+        return None
+    return " ".join(prev[:same] + core + prev[same + len(core):])
 
 
 REPEAT_CUT = True

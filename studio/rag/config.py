@@ -48,7 +48,11 @@ class RagConfig:
     retrieval: RetrievalConfig = field(default_factory=lambda: RetrievalConfig(k=4, mode="hybrid"))
     style: Literal["hybrid", "generative", "extractive"] = field(default="hybrid", metadata={
         "help": "hybrid | generative | extractive"})
-    min_score: float = field(default=0.30, metadata={"help": "best chunk's cosine needed to answer"})
+    min_score: float = field(default=0.0, metadata={
+        "help": "a floor: best chunk's cosine needed to answer (0 = none; the evidence decides)"})
+    min_evidence: float | None = field(default=None, metadata={
+        "help": "the answerability model's probability needed to answer (None = the threshold fitted on the "
+                "tuning halves; 0 = always answer)"})
     refuse_unsupported: bool = field(default=True, metadata={
         "help": "mark a generative answer unanswerable when the passages support none of its sentences"})
     quotes: int = field(default=2, metadata={"help": "at most this many quotes (hybrid, extractive)"})
@@ -68,6 +72,8 @@ class RagConfig:
         if self.condense not in ("concat", "llm", "off"):
             raise StudioError(f"condense must be concat, llm or off, not {self.condense!r}")
         check_float("min_score", self.min_score, -1, 1)
+        if self.min_evidence is not None:
+            check_float("min_evidence", self.min_evidence, 0, 1)
         check_float("temperature", self.temperature, 0, 5)
         check_int("max_tokens", self.max_tokens, 1, current_limits().max_new_tokens, "max_new_tokens")
         check_int("quotes", self.quotes, 0, 20)

@@ -20,7 +20,7 @@ apply to both rankings.
 from __future__ import annotations
 
 import threading
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -29,6 +29,14 @@ from studio.errors import StudioError
 from studio.limits import check_text
 from studio.rag.bm25 import BM25Index
 from studio.rag.config import RetrievalConfig
+
+
+@dataclass
+class Retrieval:
+    hits: list[Hit]
+    dense_ids: list[str]  # the dense ranking's top k (empty in bm25 mode)
+    bm25_ids: list[str]  # the BM25 ranking's top k (empty in dense mode)
+    query_vector: np.ndarray
 
 
 class _Corpus:
@@ -86,12 +94,16 @@ class Retriever:
             m = corpus.metas[i]
             hits.append(Hit(source=m.get("source", ""), page=m.get("page"), chunk=int(m.get("chunk", 0)),
                             score=0.0, text=corpus.texts[i], id=corpus.ids[i], headers=m.get("headers", ""),
-                            bm25=round(score, 4)))
+                            anchor=m.get("anchor", ""), bm25=round(score, 4)))
         return hits
 
     # --- the whole retrieval ------------------------------------------------------------------------
     def retrieve(self, query: str, sources: list[str] | None = None, cfg: RetrievalConfig | None = None) -> list[Hit]:
         """The ``k`` best chunks for ``query`` (optionally only from ``sources``), best first."""
+        return self.search(query, sources, cfg).hits
+
+    def search(self, query: str, sources: list[str] | None = None, cfg: RetrievalConfig | None = None) -> Retrieval:
+        """:meth:`retrieve` with what the answerability check reads: each ranking's top ids, the query vector."""
         cfg = (cfg or self.cfg).check()
         if not check_text("the query", query, "message_chars").strip():
             raise StudioError("the question is empty")
@@ -115,7 +127,7 @@ class Retriever:
         ranked = [h for h in ranked if h.score >= cfg.score_threshold]
         if cfg.mmr:
             ranked = self._mmr(ranked, vectors, qvec, cfg.k, cfg.mmr_lambda)
-        return ranked[:cfg.k]
+        return Retrieval(ranked[:cfg.k], [h.id for h in dense[:cfg.k]], [h.id for h in sparse[:cfg.k]], qvec)
 
     @staticmethod
     def _fuse(dense: list[Hit], sparse: list[Hit], rrf_k: int) -> list[Hit]:

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
+from ingest.store import place
 from studio.env import open_db, studio_home
 from studio.errors import StudioError
 
@@ -139,8 +140,8 @@ class Sessions:
         for msg in self.messages(sid):
             lines += [f"**{'You' if msg['role'] == 'user' else 'Studio'}:** {msg['content']}", ""]
             for c in msg["citations"]:
-                page = f", page {c['page']}" if c.get("page") else ""
-                lines.append(f"- [{c['n']}] {c['source']}{page}")
+                where = place(c["source"], c.get("page"), c.get("section", ""), c.get("anchor", ""))
+                lines.append(f"- [{c['n']}] {where}")
             if msg["citations"]:
                 lines.append("")
         return "\n".join(lines)

@@ -7,6 +7,7 @@ import re
 import threading
 from types import SimpleNamespace
 
+from ingest.store import place
 from studio.backends import BackendCache
 from studio.markup import neutralize
 from studio.rag.config import RagConfig, RetrievalConfig
@@ -76,13 +77,13 @@ def sources_html(result) -> str:
                 + answer_check_html(result))
     if not result.answerable:
         closest = result.hits[0] if result.hits else None
-        hint = (f" The closest passage was in {html.escape(closest.source)}"
-                + (f", page {closest.page}" if closest.page else "") + f" (similarity {closest.score:.2f}).")
+        hint = (f" The closest passage was in {html.escape(place(closest.source, closest.page))}"
+                + f" (similarity {closest.score:.2f}).")
         return "<p class='sources-none'>No passage in this collection answers the question." + (
             hint if closest else "") + "</p>"
     parts = []
     for c in result.citations:
-        where = f"{html.escape(c.source)} · page {c.page}" if c.page else html.escape(c.source)
+        where = html.escape(place(c.source, c.page, getattr(c, "section", ""), getattr(c, "anchor", ""), " · "))
         parts.append(f"<details id='chat-src-{c.n}' class='source' open><summary>[{c.n}] {where}</summary>"
                      f"<pre>{_mark(c.text, c.quote)}</pre></details>")
     return answer_check_html(result) + "\n".join(parts)

@@ -19,6 +19,7 @@ import gradio as gr
 from ingest.config import IngestConfig, SplitterConfig
 from ingest.loaders import LoadError, load_file
 from ingest.splitters import split_documents
+from ingest.store import place
 from studio.config import StudioConfig
 from studio.errors import StudioError
 from studio.limits import current as current_limits
@@ -97,14 +98,14 @@ def chunk_preview_html(path: str, splitter: SplitterConfig, page: int = 1) -> st
              + (f"; chunks {first + 1}–{first + len(shown)} shown, page {page} of {pages}" if pages > 1 else "")
              + "</p>"]
     prev = chunks[first - 1] if first else None
-    prev_end = (prev.metadata.get("page"), prev.metadata["start"] + len(prev.page_content)) if prev else None
+    prev_end = (_part(prev.metadata), prev.metadata["start"] + len(prev.page_content)) if prev else None
     for c in shown:
         m = c.metadata
         text = c.page_content
         shared = 0
-        if prev_end and prev_end[0] == m.get("page") and m["start"] < prev_end[1]:
+        if prev_end and prev_end[0] == _part(m) and m["start"] < prev_end[1]:
             shared = min(len(text), prev_end[1] - m["start"])
-        prev_end = (m.get("page"), m["start"] + len(text))
+        prev_end = (_part(m), m["start"] + len(text))
         where = f"page {m['page']} · " if m.get("page") else ""
         heads = f" · {html.escape(m['headers'])}" if m.get("headers") else ""
         body = (f"<mark title='overlap with the previous chunk'>{html.escape(text[:shared])}</mark>"
@@ -114,12 +115,17 @@ def chunk_preview_html(path: str, splitter: SplitterConfig, page: int = 1) -> st
     return "\n".join(parts)
 
 
+def _part(meta: dict) -> tuple:
+    """The page or section a chunk's ``start`` offset counts from."""
+    return meta.get("page"), meta.get("headers", ""), meta.get("anchor", "")
+
+
 def hits_html(hits) -> str:
     if not hits:
         return "<p>No matches.</p>"
     cards = []
     for i, h in enumerate(hits, 1):
-        where = f"{html.escape(h.source)} · page {h.page}" if h.page else html.escape(h.source)
+        where = html.escape(place(h.source, h.page, h.headers, h.anchor, " · "))
         cards.append(f"<div class='hit'><div class='hit-meta'>[{i}] {where} · score {h.score:.3f}</div>"
                      f"<pre>{html.escape(h.text)}</pre></div>")
     return "\n".join(cards)
@@ -130,7 +136,8 @@ def documents_rows(service: DocsService, collection: str) -> list[list]:
         records = service.ingestor().documents(collection)
     except StudioError:
         return []
-    return [[r.source, r.pages or "", r.chunks, datetime.fromtimestamp(r.ingested_at).strftime("%Y-%m-%d %H:%M")]
+    return [[r.source, (f"{r.pages or ''} (OCR: {r.ocr})" if r.ocr else r.pages or ""), r.chunks,
+             datetime.fromtimestamp(r.ingested_at).strftime("%Y-%m-%d %H:%M")]
             for r in records]
 
 
@@ -194,7 +201,8 @@ def ingest(v: Values, *, service: DocsService, progress=None) -> Values:
                             lambda done, total, src: progress((done, total), desc=f"embedding {src}", unit="files"))
     except StudioError as exc:
         raise fail(exc) from None
-    rows = [[r.source, r.status, r.chunks, r.error or ""] for r in report.files]
+    rows = [[r.source, r.status, r.chunks, r.error or (f"pages {r.ocr} read with OCR" if r.ocr else "")]
+            for r in report.files]
     counts = ", ".join(f"{report.count(s)} {s}" for s in ("added", "updated", "unchanged", "failed")
                        if report.count(s))
     return {"results": rows, "summary": f"**{name}**: {counts} in {report.seconds:.1f} s",
