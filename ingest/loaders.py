@@ -120,12 +120,15 @@ def load_file(path: str | Path, source: str | None = None, limits: Limits | None
     except LoadError as exc:
         raise LoadError(f"{source}: {exc}") from None
     unread = [d.metadata["page"] for d in docs if d.metadata.get("unread")]
+    tried = [d.metadata["page"] for d in docs if d.metadata.get("ocr_empty")]
     docs = [d for d in docs if d.page_content.strip()]
     if not docs:
-        hint = f" (its pages are images: {ocr_available()})" if unread and ocr_available() else ""
+        hint = (f" (a scanned PDF needs OCR first: {ocr_available()})" if unread and ocr_available()
+                else " (no text layer, and OCR found no text on its pages either: are they blank?)" if tried else "")
         raise LoadError(f"{source}: no text to ingest{hint}")
     for d in docs:
         d.metadata.pop("unread", None)
+        d.metadata.pop("ocr_empty", None)
         d.metadata.setdefault("page", None)
         d.metadata.update(source=source, kind=kind)
     return docs
@@ -180,6 +183,8 @@ def _ocr_image_pages(path: Path, docs: list[Document], limits: Limits) -> list[D
         if not needs_ocr(text):
             d.page_content = text
             d.metadata["ocr"] = True
+        else:
+            d.metadata["ocr_empty"] = True
     return docs
 
 

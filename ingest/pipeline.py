@@ -76,6 +76,19 @@ class _Prepared:
     ocr: str = ""
 
 
+EMBED_FORMAT = "headed"  # what embedding_text() builds; a change re-embeds every file once
+
+
+def embedding_text(chunk) -> str:
+    """What is embedded for a chunk: its text, led by its page title and heading path where the file has
+    headings ("CREATE TABLE > Notes"), so a chunk deep in a section still carries what it is about.
+    The stored text (what is shown and quoted) is the chunk's own."""
+    meta = chunk.metadata
+    heads = [meta.get("title", ""), meta.get("headers", "")]
+    heads = [h for i, h in enumerate(heads) if h and not any(h in o for o in heads[i + 1:])]
+    return " > ".join(heads) + "\n" + chunk.page_content if meta.get("headers") else chunk.page_content
+
+
 def discover(paths: Iterable[str | Path]) -> list[tuple[Path | None, str, str | None]]:
     """(path, source name, refusal) for every file under ``paths``.
 
@@ -136,7 +149,8 @@ class Ingestor:
         s = self.cfg.splitter
         size, overlap = s.resolved()
         # the configured model, not the loaded one: an unchanged corpus is checked without loading it
-        return hashlib.sha1(f"{s.splitter}|{size}|{overlap}|{self.cfg.embed_model}".encode()).hexdigest()[:8]
+        return hashlib.sha1(f"{s.splitter}|{size}|{overlap}|{self.cfg.embed_model}|{EMBED_FORMAT}".encode()
+                            ).hexdigest()[:8]
 
     def _prepare(self, path: Path | None, source: str, refusal: str | None, collection: str, sig: str) -> _Prepared:
         if refusal:
@@ -172,7 +186,7 @@ class Ingestor:
     def _commit(self, collection: str, prep: _Prepared) -> FileResult:
         previous = self.manifest.get(self.store.location, collection, prep.source)
         texts = [c.page_content for c in prep.chunks]
-        vectors = self.embedder.encode(texts)
+        vectors = self.embedder.encode([embedding_text(c) for c in prep.chunks])
         now = datetime.now(UTC).isoformat(timespec="seconds")
         metas = []
         for c in prep.chunks:

@@ -79,6 +79,8 @@ def result_json(res) -> dict:
         "groundedness": res.groundedness,
         "answerable": res.answerable,
         "refusal": res.refusal,
+        "answerability": res.answerability,  # the evidence model's chance that the documents answer
+        "withheld": res.withheld,  # the model's sentences the quoted passages did not support
         "standalone_question": res.standalone_question,
         "seconds": round(res.seconds, 3),
         "first_token_seconds": round(res.first_token_seconds or 0.0, 3),

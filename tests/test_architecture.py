@@ -145,16 +145,17 @@ def test_a_wheel_install_carries_its_data_and_configs(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps", "-q", str(wheel)],
                    check=True, capture_output=True)
     probe = ("import eval.groundedness as g, eval.crossencoder as c, studio.paths as p; "
+             "import studio.rag.answerability as a; "
              "g.JudgeScorer(); print(g.__file__); print(p.CONFIGS); "
              "print((c.ENCODER_DIR / 'model.safetensors').is_file(), (p.CONFIGS / 'studio.yaml').is_file(), "
-             "len(list(p.CONFIGS.rglob('*.yaml'))))")
+             "len(list(p.CONFIGS.rglob('*.yaml'))), 0 < a.threshold() < 1)")
     out = subprocess.run([py, "-c", probe], capture_output=True, text=True, cwd=tmp_path,
                          env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "STUDIO_HOME": str(tmp_path / "h")})
     assert out.returncode == 0, out.stderr[-2000:]
     module, configs, found = out.stdout.splitlines()
     assert module.startswith(str(venv)) and configs.startswith(str(venv))  # not the checkout
     shipped = len(list((ROOT / "configs").rglob("*.yaml")))
-    assert found == f"True True {shipped}"
+    assert found == f"True True {shipped} True"  # ... and the answerability model's weights
 
 
 def test_ui_functions_stay_short():

@@ -249,7 +249,7 @@ def _binary(tmp_path):
 @pytest.mark.parametrize("make, reason", [
     (lambda t: encrypt_pdf(make_pdf(t / "x.pdf", ["secret"]), t / "locked.pdf"), "encrypted PDF"),
     (_corrupt, "corrupt or unreadable PDF"),
-    (_empty, "no text to ingest (a scanned PDF needs OCR first)"),
+    (_empty, "no text to ingest (no text layer, and OCR found no text on its pages either"),
     (_zip, "archives are not ingested"),
     (_binary, "binary file"),
 ], ids=["encrypted", "corrupt", "empty", "archive", "binary"])

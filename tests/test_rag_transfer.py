@@ -137,6 +137,10 @@ def test_a_hybrid_answer_never_shows_an_unsupported_model_sentence(corpora, llam
         assert not withheld
     else:
         assert res.withheld  # the model said something the passages do not support: it was left out
+    if res.withheld:  # and the sources panel says what was left out, and why
+        from studio.ui.chat_rag import sources_html
+
+        assert "which the quoted passages do not support" in sources_html(res)
     for sentence in filter(None, res.withheld.split(". ")):
         assert sentence.strip(". ") not in res.answer
 
@@ -186,5 +190,5 @@ def test_a_scanned_page_is_read_with_ocr_and_its_row_says_so(scanned_pdf):
 
 def test_without_tesseract_a_scan_fails_alone_with_what_to_install(scanned_pdf, monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
-    with pytest.raises(LoadError, match="apt-get install tesseract-ocr"):
+    with pytest.raises(LoadError, match="a scanned PDF needs OCR first: .*apt-get install tesseract-ocr"):
         load_file(scanned_pdf)

@@ -56,9 +56,9 @@ class RagConfig:
     refuse_unsupported: bool = field(default=True, metadata={
         "help": "mark a generative answer unanswerable when the passages support none of its sentences"})
     quotes: int = field(default=2, metadata={"help": "at most this many quotes (hybrid, extractive)"})
-    quote_ratio: float = field(default=0.8, metadata={"help": "a further quote must score this share of the best"})
+    quote_ratio: float = field(default=0.7, metadata={"help": "a further quote must score this share of the best"})
     quote_same_passage: bool = field(default=True, metadata={"help": "further quotes only from the first's passage"})
-    sentence_window: int = field(default=2, metadata={"help": "sentences per quote"})
+    sentence_window: int = field(default=3, metadata={"help": "sentences per quote"})
     keyword_weight: float = field(default=0.6, metadata={"help": "weight of keyword overlap in quote choice"})
     max_tokens: int = 120
     temperature: float = field(default=0.0, metadata={

@@ -86,7 +86,16 @@ def sources_html(result) -> str:
         where = html.escape(place(c.source, c.page, getattr(c, "section", ""), getattr(c, "anchor", ""), " · "))
         parts.append(f"<details id='chat-src-{c.n}' class='source' open><summary>[{c.n}] {where}</summary>"
                      f"<pre>{_mark(c.text, c.quote)}</pre></details>")
-    return answer_check_html(result) + "\n".join(parts)
+    return answer_check_html(result) + withheld_html(result) + "\n".join(parts)
+
+
+def withheld_html(result) -> str:
+    """What the model wrote that the quoted passages do not support: said, not shown as the answer."""
+    left = getattr(result, "withheld", "")
+    if not left:
+        return ""
+    return ("<p class='withheld'>The model also wrote “" + html.escape(left[:400]) + "”, which the quoted passages "
+            "do not support, so the answer leads with the quotes instead.</p>")
 
 
 def answer_check_html(result) -> str:
@@ -127,6 +136,7 @@ def answer_meta(result, collection: str, line: str) -> dict:
     return {"grounded": True, "collection": collection, "answerable": result.answerable,
             "refusal": getattr(result, "refusal", ""), "groundedness": result.groundedness,
             "sentences": result.sentences or [], "available": len(result.hits), "stats": line,
+            "withheld": getattr(result, "withheld", ""),
             "closest": {"source": closest.source, "page": closest.page, "score": closest.score} if closest else None}
 
 
@@ -136,7 +146,8 @@ def saved_result(meta: dict, citations: list[dict]) -> SimpleNamespace:
     hits = [SimpleNamespace(**closest)] if closest else []
     return SimpleNamespace(answerable=bool(meta.get("answerable")), refusal=meta.get("refusal", ""),
                            groundedness=meta.get("groundedness"), sentences=meta.get("sentences") or [],
-                           citations=[SimpleNamespace(**{"quote": "", **c}) for c in citations], hits=hits)
+                           citations=[SimpleNamespace(**{"quote": "", **c}) for c in citations], hits=hits,
+                           withheld=meta.get("withheld", ""))
 
 
 def rendered_answer(answer: str, meta: dict) -> str:
