@@ -16,7 +16,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from studio import cli_docs, cli_eval, cli_finetune, cli_generate, cli_prompt, cli_rag, cli_sample
+from studio import cli_docs, cli_eval, cli_finetune, cli_generate, cli_prompt, cli_rag, cli_sample, cli_users
+from studio.accounts import Accounts
 from studio.cli_common import (
     add_model_options,
     backend_from_args,
@@ -64,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--json", action="store_true", help="print one JSON document")
     chat.set_defaults(handler=cmd_chat)
 
-    for module in (cli_docs, cli_rag, cli_prompt, cli_sample, cli_eval, cli_generate, cli_finetune):
+    for module in (cli_docs, cli_rag, cli_prompt, cli_sample, cli_eval, cli_generate, cli_finetune, cli_users):
         module.add_parsers(sub)
 
     models = sub.add_parser("models", help="the bundled models and where they are")
@@ -135,7 +136,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         or os.environ.get("STUDIO_AUTH") or s.auth
     if args.no_preload:
         s.preload = False
-    s.login()  # refuse a share without auth before the slow UI imports
+    s.login(Accounts())  # refuse a share without a login before the slow UI imports
     from studio.ui.app import serve
 
     serve(cfg)

@@ -96,19 +96,26 @@ class ServerConfig:
         """True when people other than this machine's user can reach the server."""
         return self.share or self.host not in LOOPBACK
 
-    def login(self) -> tuple[str, str] | None:
-        """``auth`` as (user, password); refuses ``share`` or a non-loopback host without it.
+    def login(self, accounts=None):
+        """What Gradio's ``auth`` gets: the accounts' check when ``accounts`` (:class:`studio.accounts.Accounts`)
+        has any, else ``auth`` as (user, password); refuses ``share`` or a non-loopback host with neither.
 
         A public link or an address on the network without a login would hand the machine's
         models and files to anyone who can reach it.
         """
+        if accounts is not None and accounts.exist():
+            if self.auth:
+                raise StudioError("this studio has accounts (`studio users list`): everyone logs in with "
+                                  "their own; drop --auth / $STUDIO_AUTH / server.auth")
+            return accounts.check
         if not self.auth:
             if self.share:
-                raise StudioError("--share makes the studio public: add --auth USER:PASS (or server.auth)")
+                raise StudioError("--share makes the studio public: add accounts (`studio users add NAME --admin`) "
+                                  "or --auth USER:PASS (or server.auth)")
             if self.host not in LOOPBACK:
                 raise StudioError(f"serving on {self.host} makes the studio reachable from the network: add "
-                                  "--auth USER:PASS (or $STUDIO_AUTH, --auth-file, server.auth), or serve on "
-                                  "127.0.0.1")
+                                  "accounts (`studio users add NAME --admin`) or --auth USER:PASS (or $STUDIO_AUTH, "
+                                  "--auth-file, server.auth), or serve on 127.0.0.1")
             return None
         user, sep, password = self.auth.partition(":")
         if not sep or not user or not password:

@@ -77,10 +77,11 @@ def stop_process(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-def run_studio(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run the installed console script the way a user would."""
+def run_studio(*args: str, env: dict | None = None, timeout: float = 300,
+               input: str | None = None) -> subprocess.CompletedProcess:
+    """Run the installed console script the way a user would (``input``: what it reads on stdin)."""
     return subprocess.run([STUDIO, *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})}, cwd=ROOT)
+                          env={**os.environ, **(env or {})}, cwd=ROOT, input=input)
 
 
 @pytest.fixture(scope="session")

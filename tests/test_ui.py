@@ -82,7 +82,8 @@ def test_share_without_auth_is_refused():
     result = run_studio("serve", "--share", "--port", str(free_port()))
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "studio: error: --share makes the studio public: add --auth USER:PASS (or server.auth)"]
+        "studio: error: --share makes the studio public: add accounts (`studio users add NAME --admin`) "
+        "or --auth USER:PASS (or server.auth)"]
 
 
 def test_share_offline_says_so_and_keeps_serving_locally(tmp_path, browser):

@@ -13,6 +13,7 @@ import sys
 
 import gradio as gr
 
+from studio.accounts import Accounts
 from studio.backends import BackendCache
 from studio.config import StudioConfig
 from studio.env import home_dir
@@ -64,7 +65,8 @@ def make_backends(cfg: StudioConfig, roots: Roots | None = None) -> BackendCache
     """The app's model cache: model paths confined to ``roots``; user-typed endpoints only as the config
     allows once the studio is exposed (a local studio lets its user point at any endpoint)."""
     c = cfg.chat
-    allowed = [*cfg.security.allowed_base_urls] if cfg.server.exposed() or cfg.server.auth else None
+    shared = cfg.server.exposed() or cfg.server.auth or Accounts().exist()
+    allowed = [*cfg.security.allowed_base_urls] if shared else None
     return BackendCache(base_url=c.base_url, api_key=c.key(), roots=roots or server_roots(cfg),
                         allowed_urls=allowed, n_ctx=c.n_ctx, n_threads=c.n_threads or None,
                         parallel=c.parallel, timeout=c.timeout)
@@ -118,7 +120,7 @@ def serve(cfg: StudioConfig) -> None:
     fails, says so, and the local server keeps serving.
     """
     s = cfg.server
-    auth = s.login()
+    auth = s.login(Accounts())
     backends = make_backends(cfg)
     docs = DocsService(cfg.ingest)
     if s.preload:
