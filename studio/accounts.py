@@ -67,6 +67,8 @@ def check_name(name: str) -> str:
     if not isinstance(name, str) or not NAME.match(name):
         raise StudioError("an account name is 1-32 characters: a lower-case letter first, then lower-case letters, "
                           "digits, '.', '_' or '-'")
+    if name == audit.LOCAL:
+        raise StudioError(f"{name!r} is the machine user's own name in the studio; choose another")
     return name
 
 

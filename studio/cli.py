@@ -26,7 +26,7 @@ from studio.cli_common import (
     settings_from_args,
 )
 from studio.config import read_secret
-from studio.env import apply_offline_defaults
+from studio.env import LOCAL_USER, apply_offline_defaults
 from studio.errors import StudioError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config key, e.g. --set generation.temperature=0.2")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging on stderr")
+    parser.add_argument("--user", default=LOCAL_USER, metavar="NAME",
+                        help="act in this account's workspace (default: the machine user's own, 'local')")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="the Gradio web UI (default 127.0.0.1:7860)")
@@ -157,6 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:  # plain `studio` serves the UI with the configured defaults
         args = parser.parse_args([*(sys.argv[1:] if argv is None else argv), "serve"])
     try:
+        if args.user != LOCAL_USER and Accounts().get(args.user) is None:
+            raise StudioError(f"no account {args.user!r}; see `studio users list`")
         load_studio_config(args)  # every command enforces the configured limits (and checks the config)
         return handler(args)
     except StudioError as exc:

@@ -100,8 +100,9 @@ def cmd_ask(args, cfg) -> int:
         from studio.rag.sessions import Sessions
 
         sessions = Sessions()
-        sessions.get(args.session)
-        history = [{"role": m["role"], "content": m["content"]} for m in sessions.messages(args.session)]
+        sessions.get(args.session, args.user)
+        history = [{"role": m["role"], "content": m["content"]}
+                   for m in sessions.messages(args.session, args.user)]
     stream = chain.stream(args.question, history, args.source)
     if args.json:
         res = stream.consume()
@@ -117,10 +118,10 @@ def cmd_ask(args, cfg) -> int:
         if res.groundedness is not None:
             print(f"groundedness {res.groundedness:.2f}", file=sys.stderr)
     if sessions:
-        sessions.add_message(args.session, "user", args.question)
+        sessions.add_message(args.session, "user", args.question, user=args.user)
         sessions.add_message(args.session, "assistant", res.answer,
                              citations=result_json(res)["citations"],
-                             meta={"groundedness": res.groundedness, "answerable": res.answerable})
+                             meta={"groundedness": res.groundedness, "answerable": res.answerable}, user=args.user)
     return 0
 
 
@@ -130,7 +131,7 @@ def cmd_sessions_list(args: argparse.Namespace) -> int:
 
     from studio.rag.sessions import Sessions
 
-    rows = Sessions().list()
+    rows = Sessions().list(args.user)
     if args.json:
         print(json.dumps([asdict(s) for s in rows]))
     for s in rows if not args.json else []:
@@ -142,14 +143,14 @@ def cmd_sessions_list(args: argparse.Namespace) -> int:
 def cmd_sessions_show(args: argparse.Namespace) -> int:
     from studio.rag.sessions import Sessions
 
-    print(Sessions().export_markdown(args.id))
+    print(Sessions().export_markdown(args.id, args.user))
     return 0
 
 
 def cmd_sessions_rm(args: argparse.Namespace) -> int:
     from studio.rag.sessions import Sessions
 
-    Sessions().delete(args.id)
+    Sessions().delete(args.id, args.user)
     print(f"deleted session {args.id}")
     return 0
 
@@ -157,7 +158,7 @@ def cmd_sessions_rm(args: argparse.Namespace) -> int:
 def cmd_sessions_rename(args: argparse.Namespace) -> int:
     from studio.rag.sessions import Sessions
 
-    Sessions().rename(args.id, args.title)
+    Sessions().rename(args.id, args.title, args.user)
     return 0
 
 
@@ -165,7 +166,8 @@ def cmd_sessions_export(args: argparse.Namespace) -> int:
     from studio.rag.sessions import Sessions
 
     s = Sessions()
-    text = json.dumps(s.export_json(args.id), indent=2) if args.format == "json" else s.export_markdown(args.id)
+    text = (json.dumps(s.export_json(args.id, args.user), indent=2) if args.format == "json"
+            else s.export_markdown(args.id, args.user))
     if args.out:
         with open(args.out, "w", encoding="utf-8") as fh:
             fh.write(text)

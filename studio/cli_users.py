@@ -61,7 +61,7 @@ def read_password(name: str) -> str:
 
 
 def cmd_add(args) -> int:
-    account = Accounts().add(args.name, read_password(args.name), admin=args.admin)
+    account = Accounts(actor=args.user).add(args.name, read_password(args.name), admin=args.admin)
     print(f"added {account.name}{' (admin)' if account.admin else ''}; `studio serve` now requires login")
     return 0
 
@@ -79,7 +79,7 @@ def cmd_list(args) -> int:
 
 
 def cmd_passwd(args) -> int:
-    accounts = Accounts()
+    accounts = Accounts(actor=args.user)
     if accounts.get(args.name) is None:
         raise StudioError(f"no account {args.name!r}; see `studio users list`")
     accounts.passwd(args.name, read_password(args.name))
@@ -88,7 +88,7 @@ def cmd_passwd(args) -> int:
 
 
 def cmd_rm(args) -> int:
-    Accounts().remove(args.name)
+    Accounts(actor=args.user).remove(args.name)
     print(f"removed {args.name}")
     return 0
 

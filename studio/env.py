@@ -41,6 +41,9 @@ def _private_dir(path: Path) -> Path:
     return path
 
 
+LOCAL_USER = "local"  # who acts when no account logged in: the machine user who runs the studio
+
+
 def studio_home() -> Path:
     """The studio's state folder (``$STUDIO_HOME`` or ``~/.genai-studio``), created on demand (0700).
 

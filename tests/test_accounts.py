@@ -138,3 +138,98 @@ def test_account_changes_and_logins_are_audited_without_secrets(tmp_path):
     assert [e["action"] for e in json.loads(shown.stdout)] == ["login", "login.failed", "login.failed"]
     assert "users.rm" in run_studio("audit", env=env).stdout
     assert [e["action"] for e in audit.entries(home=tmp_path, actor="bob")] == ["login", "login.failed"]
+
+
+def two_accounts(tmp_path):
+    """A studio home with accounts ada (admin) and bob, and its chat sessions."""
+    from studio.rag.sessions import Sessions
+
+    home = tmp_path / "home"
+    home.mkdir()
+    accounts = Accounts(home)
+    accounts.add("ada", "ada-password", admin=True)
+    accounts.add("bob", "bob-password")
+    return home, Sessions(home / "sessions.sqlite")
+
+
+def test_chat_sessions_are_private_to_their_owner_through_the_api(tmp_path):
+    # ada's chat, then bob (another account) calls the endpoints behind the page directly with her id
+    from gradio_client import Client
+
+
+    home, sessions = two_accounts(tmp_path)
+    sid = sessions.create(user="ada").id
+    sessions.add_message(sid, "user", "ADA-PRIVATE question about lemurs", user="ada")
+    sessions.add_message(sid, "assistant", "ADA-PRIVATE answer", user="ada")
+    with serving(tmp_path, "serve", "--no-preload", env={"STUDIO_HOME": str(home)}) as url:
+        bob = Client(url, auth=("bob", "bob-password"), verbose=False)
+        listed = json.dumps(bob.predict(api_name="/chat_lists"))
+        assert sid not in listed and "lemurs" not in listed
+        with pytest.raises(Exception) as refused:  # noqa: PT011 - the client wraps the server's error
+            bob.predict(session_pick=sid, api_name="/open_session")  # (Gradio's own choice check refuses first)
+        assert "lemurs" not in str(refused.value) and "ADA-PRIVATE" not in str(refused.value)
+        ada = Client(url, auth=("ada", "ada-password"), verbose=False)
+        assert sid in json.dumps(ada.predict(api_name="/chat_lists"))
+        opened = json.dumps(ada.predict(session_pick=sid, api_name="/open_session"))
+        assert "lemurs" in opened
+    # nothing bob did changed ada's chat, and the core refuses him too
+    assert [m["content"] for m in sessions.messages(sid, "ada")][0].startswith("ADA-PRIVATE")
+    for act in (lambda: sessions.get(sid, "bob"), lambda: sessions.delete(sid, "bob"),
+                lambda: sessions.rename(sid, "mine now", "bob"), lambda: sessions.messages(sid, "bob"),
+                lambda: sessions.add_message(sid, "user", "hi", user="bob"), lambda: sessions.export_json(sid, "bob")):
+        with pytest.raises(StudioError, match="no chat session"):
+            act()
+    assert sessions.list("bob") == [] and [s.id for s in sessions.list("ada")] == [sid]
+
+
+def test_cli_acts_as_a_named_user(tmp_path):
+    from studio.rag.sessions import Sessions
+
+    env = {"STUDIO_HOME": str(tmp_path)}
+    accounts = Accounts(tmp_path)
+    accounts.add("ada", "ada-password", admin=True)
+    sessions = Sessions(tmp_path / "sessions.sqlite")
+    mine, hers = sessions.create("local chat").id, sessions.create("ada's chat", user="ada").id
+    assert [s["id"] for s in json.loads(run_studio("sessions", "list", "--json", env=env).stdout)] == [mine]
+    as_ada = run_studio("--user", "ada", "sessions", "list", "--json", env=env)
+    assert [s["id"] for s in json.loads(as_ada.stdout)] == [hers]
+    out = run_studio("sessions", "rm", hers, env=env)
+    assert out.returncode == 2 and "no chat session" in out.stderr
+    out = run_studio("--user", "zed", "sessions", "list", env=env)
+    assert out.returncode == 2 and "no account 'zed'" in out.stderr
+
+
+def test_two_people_in_two_browsers_each_see_only_their_own_chats(tmp_path, browser):
+
+    home, sessions = two_accounts(tmp_path)
+    sessions.add_message(sessions.create(user="ada").id, "user", "Ada asks about lemurs", user="ada")
+    sessions.add_message(sessions.create(user="bob").id, "user", "Bob asks about otters", user="bob")
+    with serving(tmp_path, "--set", "generation.max_tokens=16", "serve", "--no-preload",
+                 env={"STUDIO_HOME": str(home)}) as url:
+        pages = {}
+        for name in ("ada", "bob"):
+            page = browser.new_context(viewport={"width": 1400, "height": 1500}).new_page()
+            page.goto(url, wait_until="domcontentloaded")
+            page.wait_for_selector("input[type=password]", timeout=30_000)
+            page.locator("input").first.fill(name)
+            page.fill("input[type=password]", f"{name}-password")
+            page.get_by_role("button", name="Login").click()
+            page.wait_for_selector("#chat-input textarea", timeout=60_000)
+            pages[name] = page
+        # each sends a message through the page: the new chat is saved in the sender's workspace
+        for name, page in pages.items():
+            page.fill("#chat-input textarea", f"{name.title()} says hello to the studio")
+            page.click("#chat-send")
+        for page in pages.values():
+            page.wait_for_function("document.querySelector('#chat-stats').innerText.includes('tokens')",
+                                   timeout=120_000)
+        for name, page in pages.items():
+            page.get_by_text("Sessions", exact=True).click()
+            page.click("#chat-session input")
+            options = page.locator("ul[role=listbox] li")
+            options.first.wait_for(timeout=10_000)
+            shown = " | ".join(options.all_inner_texts())
+            other = "bob" if name == "ada" else "ada"
+            assert f"{name.title()} says hello" in shown and f"{other.title()} says hello" not in shown, shown
+            assert ("lemurs" in shown) == (name == "ada") and ("otters" in shown) == (name == "bob"), shown
+    assert {s.title for s in sessions.list("bob")} == {"Bob asks about otters", "Bob says hello to the studio"}

@@ -21,6 +21,7 @@ from finetune.adapters import adapter_of, list_adapters
 from ingest.pages import original_path, render_page_isolated
 from studio.backends import BACKENDS, BackendCache, GenerationSettings
 from studio.config import StudioConfig
+from studio.env import LOCAL_USER
 from studio.errors import StudioError
 from studio.markup import neutralize
 from studio.paths import uploads_dir
@@ -28,7 +29,7 @@ from studio.rag.sessions import Sessions
 from studio.registry import BUNDLED
 from studio.ui.chat_rag import NO_COLLECTION, RagService, answer_meta, rendered_answer, saved_result, sources_html
 from studio.ui.guard import as_float, as_int, choice, fail, text
-from studio.ui.wiring import Values, on
+from studio.ui.wiring import Values, on, user_of
 
 CHAT_MODELS = [name for name, (_, _, fmt, _) in BUNDLED.items() if fmt == "gguf"]
 NO_ADAPTER = "(none)"
@@ -69,8 +70,8 @@ def shown_messages(convo: list[dict]) -> list[dict]:
     return [{"role": m["role"], "content": neutralize(m["content"])} for m in convo]
 
 
-def session_choices(sessions: Sessions) -> list[tuple[str, str]]:
-    return [(s.title + (f" [{s.collection}]" if s.collection else ""), s.id) for s in sessions.list()]
+def session_choices(sessions: Sessions, user: str = LOCAL_USER) -> list[tuple[str, str]]:
+    return [(s.title + (f" [{s.collection}]" if s.collection else ""), s.id) for s in sessions.list(user)]
 
 
 # --- handlers ------------------------------------------------------------------------------------------
@@ -131,7 +132,7 @@ def rendered_messages(messages: list[dict]) -> list[dict]:
              if (m.get("meta") or {}).get("grounded") else neutralize(m["content"])} for m in messages]
 
 
-def respond(v: Values, *, services: ChatServices) -> Iterator[Values]:
+def respond(v: Values, *, services: ChatServices, user: str = LOCAL_USER) -> Iterator[Values]:
     """One chat turn: yields the chat as it streams, then the saved turn with its stats and sources."""
     s = services
     message = text(v["message"], "the message").strip()
@@ -142,8 +143,13 @@ def respond(v: Values, *, services: ChatServices) -> Iterator[Values]:
         return
     settings = settings_of(v)
     convo = list(v["history"] or [])
+    if v["session_id"]:
+        try:
+            s.sessions.get(v["session_id"], user)  # a session id is someone's: only its owner goes on with it
+        except StudioError as exc:
+            raise fail(exc) from None
     sid = v["session_id"] or s.sessions.create(
-        collection=v["collection"] if v["collection"] not in (None, "", NO_COLLECTION) else None).id
+        collection=v["collection"] if v["collection"] not in (None, "", NO_COLLECTION) else None, user=user).id
     turn = [*convo, {"role": "user", "content": message}]
     shown = [*shown_messages(turn), {"role": "assistant", "content": ""}]
     yield {"chatbot": shown, "history": convo, "session_id": sid, "message": "", "stats": "*working…*",
@@ -158,12 +164,12 @@ def respond(v: Values, *, services: ChatServices) -> Iterator[Values]:
         reply, cites, meta, line, panel = _finished(v, stream, chat, shown)
     except StudioError as exc:
         raise fail(exc) from None
-    s.sessions.add_message(sid, "user", message)
-    s.sessions.add_message(sid, "assistant", reply, citations=cites, meta=meta)
+    s.sessions.add_message(sid, "user", message, user=user)
+    s.sessions.add_message(sid, "assistant", reply, citations=cites, meta=meta, user=user)
     shown_cites = {"collection": v["collection"], "citations": cites}
     yield {"chatbot": shown, "history": [*turn, {"role": "assistant", "content": reply}],
            "header": header_text(s.backends, s.cfg), "stats": line, "sources": panel,
-           "session_pick": gr.update(choices=session_choices(s.sessions), value=sid), "cites": shown_cites,
+           "session_pick": gr.update(choices=session_choices(s.sessions, user), value=sid), "cites": shown_cites,
            "page_pick": page_choices(shown_cites)}
 
 
@@ -176,41 +182,41 @@ def _last_turn(v: Values, what: str) -> int:
     return users[-1]
 
 
-def _drop_last_turn(v: Values, s: ChatServices, at: int) -> list[dict]:
+def _drop_last_turn(v: Values, s: ChatServices, at: int, user: str) -> list[dict]:
     """Remove the last user message and what follows it from the saved session; the rest of the chat as shown."""
     if v["session_id"]:
         try:
-            s.sessions.truncate(v["session_id"], at)
-            return rendered_messages(s.sessions.messages(v["session_id"]))
+            s.sessions.truncate(v["session_id"], at, user)
+            return rendered_messages(s.sessions.messages(v["session_id"], user))
         except StudioError as exc:
             raise fail(exc) from None
     return shown_messages(list(v["history"] or [])[:at])
 
 
-def regenerate(v: Values, *, services: ChatServices) -> Iterator[Values]:
+def regenerate(v: Values, *, services: ChatServices, user: str = LOCAL_USER) -> Iterator[Values]:
     """Answer the last message again with the next seed (shown in the Seed box, so the answer stays
     reproducible); at temperature 0 the answer will be the same, and the toast says so."""
     at = _last_turn(v, "regenerate")
     convo = list(v["history"])
-    _drop_last_turn(v, services, at)
+    _drop_last_turn(v, services, at, user)
     seed = as_int(v["seed"], "seed", 0) + 1
     if as_float(v["temperature"], "temperature") == 0:
         gr.Info("Temperature is 0, so the answer comes out the same; raise it for a different one.")
     for update in respond({**v, "message": convo[at]["content"], "history": convo[:at], "seed": seed},
-                          services=services):
+                          services=services, user=user):
         yield {**update, "seed": seed}
 
 
-def edit_last(v: Values, *, services: ChatServices) -> Values:
+def edit_last(v: Values, *, services: ChatServices, user: str = LOCAL_USER) -> Values:
     """Put the last message back into the box to change it; its answer goes (send it again to get a new one)."""
     at = _last_turn(v, "edit")
     convo = list(v["history"])
-    shown = _drop_last_turn(v, services, at)
+    shown = _drop_last_turn(v, services, at, user)
     return {"message": convo[at]["content"], "chatbot": shown, "history": convo[:at], "stats": "",
             "sources": "", "cites": None, "page_pick": page_choices(None)}
 
 
-def continue_reply(v: Values, *, services: ChatServices) -> Iterator[Values]:
+def continue_reply(v: Values, *, services: ChatServices, user: str = LOCAL_USER) -> Iterator[Values]:
     """Plain chat: the model carries on its last reply (cut by the token limit, say), appended to it.
     A grounded answer is complete with its citations: ask a follow-up instead."""
     s = services
@@ -222,6 +228,8 @@ def continue_reply(v: Values, *, services: ChatServices) -> Iterator[Values]:
                        "Ask a follow-up question instead.")
     settings = settings_of(v)
     try:
+        if v["session_id"]:
+            s.sessions.get(v["session_id"], user)
         chat = s.backends.get(choice(v["backend"], list(BACKENDS), "backend"), v["model"] or None,
                               v["base_url"] or None)
         stream = chat.stream([*convo, {"role": "user", "content": CONTINUE}], settings)
@@ -234,8 +242,8 @@ def continue_reply(v: Values, *, services: ChatServices) -> Iterator[Values]:
         raise fail(exc) from None
     reply = before + stream.text
     if v["session_id"]:
-        s.sessions.truncate(v["session_id"], len(convo) - 1)
-        s.sessions.add_message(v["session_id"], "assistant", reply, meta={"continued": True})
+        s.sessions.truncate(v["session_id"], len(convo) - 1, user)
+        s.sessions.add_message(v["session_id"], "assistant", reply, meta={"continued": True}, user=user)
     yield {"chatbot": shown, "history": [*convo[:-1], {"role": "assistant", "content": reply}],
            "stats": f"continued · {stream.completion_tokens} more tokens · {stream.seconds:.1f} s"}
 
@@ -274,15 +282,15 @@ def new_chat(_v: Values) -> Values:
             "session_pick": gr.update(value=None), "cites": None, "page_pick": page_choices(None)}
 
 
-def open_session(v: Values, *, services: ChatServices) -> Values:
+def open_session(v: Values, *, services: ChatServices, user: str = LOCAL_USER) -> Values:
     """A saved chat as it was: grounded answers with their [n] links and marks, the last grounded answer's
     sources panel, sentence check and page list, and the status line of its last answer."""
     sid = v["session_pick"]
     if not sid:
         return {}
     try:
-        s = services.sessions.get(sid)
-        msgs = services.sessions.messages(sid)
+        s = services.sessions.get(sid, user)
+        msgs = services.sessions.messages(sid, user)
     except StudioError as exc:
         raise fail(exc) from None
     convo = [{"role": m["role"], "content": m["content"]} for m in msgs]
@@ -297,34 +305,34 @@ def open_session(v: Values, *, services: ChatServices) -> Values:
             "cites": cites, "page_pick": page_choices(cites)}
 
 
-def rename_session(v: Values, *, services: ChatServices) -> Values:
+def rename_session(v: Values, *, services: ChatServices, user: str = LOCAL_USER) -> Values:
     if not v["session_id"]:
         raise gr.Error("Open or start a chat first.")
     try:
-        services.sessions.rename(v["session_id"], text(v["title"], "the title"))
+        services.sessions.rename(v["session_id"], text(v["title"], "the title"), user)
     except StudioError as exc:
         raise fail(exc) from None
-    return {"session_pick": gr.update(choices=session_choices(services.sessions), value=v["session_id"])}
+    return {"session_pick": gr.update(choices=session_choices(services.sessions, user), value=v["session_id"])}
 
 
-def delete_session(v: Values, *, services: ChatServices) -> Values:
+def delete_session(v: Values, *, services: ChatServices, user: str = LOCAL_USER) -> Values:
     if v["session_id"]:
         try:
-            services.sessions.delete(v["session_id"])
+            services.sessions.delete(v["session_id"], user)
         except StudioError as exc:
             raise fail(exc) from None
     return {"chatbot": [], "history": [], "session_id": None, "stats": "",
-            "session_pick": gr.update(choices=session_choices(services.sessions), value=None)}
+            "session_pick": gr.update(choices=session_choices(services.sessions, user), value=None)}
 
 
-def export_session(v: Values, *, services: ChatServices, fmt: str) -> Values:
+def export_session(v: Values, *, services: ChatServices, fmt: str, user: str = LOCAL_USER) -> Values:
     """The open chat as Markdown or JSON, written to a file the page offers for download."""
     sid = v["session_id"]
     if not sid:
         raise gr.Error("Open or start a chat first.")
     try:
-        body = (json.dumps(services.sessions.export_json(sid), indent=2) if fmt == "json"
-                else services.sessions.export_markdown(sid))
+        body = (json.dumps(services.sessions.export_json(sid, user), indent=2) if fmt == "json"
+                else services.sessions.export_markdown(sid, user))
     except StudioError as exc:
         raise fail(exc) from None
     path = Path(tempfile.mkdtemp(prefix="studio-export-", dir=uploads_dir())) / f"chat-{sid}.{fmt}"
@@ -345,12 +353,12 @@ def pick_adapter(v: Values) -> Values:
     return {"backend": gr.update(value="hf"), "model": gr.update(value=a.base_model)}
 
 
-def on_load(_v: Values, *, services: ChatServices) -> Values:
+def on_load(_v: Values, *, services: ChatServices, user: str = LOCAL_USER) -> Values:
     """What a page load refreshes: the collections, saved chats and adapters."""
     names = services.rag.docs.collections()
     count = f"{len(names)} collection{'s' if len(names) != 1 else ''} in this studio"
     return {"collection": gr.update(choices=[NO_COLLECTION, *names], info=f"{count}; answers come with citations"),
-            "session_pick": gr.update(choices=session_choices(services.sessions)),
+            "session_pick": gr.update(choices=session_choices(services.sessions, user)),
             "adapter": gr.update(choices=adapter_choices())}
 
 
@@ -485,4 +493,7 @@ def build_chat_tab(cfg: StudioConfig, backends: BackendCache, header: gr.Markdow
     if tab is not None:
         on(tab.select, partial(on_load, services=services), ui, [], load, api_name="chat_lists",
            show_progress="hidden")
-    return (lambda: {ui[n]: update for n, update in on_load({}, services=services).items()}), [ui[n] for n in load]
+    def page_load(request: gr.Request):
+        return {ui[n]: update for n, update in on_load({}, services=services, user=user_of(request)).items()}
+
+    return page_load, [ui[n] for n in load]

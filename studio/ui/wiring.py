@@ -11,7 +11,9 @@ without a browser:
 
 The endpoint Gradio serves for the event takes the inputs as named parameters (``message``, ``k``),
 so an API client calls it by those names. A handler that takes a ``progress`` keyword gets Gradio's
-progress tracker.
+progress tracker; one that takes ``user`` gets who is logged in (the account name from Gradio's login,
+or ``local`` when the studio has no accounts), taken from the request on the server, never from
+anything the client sends.
 """
 
 from __future__ import annotations
@@ -22,15 +24,22 @@ from typing import Any
 
 import gradio as gr
 
+from studio.env import LOCAL_USER
+
 Values = dict[str, Any]
 _P = inspect.Parameter
 
 
-def _wants_progress(fn: Callable) -> bool:
+def _wants(fn: Callable, name: str) -> bool:
     try:
-        return "progress" in inspect.signature(fn).parameters
+        return name in inspect.signature(fn).parameters
     except (TypeError, ValueError):
         return False
+
+
+def user_of(request: gr.Request | None) -> str:
+    """Who sent ``request``: the logged-in account, or the local user of a studio without accounts."""
+    return getattr(request, "username", None) or LOCAL_USER
 
 
 def on(trigger: Callable, fn: Callable, ui: dict[str, Any], inputs: Sequence[str] = (),
@@ -38,17 +47,21 @@ def on(trigger: Callable, fn: Callable, ui: dict[str, Any], inputs: Sequence[str
     """``trigger(wrapper, [inputs], [outputs], **event_kwargs)`` with ``fn`` speaking names; returns the
     event (for ``cancels=`` and ``.then``). ``defaults``: values of trailing inputs an API client may leave
     out (inputs added to an endpoint later go last, with a default, so older clients keep working)."""
-    progress = _wants_progress(fn)
+    progress, user = _wants(fn, "progress"), _wants(fn, "user")
     defaults = defaults or {}
     params = [_P(n, _P.POSITIONAL_OR_KEYWORD, **({"default": defaults[n]} if n in defaults else {}))
               for n in inputs]
     if progress:
         params.append(_P("progress", _P.POSITIONAL_OR_KEYWORD, default=gr.Progress()))
+    if user:  # Gradio fills a gr.Request parameter itself; it is not an input of the endpoint
+        params.append(_P("request", _P.POSITIONAL_OR_KEYWORD, default=None, annotation=gr.Request))
     signature = inspect.Signature(params)
 
     def call(args, kwargs):
         bound = signature.bind(*args, **kwargs)
         extra = {"progress": bound.arguments.get("progress", gr.Progress())} if progress else {}
+        if user:
+            extra["user"] = user_of(bound.arguments.get("request"))
         return fn({n: bound.arguments[n] for n in inputs}, **extra)
 
     def comps(update: Values | None) -> dict | None:
@@ -66,5 +79,6 @@ def on(trigger: Callable, fn: Callable, ui: dict[str, Any], inputs: Sequence[str
         def wrapper(*args, **kwargs):
             return comps(call(args, kwargs))
     wrapper.__signature__ = signature  # what Gradio reads for the endpoint's parameters and the tracker
+    wrapper.__annotations__ = {"request": gr.Request} if user else {}  # (it finds gr.Request by type hint)
     wrapper.__name__ = getattr(fn, "__name__", None) or getattr(getattr(fn, "func", None), "__name__", "handler")
     return trigger(wrapper, [ui[n] for n in inputs], [ui[n] for n in outputs], **event_kwargs)
