@@ -55,11 +55,12 @@ def test_chat_reply_streams_in_and_answers(page):
     assert all(later.startswith(earlier[:20]) for earlier, later in zip(seen, seen[1:], strict=False))
     assert len(seen[-1].split()) >= 10
     page.click("#chat-clear")
-    page.wait_for_function("document.querySelectorAll('#chatbot [data-testid=\"bot\"]').length == 0")
+    page.wait_for_function("document.querySelectorAll('#chatbot [data-testid=\"bot\"]').length == 0"
+                           " && !document.querySelector('#chat-stats').innerText.trim()")
     send(page, "What is the capital of France? Answer in one word.")
-    page.wait_for_function(
-        "() => { const b = document.querySelectorAll('#chatbot [data-testid=\"bot\"]');"
-        " return b.length && b[b.length - 1].innerText.includes('Paris'); }", timeout=60_000)
+    # the new chat's answer is finished when its status line is back (a new chat starts from no history)
+    page.wait_for_function("document.querySelector('#chat-stats').innerText.includes('tokens')", timeout=90_000)
+    assert "Paris" in bot_text(page), (bot_text(page), page.inner_text("#chat-stats"))
 
 
 def test_stop_halts_a_long_reply_and_chat_goes_on(page):
