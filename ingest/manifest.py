@@ -24,6 +24,14 @@ CREATE TABLE IF NOT EXISTS files (
     PRIMARY KEY (store, collection, source)
 )"""
 COLUMNS = "source, version, chunks, pages, bytes, ingested_at, ocr"
+# who owns each collection and whether its owner shared it (read-only) with everyone; a collection with
+# no row is from a studio before workspaces, and belongs to the local user
+OWNERS = """
+CREATE TABLE IF NOT EXISTS collections (
+    store TEXT NOT NULL, collection TEXT NOT NULL, owner TEXT NOT NULL,
+    shared INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL,
+    PRIMARY KEY (store, collection)
+)"""
 
 
 @dataclass
@@ -53,6 +61,7 @@ class Manifest:
         self.path = path or studio_home() / "manifest.sqlite"
         with self._db() as db:
             db.execute(SCHEMA)
+            db.execute(OWNERS)
             if "ocr" not in {row[1] for row in db.execute("PRAGMA table_info(files)")}:  # an older studio's
                 db.execute("ALTER TABLE files ADD COLUMN ocr TEXT NOT NULL DEFAULT ''")
 
@@ -78,6 +87,33 @@ class Manifest:
             else:
                 db.execute("DELETE FROM files WHERE store=? AND collection=? AND source=?",
                            (store, collection, source))
+
+    def claim(self, store: str, collection: str, owner: str) -> str:
+        """Record ``owner`` as the collection's owner unless it has one; returns the owner it has (the
+        first claim wins when two people create one name at once)."""
+        with self._db() as db:
+            db.execute("INSERT OR IGNORE INTO collections (store, collection, owner, shared, created) "
+                       "VALUES (?,?,?,0,?)", (store, collection, owner, time.time()))
+            return db.execute("SELECT owner FROM collections WHERE store=? AND collection=?",
+                              (store, collection)).fetchone()[0]
+
+    def owners(self, store: str) -> dict[str, tuple[str, bool]]:
+        """{collection: (owner, shared)} for the collections that have an owner recorded."""
+        with self._db() as db:
+            rows = db.execute("SELECT collection, owner, shared FROM collections WHERE store=?", (store,)).fetchall()
+        return {c: (o, bool(s)) for c, o, s in rows}
+
+    def share(self, store: str, collection: str, owner: str, shared: bool) -> None:
+        with self._db() as db:
+            db.execute("INSERT INTO collections (store, collection, owner, shared, created) VALUES (?,?,?,?,?) "
+                       "ON CONFLICT (store, collection) DO UPDATE SET shared=excluded.shared",
+                       (store, collection, owner, int(shared), time.time()))
+
+    def forget(self, store: str, collection: str) -> None:
+        """The collection is gone: its files and its owner."""
+        with self._db() as db:
+            db.execute("DELETE FROM files WHERE store=? AND collection=?", (store, collection))
+            db.execute("DELETE FROM collections WHERE store=? AND collection=?", (store, collection))
 
     def files(self, store: str, collection: str) -> list[FileRecord]:
         with self._db() as db:

@@ -31,7 +31,10 @@ from ingest.loaders import Limits, LoadError, load_file
 from ingest.manifest import FileRecord, Manifest, page_ranges
 from ingest.pages import keep_original
 from ingest.splitters import split_documents
-from studio.env import home_lock
+from ingest.store import check_collection_name
+from studio import audit
+from studio.accounts import Accounts
+from studio.env import LOCAL_USER, home_lock
 from studio.errors import StudioError
 from studio.limits import current as current_limits
 
@@ -124,18 +127,87 @@ def chunk_id(source: str, version: str, index: int) -> str:
     return f"{hashlib.sha1(source.encode()).hexdigest()[:16]}-{version[:24]}-{index:05d}"
 
 
-class Ingestor:
-    """Ingests into one store; holds the embedder so repeated calls reuse the loaded model."""
+@dataclass
+class CollectionInfo:
+    name: str
+    owner: str
+    shared: bool  # readable by everyone; only the owner changes it
 
-    def __init__(self, cfg: IngestConfig | None = None, store=None, embedder=None, manifest: Manifest | None = None):
+
+class Ingestor:
+    """Ingests into one store for one user; holds the embedder so repeated calls reuse the loaded model.
+
+    Workspaces: every collection has an owner (who created it). ``user`` sees their own collections and
+    those an admin shared, and changes only their own; another user's private collection reads as one that
+    does not exist. :meth:`for_user` gives the same store, embedder and manifest acting for someone else.
+    """
+
+    def __init__(self, cfg: IngestConfig | None = None, store=None, embedder=None, manifest: Manifest | None = None,
+                 user: str = LOCAL_USER):
         from ingest.store import Store
 
+        self.user = user
         self.cfg = cfg or IngestConfig()
         self.cfg.splitter.resolved()  # fail early on bad sizes
         self.store = store or Store(self.cfg.chroma_url)
         self._embedder = embedder
         self.manifest = manifest or Manifest()
         self.limits = Limits(max_file_mb=self.cfg.max_file_mb, max_pages=self.cfg.max_pages)
+
+    def for_user(self, user: str, cfg: IngestConfig | None = None) -> Ingestor:
+        return Ingestor(cfg or self.cfg, store=self.store, embedder=self._embedder or None, manifest=self.manifest,
+                        user=user)
+
+    # --- who sees and changes what ---------------------------------------------------------------
+    def _infos(self) -> dict[str, CollectionInfo]:
+        owners = self.manifest.owners(self.store.location)
+        return {name: CollectionInfo(name, *owners.get(name, (LOCAL_USER, False)))
+                for name in self.store.list_collections()}
+
+    def collections(self) -> list[CollectionInfo]:
+        """The collections this user can read: their own, then those shared with everyone."""
+        seen = [c for c in self._infos().values() if c.owner == self.user or c.shared]
+        return sorted(seen, key=lambda c: (c.owner != self.user, c.name))
+
+    def _missing(self, collection: str) -> StudioError:
+        known = ", ".join(c.name for c in self.collections()) or "none yet"
+        return StudioError(f"no collection {collection!r}; your collections: {known}")
+
+    def readable(self, collection: str) -> CollectionInfo:
+        """The collection's info if this user may search it; otherwise the same error as for a missing one."""
+        check_collection_name(collection)
+        info = self._infos().get(collection)
+        if info is None or not (info.owner == self.user or info.shared):
+            raise self._missing(collection)
+        return info
+
+    def writable(self, collection: str) -> CollectionInfo:
+        info = self.readable(collection)
+        if info.owner != self.user:
+            raise StudioError(f"{collection!r} is shared read-only; only its owner ({info.owner}) can change it")
+        return info
+
+    def _claim(self, collection: str) -> None:
+        """Make ``collection`` this user's if it is new; refuse a name another user holds."""
+        check_collection_name(collection)
+        info = self._infos().get(collection)
+        if info is not None:
+            if info.owner == self.user:
+                return
+            if info.shared:
+                raise StudioError(f"{collection!r} is shared read-only; only its owner ({info.owner}) can add to it")
+            raise StudioError(f"the name {collection!r} is taken; choose another collection name")
+        if self.manifest.claim(self.store.location, collection, self.user) != self.user:
+            raise StudioError(f"the name {collection!r} is taken; choose another collection name")
+
+    def publish(self, collection: str, shared: bool = True) -> CollectionInfo:
+        """Share (or stop sharing) one of this user's collections with everyone, read-only. Admins only."""
+        info = self.writable(collection)
+        if not Accounts().is_admin(self.user):
+            raise StudioError("only an admin can share a collection with everyone; ask one to publish it")
+        self.manifest.share(self.store.location, collection, info.owner, shared)
+        audit.record(self.user, "collection.publish" if shared else "collection.unpublish", collection)
+        return CollectionInfo(collection, info.owner, shared)
 
     @property
     def embedder(self):
@@ -210,14 +282,19 @@ class Ingestor:
     def ingest(self, paths: Iterable[str | Path], collection: str, progress: Progress | None = None) -> IngestReport:
         """Ingest files and folders into ``collection``; one bad file fails alone."""
         start = time.perf_counter()
-        self.store.collection(collection)  # validates the name, creates the collection
+        check_collection_name(collection)
         items = discover(paths)
         most = current_limits().ingest_files
         if len(items) > most:
             raise StudioError(f"{len(items):,} files to ingest; the limit is {most:,} (limits.ingest_files): "
                               "ingest the folder in parts")
+        self._claim(collection)
+        self.store.collection(collection)  # creates the collection
         with self._lock(collection):
-            return self._ingest(items, collection, progress, start)
+            report = self._ingest(items, collection, progress, start)
+        audit.record(self.user, "collection.ingest", collection,
+                     **{s: report.count(s) for s in ("added", "updated", "unchanged", "failed")})
+        return report
 
     def _ingest(self, items, collection: str, progress: Progress | None, start: float) -> IngestReport:
         sig = self._splitter_signature()
@@ -251,11 +328,12 @@ class Ingestor:
 
     # --- reading and removing ----------------------------------------------------------------
     def documents(self, collection: str) -> list[FileRecord]:
-        self.store.collection(collection, create=False)
+        self.readable(collection)
         return self.manifest.files(self.store.location, collection)
 
     def remove(self, collection: str, source: str) -> int:
         """Delete one document's chunks; returns how many chunks it had."""
+        self.writable(collection)
         record = self.manifest.get(self.store.location, collection, source)
         if record is None:
             known = ", ".join(r.source for r in self.documents(collection)[:10]) or "none"
@@ -263,16 +341,20 @@ class Ingestor:
         with self._lock(collection):
             self.store.delete_where(collection, {"source": source})
             self.manifest.remove(self.store.location, collection, source)
+        audit.record(self.user, "document.rm", collection, source=source)
         return record.chunks
 
     def delete_collection(self, collection: str) -> None:
+        self.writable(collection)
         with self._lock(collection):
             self.store.delete_collection(collection)
-            self.manifest.remove(self.store.location, collection)
+            self.manifest.forget(self.store.location, collection)
+        audit.record(self.user, "collection.delete", collection)
 
     def query(self, collection: str, text: str, k: int = 5, where: dict | None = None):
         if not text.strip():
             raise StudioError("the query is empty; type what you are looking for")
         if k < 1:
             raise StudioError(f"k must be at least 1, got {k}")
+        self.readable(collection)
         return self.store.search(collection, self.embedder.encode([text])[0], k, where)

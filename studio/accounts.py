@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from studio import audit
-from studio.env import home_lock, private_file, studio_home
+from studio.env import LOCAL_USER, home_lock, private_file, studio_home
 from studio.errors import StudioError
 
 NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,31}$")
@@ -67,7 +67,7 @@ def check_name(name: str) -> str:
     if not isinstance(name, str) or not NAME.match(name):
         raise StudioError("an account name is 1-32 characters: a lower-case letter first, then lower-case letters, "
                           "digits, '.', '_' or '-'")
-    if name == audit.LOCAL:
+    if name == LOCAL_USER:
         raise StudioError(f"{name!r} is the machine user's own name in the studio; choose another")
     return name
 
@@ -83,7 +83,7 @@ def check_password(password: str) -> str:
 class Accounts:
     """The accounts file of a STUDIO_HOME (``home``: default the current one)."""
 
-    def __init__(self, home: Path | None = None, actor: str = audit.LOCAL):
+    def __init__(self, home: Path | None = None, actor: str = LOCAL_USER):
         self.home = home or studio_home()
         self.path = self.home / "users.json"
         self.actor = actor  # who is making changes, for the audit log
@@ -122,6 +122,14 @@ class Accounts:
 
     def get(self, name: str) -> Account | None:
         return next((a for a in self.list() if a.name == name), None)
+
+    def is_admin(self, name: str) -> bool:
+        """Admins manage accounts, publish collections and see every job; the machine's own user at the
+        command line (``local``) owns the studio home and is one."""
+        if name == LOCAL_USER:
+            return True
+        account = self.get(name)
+        return bool(account and account.admin)
 
     def add(self, name: str, password: str, admin: bool = False) -> Account:
         check_name(name)

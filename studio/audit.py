@@ -14,10 +14,9 @@ import json
 import os
 from pathlib import Path
 
-from studio.env import LOCAL_USER, home_lock, private_file, studio_home
+from studio.env import home_lock, private_file, studio_home
 from studio.errors import StudioError
 
-LOCAL = LOCAL_USER  # the actor of commands run by the machine's own user
 MAX_READ = 10_000
 
 

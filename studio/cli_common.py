@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from studio.config import read_secret
+from studio.env import LOCAL_USER
 from studio.errors import StudioError
 
 
@@ -108,7 +109,7 @@ def make_ingestor(args, cfg):
         value = getattr(args, key, None)
         if value is not None:
             setattr(ic, key, value)
-    return Ingestor(ic)
+    return Ingestor(ic, user=getattr(args, "user", None) or LOCAL_USER)
 
 
 def read_batch(path: str) -> list[dict]:

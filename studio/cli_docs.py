@@ -44,6 +44,10 @@ def add_parsers(sub) -> None:
     store_opts(cols, collection_required=False)
     cols.add_argument("--json", action="store_true")
     cols.set_defaults(handler=lambda a: cmd_collections(a, load_studio_config(a)))
+    pub = dsub.add_parser("publish", help="share one of your collections with everyone, read-only (admins)")
+    store_opts(pub)
+    pub.add_argument("--undo", action="store_true", help="make it private again")
+    pub.set_defaults(handler=lambda a: cmd_publish(a, load_studio_config(a)))
     drop = dsub.add_parser("drop", help="delete a whole collection")
     store_opts(drop)
     drop.add_argument("--yes", action="store_true", help="really delete it")
@@ -112,13 +116,20 @@ def cmd_docs_rm(args, cfg) -> int:
 
 def cmd_collections(args, cfg) -> int:
     ing = make_ingestor(args, cfg)
-    rows = [{"collection": name, "chunks": ing.store.count(name), "documents": len(ing.documents(name))}
-            for name in ing.store.list_collections()]
+    rows = [{"collection": c.name, "chunks": ing.store.count(c.name), "documents": len(ing.documents(c.name)),
+             "owner": c.owner, "shared": c.shared} for c in ing.collections()]
     if args.json:
         print(json.dumps(rows))
     else:
         for row in rows:
-            print(f"{row['collection']}  ({row['documents']} documents, {row['chunks']} chunks)")
+            whose = ("shared by " if row["shared"] else "private to ") + row["owner"]
+            print(f"{row['collection']}  ({row['documents']} documents, {row['chunks']} chunks; {whose})")
+    return 0
+
+
+def cmd_publish(args, cfg) -> int:
+    info = make_ingestor(args, cfg).publish(args.collection, shared=not args.undo)
+    print(f"{info.name} is now " + ("shared with everyone, read-only" if info.shared else f"private to {info.owner}"))
     return 0
 
 

@@ -61,9 +61,9 @@ def alps(tmp_path_factory):
 # --- 1. lists refresh across tabs; 8. the reason column, the progress bar, the Stop button ------------
 def test_a_collection_ingested_in_documents_is_offered_in_chat_without_a_reload(browser, studio_server, tmp_path):
     page = open_tab(browser, studio_server, "Chat", "#chat-input textarea")
-    page.wait_for_function("document.querySelector('#chat-collection').innerText.includes('in this studio')",
+    page.wait_for_function("document.querySelector('#chat-collection').innerText.includes('you can use')",
                            timeout=30_000)
-    before = int(re.search(r"(\d+) collections? in this studio", page.inner_text("#chat-collection")).group(1))
+    before = int(re.search(r"(\d+) collections? you can use", page.inner_text("#chat-collection")).group(1))
     # Stop is not painted as a destructive red button while nothing runs
     assert "stop" not in (page.get_attribute("#chat-stop", "class") or "").split()
     page.get_by_role("tab", name="Documents").click()
@@ -139,7 +139,7 @@ def test_the_vote_chart_has_a_bar_for_every_answer_in_numeric_order(browser, stu
 # --- 3. a reopened grounded chat, the page viewer, Regenerate and Edit ---------------------------------------
 def test_a_reopened_grounded_chat_keeps_citations_sources_and_pages(browser, studio_server, alps):
     page = open_tab(browser, studio_server, "Chat", "#chat-input textarea", height=1800)
-    page.wait_for_function("document.querySelector('#chat-collection').innerText.includes('in this studio')",
+    page.wait_for_function("document.querySelector('#chat-collection').innerText.includes('you can use')",
                            timeout=30_000)
     pick(page, "#chat-collection", alps)
     page.fill("#chat-input textarea", "How high is Mont Blanc?")

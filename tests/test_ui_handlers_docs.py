@@ -123,7 +123,8 @@ def test_ingest_then_the_listing_and_search_show_the_file(service, upload):
     listed = docs_tab.show_listing({"collection": "handler-docs"}, service=service)
     assert [r[0] for r in listed["listing"]] == ["notes.txt"]
     loaded = docs_tab.on_load({}, service=service)
-    assert set(loaded) == {"collection", "listing", "to_delete"}
+    assert set(loaded) == {"collection", "listing", "to_delete", "sharing"}
+    assert loaded["sharing"] == "**Private**: only you see it."
     assert {"handler-docs", docs_tab.DEFAULT_COLLECTION} <= set(loaded["collection"]["choices"])
 
 
@@ -152,4 +153,5 @@ def test_refresh_keeps_a_typed_new_name_among_the_collections(service):
     shown = docs_tab.refresh({"collection": "not-yet-ingested"}, service=service)
     assert shown["listing"] == [] and shown["to_delete"]["choices"] == []
     assert "not-yet-ingested" in shown["collection"]["choices"]
-    assert shown["collection"]["choices"] == sorted(shown["collection"]["choices"])
+    assert shown["collection"]["choices"][-1] == "not-yet-ingested"  # after the collections that exist
+    assert shown["sharing"] == "A new collection is private to you."

@@ -23,7 +23,7 @@ def geo_collection(tmp_path_factory):
 
 def pick_collection(page, name):
     """Wait until the page has listed the collections, open the list and click ``name``."""
-    page.wait_for_function("document.querySelector('#chat-collection').innerText.includes('in this studio')",
+    page.wait_for_function("document.querySelector('#chat-collection').innerText.includes('you can use')",
                            timeout=30_000)
     page.click("#chat-collection input")
     page.locator("li", has_text=name).first.click()

@@ -61,7 +61,7 @@ class Retriever:
         self.ingestor = ingestor
         self.collection = collection
         self.cfg = (cfg or RetrievalConfig()).check()
-        ingestor.store.collection(collection, create=False)  # a clear error for a missing collection
+        ingestor.readable(collection)  # the user's or a shared one; a clear error for a missing one
 
     # --- the pieces -----------------------------------------------------------------------------
     def corpus(self) -> _Corpus:

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 from ingest.store import place
 from studio.backends import BackendCache
+from studio.env import LOCAL_USER
 from studio.markup import neutralize
 from studio.rag.config import RagConfig, RetrievalConfig
 
@@ -25,14 +26,15 @@ class RagService:
         self.cfg = cfg
         self._lock = threading.Lock()
 
-    def chain(self, collection: str, backend, k: int, mode: str, min_score: float, style: str, settings):
+    def chain(self, collection: str, backend, k: int, mode: str, min_score: float, style: str, settings,
+              user: str = LOCAL_USER):
         from studio.rag.chain import RagChain
         from studio.rag.retriever import Retriever
 
         rag = RagConfig(**{**self.cfg.__dict__,
                            "retrieval": RetrievalConfig(**{**self.cfg.retrieval.__dict__, "k": int(k), "mode": mode}),
                            "min_score": float(min_score), "style": style}).check()
-        retriever = Retriever(self.docs.ingestor(), collection, rag.retrieval)
+        retriever = Retriever(self.docs.ingestor(user=user), collection, rag.retrieval)
         return RagChain(retriever, None if style == "extractive" else backend, rag, settings)
 
 

@@ -86,7 +86,7 @@ def settings_of(v: Values) -> GenerationSettings:
         raise fail(exc) from None
 
 
-def _answer_stream(v: Values, turn: list[dict], settings: GenerationSettings, s: ChatServices):
+def _answer_stream(v: Values, turn: list[dict], settings: GenerationSettings, s: ChatServices, user: str):
     """(stream, backend) for one turn: a RAG chain's answer with a collection, else the model's reply."""
     grounded = v["collection"] not in (None, "", NO_COLLECTION)
     lora = None if v["adapter"] in (None, "", NO_ADAPTER) else choice(
@@ -96,7 +96,7 @@ def _answer_stream(v: Values, turn: list[dict], settings: GenerationSettings, s:
     if grounded:
         settings.max_tokens = min(settings.max_tokens, s.cfg.rag.max_tokens)
         chain = s.rag.chain(v["collection"], chat, as_int(v["k"], "k"), v["mode"],
-                            as_float(v["min_score"], "similarity"), v["style"], settings)
+                            as_float(v["min_score"], "similarity"), v["style"], settings, user)
         return chain.stream(turn[-1]["content"], turn[:-1]), chat
     system = text(v["system"], "the system prompt", "system_prompt_chars").strip()
     return chat.stream(([{"role": "system", "content": system}] if system else []) + turn, settings), chat
@@ -155,7 +155,7 @@ def respond(v: Values, *, services: ChatServices, user: str = LOCAL_USER) -> Ite
     yield {"chatbot": shown, "history": convo, "session_id": sid, "message": "", "stats": "*working…*",
            "sources": ""}
     try:
-        stream, chat = _answer_stream(v, turn, settings, s)
+        stream, chat = _answer_stream(v, turn, settings, s, user)
         for _ in stream:
             shown[-1]["content"] = neutralize(stream.text)
             # the state keeps the partial reply too, so Stop leaves what the user saw
@@ -248,7 +248,7 @@ def continue_reply(v: Values, *, services: ChatServices, user: str = LOCAL_USER)
            "stats": f"continued · {stream.completion_tokens} more tokens · {stream.seconds:.1f} s"}
 
 
-def view_page(v: Values, *, services: ChatServices) -> Values:
+def view_page(v: Values, *, services: ChatServices, user: str = LOCAL_USER) -> Values:
     """The picked citation's PDF page as an image, its quoted passage shaded (from the original kept at
     ingest; only citations of the answer on screen can be picked)."""
     cites = v["cites"] or {}
@@ -257,7 +257,8 @@ def view_page(v: Values, *, services: ChatServices) -> Values:
         return {}
     c = by_n.get(choice(v["page_pick"], list(by_n), "the cited page"))
     try:
-        ing = services.rag.docs.ingestor()
+        ing = services.rag.docs.ingestor(user=user)
+        ing.readable(cites["collection"])  # still the user's, or still shared
         record = ing.manifest.get(ing.store.location, cites["collection"], c["source"])
         if record is None:
             raise StudioError(f"{c['source']} is no longer in {cites['collection']}")
@@ -355,8 +356,8 @@ def pick_adapter(v: Values) -> Values:
 
 def on_load(_v: Values, *, services: ChatServices, user: str = LOCAL_USER) -> Values:
     """What a page load refreshes: the collections, saved chats and adapters."""
-    names = services.rag.docs.collections()
-    count = f"{len(names)} collection{'s' if len(names) != 1 else ''} in this studio"
+    names = services.rag.docs.collections(user)
+    count = f"{len(names)} collection{'s' if len(names) != 1 else ''} you can use"
     return {"collection": gr.update(choices=[NO_COLLECTION, *names], info=f"{count}; answers come with citations"),
             "session_pick": gr.update(choices=session_choices(services.sessions, user)),
             "adapter": gr.update(choices=adapter_choices())}

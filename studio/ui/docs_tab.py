@@ -21,18 +21,19 @@ from ingest.loaders import LoadError, load_file
 from ingest.splitters import split_documents
 from ingest.store import place
 from studio.config import StudioConfig
+from studio.env import LOCAL_USER
 from studio.errors import StudioError
 from studio.limits import current as current_limits
 from studio.paths import Roots, uploads_dir
 from studio.ui.guard import as_int, fail, text
-from studio.ui.wiring import Values, on
+from studio.ui.wiring import Values, on, user_of
 
 DEFAULT_COLLECTION = "documents"
 PER_PAGE = 20  # chunk cards on one page of the preview
 # each endpoint's inputs in the order an API client passes them positionally
 PREVIEW = ["preview_file", "files", "folder", "splitter", "chunk_size", "overlap", "preview_page"]
 INGEST = ["files", "folder", "collection", "splitter", "chunk_size", "overlap"]
-INGESTED = ["results", "summary", "listing", "to_delete", "collection"]
+INGESTED = ["results", "summary", "listing", "to_delete", "collection", "sharing"]
 SEARCH = ["collection", "query", "k"]
 
 
@@ -44,19 +45,26 @@ class DocsService:
         self._base = None
         self._lock = threading.Lock()
 
-    def ingestor(self, splitter: SplitterConfig | None = None):
+    def ingestor(self, splitter: SplitterConfig | None = None, user: str = LOCAL_USER):
+        """An :class:`Ingestor` acting for ``user`` (sharing one store, embedding model and manifest)."""
         from ingest.pipeline import Ingestor
 
         with self._lock:
             if self._base is None:
                 self._base = Ingestor(self.cfg)
-        if splitter is None:
+        if splitter is None and user == LOCAL_USER:
             return self._base
-        cfg = IngestConfig(**{**self.cfg.__dict__, "splitter": splitter})
-        return Ingestor(cfg, store=self._base.store, embedder=self._base.embedder, manifest=self._base.manifest)
+        cfg = IngestConfig(**{**self.cfg.__dict__, "splitter": splitter}) if splitter else self.cfg
+        return self._base.for_user(user, cfg)
 
-    def collections(self) -> list[str]:
-        return self.ingestor().store.list_collections()
+    def collections(self, user: str = LOCAL_USER) -> list[str]:
+        """The names of the collections ``user`` can read (their own first, then the shared ones)."""
+        return [c.name for c in self.ingestor(user=user).collections()]
+
+    def default_collection(self, user: str = LOCAL_USER) -> str:
+        """Where a user's first upload goes: ``documents``, or ``NAME-documents`` for an account (collection
+        names are one namespace, so two accounts cannot both have ``documents``)."""
+        return DEFAULT_COLLECTION if user == LOCAL_USER else f"{user}-{DEFAULT_COLLECTION}"
 
 
 def safe_name(path: str) -> str:
@@ -131,9 +139,9 @@ def hits_html(hits) -> str:
     return "\n".join(cards)
 
 
-def documents_rows(service: DocsService, collection: str) -> list[list]:
+def documents_rows(service: DocsService, collection: str, user: str) -> list[list]:
     try:
-        records = service.ingestor().documents(collection)
+        records = service.ingestor(user=user).documents(collection)
     except StudioError:
         return []
     return [[r.source, (f"{r.pages or ''} (OCR: {r.ocr})" if r.ocr else r.pages or ""), r.chunks,
@@ -152,14 +160,25 @@ def splitter_of(v: Values) -> SplitterConfig:
     return cfg
 
 
-def _listing(service: DocsService, collection: str) -> Values:
-    rows = documents_rows(service, collection)
-    return {"listing": rows, "to_delete": gr.update(choices=[r[0] for r in rows], value=None)}
+def _sharing(service: DocsService, collection: str, user: str) -> str:
+    try:
+        info = service.ingestor(user=user).readable(collection)
+    except StudioError:
+        return "A new collection is private to you."
+    if info.owner != user:
+        return f"Shared read-only by **{info.owner}**: you can search it and chat with it."
+    return "**Shared** with everyone, read-only." if info.shared else "**Private**: only you see it."
 
 
-def show_listing(v: Values, *, service: DocsService) -> Values:
+def _listing(service: DocsService, collection: str, user: str) -> Values:
+    rows = documents_rows(service, collection, user)
+    return {"listing": rows, "to_delete": gr.update(choices=[r[0] for r in rows], value=None),
+            "sharing": _sharing(service, collection, user)}
+
+
+def show_listing(v: Values, *, service: DocsService, user: str = LOCAL_USER) -> Values:
     """Picking a collection lists its documents and offers them for deletion."""
-    return _listing(service, v["collection"])
+    return _listing(service, v["collection"], user)
 
 
 def upload(v: Values) -> Values:
@@ -185,7 +204,7 @@ def _no_progress(*_args, **_kwargs) -> None:
     pass
 
 
-def ingest(v: Values, *, service: DocsService, progress=None) -> Values:
+def ingest(v: Values, *, service: DocsService, progress=None, user: str = LOCAL_USER) -> Values:
     """Ingest the uploads into the collection: a row per file, a summary line, the refreshed listing."""
     progress = _no_progress if progress is None else progress
     paths = uploaded_paths(v["files"], v["folder"])
@@ -195,7 +214,7 @@ def ingest(v: Values, *, service: DocsService, progress=None) -> Values:
     try:
         for p in paths:
             safe_name(p)
-        ing = service.ingestor(splitter_of(v))
+        ing = service.ingestor(splitter_of(v), user)
         progress(0, desc="loading the embedding model")
         report = ing.ingest(paths, name.strip(),
                             lambda done, total, src: progress((done, total), desc=f"embedding {src}", unit="files"))
@@ -206,47 +225,59 @@ def ingest(v: Values, *, service: DocsService, progress=None) -> Values:
     counts = ", ".join(f"{report.count(s)} {s}" for s in ("added", "updated", "unchanged", "failed")
                        if report.count(s))
     return {"results": rows, "summary": f"**{name}**: {counts} in {report.seconds:.1f} s",
-            **_listing(service, name.strip()),
-            "collection": gr.update(choices=service.collections(), value=name.strip())}
+            **_listing(service, name.strip(), user),
+            "collection": gr.update(choices=service.collections(user), value=name.strip())}
 
 
-def delete(v: Values, *, service: DocsService) -> Values:
+def delete(v: Values, *, service: DocsService, user: str = LOCAL_USER) -> Values:
     """Remove the chosen document from the collection."""
     source = v["to_delete"]
     if not source:
         raise gr.Error("Choose a document to delete.")
     try:
-        n = service.ingestor().remove(v["collection"], source)
+        n = service.ingestor(user=user).remove(v["collection"], source)
     except StudioError as exc:
         raise fail(exc) from None
     gr.Info(f"Removed {source} ({n} chunks).")
-    return _listing(service, v["collection"])
+    return _listing(service, v["collection"], user)
 
 
-def refresh(v: Values, *, service: DocsService) -> Values:
+def publish(v: Values, *, service: DocsService, shared: bool, user: str = LOCAL_USER) -> Values:
+    """Share the collection with everyone, read-only, or make it private again (admins, their own)."""
+    try:
+        service.ingestor(user=user).publish(text(v["collection"], "the collection name") or "", shared)
+    except StudioError as exc:
+        raise fail(exc) from None
+    return {"sharing": _sharing(service, v["collection"], user)}
+
+
+def refresh(v: Values, *, service: DocsService, user: str = LOCAL_USER) -> Values:
     """The listing again, and the collections as they are now (the typed name kept among them)."""
-    return {**_listing(service, v["collection"]),
-            "collection": gr.update(choices=sorted({*service.collections(), v["collection"]}))}
+    typed = [v["collection"]] if isinstance(v["collection"], str) and v["collection"] else []
+    return {**_listing(service, v["collection"], user),
+            "collection": gr.update(choices=list(dict.fromkeys([*service.collections(user), *typed])))}
 
 
-def search(v: Values, *, service: DocsService) -> Values:
+def search(v: Values, *, service: DocsService, user: str = LOCAL_USER) -> Values:
     """The collection's best chunks for the query, by the same hybrid retrieval as ``studio query``."""
     from studio.rag.config import RetrievalConfig
     from studio.rag.retriever import Retriever
 
     try:
         config = RetrievalConfig(k=as_int(v["k"], "k"), mode="hybrid")
-        return {"hits": hits_html(Retriever(service.ingestor(), v["collection"], config).retrieve(v["query"]))}
+        retriever = Retriever(service.ingestor(user=user), v["collection"], config)
+        return {"hits": hits_html(retriever.retrieve(v["query"]))}
     except StudioError as exc:
         raise fail(exc) from None
 
 
-def on_load(_v: Values, *, service: DocsService) -> Values:
-    """What a page load refreshes: the collections (the first one picked) and its listing."""
-    names = service.collections()
-    current = names[0] if names else DEFAULT_COLLECTION
-    return {"collection": gr.update(choices=sorted({*names, DEFAULT_COLLECTION}), value=current),
-            **_listing(service, current)}
+def on_load(_v: Values, *, service: DocsService, user: str = LOCAL_USER) -> Values:
+    """What a page load refreshes: the user's collections (the first one picked) and its listing."""
+    names = service.collections(user)
+    mine = service.default_collection(user)
+    current = names[0] if names else mine
+    return {"collection": gr.update(choices=list(dict.fromkeys([*names, mine])), value=current),
+            **_listing(service, current, user)}
 
 
 # --- layout ---------------------------------------------------------------------------------------------
@@ -291,6 +322,10 @@ def _collection_pane(ui: dict) -> None:
             ui["to_delete"] = gr.Dropdown([], label="Document", elem_id="docs-delete-choice")
             ui["delete_btn"] = gr.Button("Delete document", variant="stop", elem_id="docs-delete")  # it destroys
             ui["refresh_btn"] = gr.Button("Refresh", elem_id="docs-refresh")
+            ui["sharing"] = gr.Markdown("A new collection is private to you.", elem_id="docs-sharing")
+            with gr.Row():  # admins only (the server refuses others)
+                ui["publish_btn"] = gr.Button("Share with everyone", size="sm", elem_id="docs-publish")
+                ui["unpublish_btn"] = gr.Button("Make private", size="sm", elem_id="docs-unpublish")
 
 
 def _search_pane(ui: dict) -> None:
@@ -315,11 +350,14 @@ def _wire(ui: dict, service: DocsService) -> None:
     on(ui["ingest_btn"].click, partial(ingest, service=service), ui, INGEST, INGESTED, api_name="ingest",
        show_progress_on=[ui["results"]])
     on(ui["delete_btn"].click, partial(delete, service=service), ui, ["collection", "to_delete"],
-       ["listing", "to_delete"], api_name="on_delete")
+       ["listing", "to_delete", "sharing"], api_name="on_delete")
     on(ui["refresh_btn"].click, partial(refresh, service=service), ui, ["collection"],
-       ["listing", "to_delete", "collection"], api_name="on_refresh")
-    on(ui["collection"].change, partial(show_listing, service=service), ui, ["collection"], ["listing", "to_delete"],
-       api_name="listing_update")
+       ["listing", "to_delete", "sharing", "collection"], api_name="on_refresh")
+    on(ui["collection"].change, partial(show_listing, service=service), ui, ["collection"],
+       ["listing", "to_delete", "sharing"], api_name="listing_update")
+    for name, shared in (("publish", True), ("unpublish", False)):
+        on(ui[f"{name}_btn"].click, partial(publish, service=service, shared=shared), ui, ["collection"], ["sharing"],
+           api_name=name)
     found = partial(search, service=service)
     on(ui["search_btn"].click, found, ui, SEARCH, ["hits"], api_name="search")
     on(ui["query"].submit, found, ui, SEARCH, ["hits"], api_name="search_enter", api_visibility="undocumented")
@@ -338,7 +376,11 @@ def build_docs_tab(cfg: StudioConfig, service: DocsService, tab=None):
     _search_pane(ui)
     _wire(ui, service)
     if tab is not None:
-        on(tab.select, partial(refresh, service=service), ui, ["collection"], ["listing", "to_delete", "collection"],
-           api_name="docs_lists", show_progress="hidden")
-    load = ["collection", "listing", "to_delete"]
-    return (lambda: {ui[n]: update for n, update in on_load({}, service=service).items()}), [ui[n] for n in load]
+        on(tab.select, partial(refresh, service=service), ui, ["collection"],
+           ["listing", "to_delete", "sharing", "collection"], api_name="docs_lists", show_progress="hidden")
+    load = ["collection", "listing", "to_delete", "sharing"]
+
+    def page_load(request: gr.Request):
+        return {ui[n]: update for n, update in on_load({}, service=service, user=user_of(request)).items()}
+
+    return page_load, [ui[n] for n in load]

@@ -1,0 +1,142 @@
+"""Workspaces of a shared studio: each account's collections (and jobs) are its own; an admin can share a
+collection read-only. The rule lives in the core, so the endpoints behind the page and the CLI enforce it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ingest.config import IngestConfig
+from ingest.pipeline import Ingestor
+from studio import audit
+from studio.accounts import Accounts
+from studio.errors import StudioError
+from studio.rag.retriever import Retriever
+from tests.conftest import run_studio, serving
+
+FACTS = "Lake Baikal in Siberia is the deepest lake on Earth, about 1,642 metres deep.\n"
+
+
+@pytest.fixture()
+def home(tmp_path, monkeypatch):
+    """A studio home with accounts ada (admin) and bob, and a text file to ingest."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("STUDIO_HOME", str(home))
+    accounts = Accounts(home)
+    accounts.add("ada", "ada-password", admin=True)
+    accounts.add("bob", "bob-password")
+    (tmp_path / "lakes.txt").write_text(FACTS * 3)
+    return home
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    from ingest.embeddings import MiniLMEmbeddings
+
+    return MiniLMEmbeddings()
+
+
+def test_a_collection_is_its_creators_until_an_admin_shares_it(home, embedder, tmp_path):
+    ada = Ingestor(IngestConfig(), embedder=embedder, user="ada")
+    bob = ada.for_user("bob")
+    ada.ingest([tmp_path / "lakes.txt"], "ada-lakes")
+    assert [(c.name, c.owner, c.shared) for c in ada.collections()] == [("ada-lakes", "ada", False)]
+    assert bob.collections() == []
+    # bob cannot read, search, change or take over ada's private collection, and learns nothing of it
+    for act in (lambda: bob.documents("ada-lakes"), lambda: bob.query("ada-lakes", "deepest lake"),
+                lambda: Retriever(bob, "ada-lakes"), lambda: bob.remove("ada-lakes", "lakes.txt"),
+                lambda: bob.delete_collection("ada-lakes"), lambda: bob.publish("ada-lakes")):
+        with pytest.raises(StudioError, match="no collection 'ada-lakes'; your collections: none yet"):
+            act()
+    with pytest.raises(StudioError, match="the name 'ada-lakes' is taken"):
+        bob.ingest([tmp_path / "lakes.txt"], "ada-lakes")
+    assert [r.source for r in ada.documents("ada-lakes")] == ["lakes.txt"]
+
+    # only an admin shares, and a shared collection is read-only for the others
+    bob.ingest([tmp_path / "lakes.txt"], "bob-lakes")
+    with pytest.raises(StudioError, match="only an admin can share"):
+        bob.publish("bob-lakes")
+    ada.publish("ada-lakes")
+    assert [(c.name, c.shared) for c in bob.collections()] == [("bob-lakes", False), ("ada-lakes", True)]
+    assert "Baikal" in bob.query("ada-lakes", "deepest lake", k=1)[0].text
+    assert "Baikal" in Retriever(bob, "ada-lakes").retrieve("Which lake is the deepest?")[0].text
+    for act in (lambda: bob.remove("ada-lakes", "lakes.txt"), lambda: bob.delete_collection("ada-lakes"),
+                lambda: bob.ingest([tmp_path / "lakes.txt"], "ada-lakes")):
+        with pytest.raises(StudioError, match="shared read-only; only its owner \\(ada\\)"):
+            act()
+    assert ada.for_user("local").collections() == [c for c in ada.collections() if c.shared]  # shared only
+    ada.publish("ada-lakes", shared=False)
+    assert [c.name for c in bob.collections()] == ["bob-lakes"]
+
+    # deleting frees the name; the audit log says who did what
+    ada.delete_collection("ada-lakes")
+    bob.ingest([tmp_path / "lakes.txt"], "ada-lakes")
+    assert [c.owner for c in bob.collections() if c.name == "ada-lakes"] == ["bob"]
+    done = [(e["actor"], e["action"], e["target"]) for e in audit.entries(home=home)
+            if e["action"].startswith("collection.")]
+    assert done == [("ada", "collection.ingest", "ada-lakes"), ("bob", "collection.ingest", "bob-lakes"),
+                    ("ada", "collection.publish", "ada-lakes"), ("ada", "collection.unpublish", "ada-lakes"),
+                    ("ada", "collection.delete", "ada-lakes"), ("bob", "collection.ingest", "ada-lakes")]
+
+
+def test_collections_from_before_workspaces_are_the_local_users(home, embedder, tmp_path):
+    # a collection written straight into the store (no owner recorded), as an older studio left it
+    old = Ingestor(IngestConfig(), embedder=embedder)
+    old.store.add_chunks("old-notes", ["x-1"], embedder.encode(["A note."]), ["A note."], [{"source": "n.txt"}])
+    assert [(c.name, c.owner) for c in old.collections()] == [("old-notes", "local")]
+    assert old.for_user("ada").collections() == []
+
+
+def test_cli_lists_only_the_users_collections_and_publishing_is_for_admins(home, tmp_path):
+    env = {"STUDIO_HOME": str(home)}
+    lakes = str(tmp_path / "lakes.txt")
+    assert run_studio("--user", "bob", "ingest", lakes, "--collection", "bob-lakes", env=env).returncode == 0
+    assert run_studio("ingest", lakes, "--collection", "local-lakes", env=env).returncode == 0
+    listed = json.loads(run_studio("--user", "bob", "docs", "collections", "--json", env=env).stdout)
+    assert [(r["collection"], r["owner"], r["shared"], r["documents"]) for r in listed] == [
+        ("bob-lakes", "bob", False, 1)]
+    out = run_studio("--user", "bob", "docs", "publish", "--collection", "bob-lakes", env=env)
+    assert out.returncode == 2 and "only an admin can share" in out.stderr
+    out = run_studio("--user", "bob", "query", "deepest lake", "--collection", "local-lakes", env=env)
+    assert out.returncode == 2 and "no collection 'local-lakes'" in out.stderr and "Baikal" not in out.stdout
+    out = run_studio("docs", "publish", "--collection", "local-lakes", env=env)
+    assert out.returncode == 0 and "shared with everyone, read-only" in out.stdout
+    out = run_studio("--user", "bob", "query", "deepest lake", "--collection", "local-lakes", "--json", env=env)
+    assert out.returncode == 0 and "Baikal" in json.loads(out.stdout)["hits"][0]["text"]
+
+
+def test_another_users_collection_is_refused_through_the_api(home, embedder, tmp_path):
+    # ada's private collection; bob calls the endpoints behind the Documents and Chat tabs with its name
+    from gradio_client import Client, handle_file
+
+    Ingestor(IngestConfig(), embedder=embedder, user="ada").ingest([tmp_path / "lakes.txt"], "ada-lakes")
+    with serving(tmp_path, "serve", "--no-preload", env={"STUDIO_HOME": str(home)}) as url:
+        bob = Client(url, auth=("bob", "bob-password"), verbose=False)
+        assert "ada-lakes" not in json.dumps(bob.predict(api_name="/docs_load"))
+        assert "ada-lakes" not in json.dumps(bob.predict(api_name="/chat_lists"))
+        listing = bob.predict(collection="ada-lakes", api_name="/listing_update")
+        assert "lakes.txt" not in json.dumps(listing)
+        calls = [  # (the call, why it is refused: the core's rule, or Gradio's own check of the choices first)
+            (dict(collection="ada-lakes", query="deepest lake", k=3, api_name="/search"), "no collection 'ada-lakes'"),
+            (dict(collection="ada-lakes", to_delete="lakes.txt", api_name="/on_delete"), "not in the list of choices"),
+            (dict(files=[handle_file(str(tmp_path / "lakes.txt"))], folder=None, collection="ada-lakes",
+                  splitter="recursive", chunk_size=0, overlap=-1, api_name="/ingest"),
+             "the name 'ada-lakes' is taken"),
+            (dict(collection="ada-lakes", api_name="/publish"), "no collection 'ada-lakes'"),
+            (dict(message="Which lake is the deepest?", collection="ada-lakes", api_name="/chat"),
+             "not in the list of choices"),
+        ]
+        for call, why in calls:
+            with pytest.raises(Exception, match=why) as refused:  # the client wraps the server's error
+                bob.predict(**call)
+            assert "Baikal" not in str(refused.value), call["api_name"]
+        ada = Client(url, auth=("ada", "ada-password"), verbose=False)
+        hits = ada.predict(collection="ada-lakes", query="deepest lake", k=3, api_name="/search")
+        assert "Baikal" in json.dumps(hits)
+        ada.predict(collection="ada-lakes", api_name="/publish")
+        hits = bob.predict(collection="ada-lakes", query="deepest lake", k=3, api_name="/search")
+        assert "Baikal" in json.dumps(hits)  # shared: bob reads it now
+    ing = Ingestor(IngestConfig(), embedder=embedder, user="ada")
+    assert [r.source for r in ing.documents("ada-lakes")] == ["lakes.txt"]  # bob's delete changed nothing
