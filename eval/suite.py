@@ -27,6 +27,7 @@ from typing import Literal
 import numpy as np
 
 from eval import metrics as M
+from studio.env import LOCAL_USER
 from studio.errors import StudioError
 from studio.limits import check_int
 from studio.limits import current as current_limits
@@ -289,11 +290,21 @@ def run_suite(suite: EvalSuite, out_dir: str | Path | None = None,
     return report
 
 
-def new_run_dir(name: str) -> Path:
-    """A fresh run folder under $STUDIO_HOME/eval/: NAME-YYYYmmdd-HHMMSS[-n], never an existing one."""
+def new_run_dir(name: str, owner: str = LOCAL_USER) -> Path:
+    """A fresh run folder under $STUDIO_HOME/eval/: NAME-YYYYmmdd-HHMMSS[-n], never an existing one, with the
+    account that runs it in its ``owner`` file (a shared studio lists each account only its own runs)."""
     out = unique_run_dir("eval", name=name)
     out.mkdir(parents=True)
+    (out / "owner").write_text(owner)
     return out
+
+
+def run_owner(run_dir: Path) -> str:
+    """Whose run this is (a run from before workspaces, with no ``owner`` file, is the local user's)."""
+    try:
+        return (Path(run_dir) / "owner").read_text().strip() or LOCAL_USER
+    except OSError:
+        return LOCAL_USER
 
 
 def apply_fail_under(report: dict, floor: float) -> dict:

@@ -12,8 +12,9 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from studio.env import LOCAL_USER, home_dir
 from studio.errors import StudioError
-from studio.jobs import read_json, read_status
+from studio.jobs import Jobs, read_json, read_status
 
 
 @dataclass
@@ -47,14 +48,13 @@ def adapter_of(run_or_adapter: str | Path) -> Adapter:
     return Adapter(run_dir.name, run_dir, task, base, read_json(run_dir / "metrics.json", {}))
 
 
-def list_adapters(task: str | None = None) -> list[Adapter]:
-    """Finished runs with an adapter, newest first: those under $STUDIO_HOME/runs/finetune and any
-    other run folder a fine-tune job used."""
-    from studio.env import home_dir
-    from studio.jobs import Jobs
-
+def list_adapters(task: str | None = None, user: str = LOCAL_USER) -> list[Adapter]:
+    """``user``'s finished runs with an adapter, newest first: the runs of their fine-tune jobs, and (for the
+    local user) run folders under $STUDIO_HOME/runs/finetune that no other account's job made."""
+    owners = {Path(j.run_dir): j.owner for j in Jobs(user=LOCAL_USER).list()}  # (the local user sees every job)
     dirs = {p.parent.parent for p in (home_dir() / "runs" / "finetune").glob("*/adapter/adapter_config.json")}
-    dirs |= {Path(j.run_dir) for j in Jobs().list() if j.kind == "finetune"}
+    dirs |= {d for d in owners if (d / "adapter" / "adapter_config.json").is_file()}
+    dirs = {d for d in dirs if owners.get(d, LOCAL_USER) == user}
     found = []
     for d in dirs:
         try:

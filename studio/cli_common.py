@@ -157,7 +157,7 @@ def run_job_command(kind: str, command: list[str], cfg, run_dir: Path, args, wor
     from studio.config import save_config
     from studio.jobs import Jobs, job_argv
 
-    jobs = Jobs()
+    jobs = Jobs(user=args.user)
     if args.background:
         run_dir.mkdir(parents=True, exist_ok=True)
         if not args.resume:

@@ -72,7 +72,7 @@ def cmd_run(args) -> int:
     )
 
     suite = load_suite(args.suite, args.overrides)
-    out = Path(args.out) if args.out else new_run_dir(suite.name)
+    out = Path(args.out) if args.out else new_run_dir(suite.name, args.user)
     baseline = load_report(args.baseline) if args.baseline else None
     report = run_suite(suite, out, progress=None if args.json else _progress)
     if args.fail_under is not None:

@@ -71,7 +71,7 @@ def cmd_run(args) -> int:
 def cmd_adapters(args) -> int:
     from finetune.adapters import list_adapters
 
-    found = list_adapters(args.task)
+    found = list_adapters(args.task, args.user)
     if args.json:
         print(json.dumps([{"name": a.name, "path": str(a.path), "task": a.task, "base_model": a.base_model,
                            "metrics": a.metrics} for a in found]))

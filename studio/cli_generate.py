@@ -108,7 +108,7 @@ def _fmt(job) -> str:
 def cmd_jobs_list(args) -> int:
     from studio.jobs import Jobs
 
-    jobs = Jobs().list()
+    jobs = Jobs(user=args.user).list()
     if args.json:
         print(json.dumps([j.to_dict() for j in jobs]))
     else:
@@ -123,7 +123,7 @@ def cmd_jobs_show(args) -> int:
     from generative.train import read_status
     from studio.jobs import Jobs
 
-    jobs = Jobs()
+    jobs = Jobs(user=args.user)
     jobs.refresh()
     job = jobs.get(args.id)
     out = {**job.to_dict(), "status": read_status(Path(job.run_dir))}
@@ -134,7 +134,7 @@ def cmd_jobs_show(args) -> int:
 def cmd_jobs_tail(args) -> int:
     from studio.jobs import FINAL, Jobs
 
-    jobs = Jobs()
+    jobs = Jobs(user=args.user)
     shown = 0
     while True:
         jobs.refresh()
@@ -151,7 +151,7 @@ def cmd_jobs_tail(args) -> int:
 def cmd_jobs_cancel(args) -> int:
     from studio.jobs import Jobs
 
-    job = Jobs().cancel(args.id)
+    job = Jobs(user=args.user).cancel(args.id)
     print(json.dumps(job.to_dict()) if args.json else f"job {job.id}: cancel requested ({job.state})")
     return 0
 
@@ -159,6 +159,6 @@ def cmd_jobs_cancel(args) -> int:
 def cmd_jobs_resume(args) -> int:
     from studio.jobs import Jobs
 
-    job = Jobs().resume(args.id)
+    job = Jobs(user=args.user).resume(args.id)
     print(json.dumps(job.to_dict()) if args.json else f"job {job.id} {job.state}: {job.run_dir}")
     return 0

@@ -31,8 +31,11 @@ from pathlib import Path
 
 import psutil
 
-from studio.env import home_dir, open_db
+from studio import audit
+from studio.accounts import Accounts
+from studio.env import LOCAL_USER, home_dir, open_db
 from studio.errors import StudioError
+from studio.limits import current as current_limits
 
 FINAL = ("finished", "cancelled", "failed")
 
@@ -50,6 +53,7 @@ class Job:
     ended: float | None
     error: str | None
     pid_started: float | None = None  # the process's start time: a reused PID is not this job's
+    owner: str = LOCAL_USER  # the account that started it
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -87,9 +91,14 @@ def _alive(job: Job) -> bool:
 
 
 class Jobs:
-    def __init__(self, db: Path | None = None, max_running: int | None = None):
+    """The job registry as seen by ``user``: their own jobs (an admin sees and controls everyone's); another
+    user's job id reads as no job. The queue and the running-job slots are shared by everyone."""
+
+    def __init__(self, db: Path | None = None, max_running: int | None = None, user: str = LOCAL_USER):
         self.db = Path(db) if db else home_dir() / "jobs.sqlite"
         self.max_running = max_running or _configured_limit()
+        self.user = user
+        self.admin = Accounts().is_admin(user)
         with self._conn() as c:
             c.execute("""CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, kind TEXT, run_dir TEXT, argv TEXT,
                          state TEXT, pid INTEGER, created REAL, started REAL, ended REAL, error TEXT,
@@ -97,12 +106,18 @@ class Jobs:
             columns = [r[1] for r in c.execute("PRAGMA table_info(jobs)")]
             if "pid_started" not in columns:  # a registry written before PIDs carried their start time
                 c.execute("ALTER TABLE jobs ADD COLUMN pid_started REAL")
+            if "owner" not in columns:  # a registry from before workspaces: its jobs are the local user's
+                c.execute(f"ALTER TABLE jobs ADD COLUMN owner TEXT NOT NULL DEFAULT '{LOCAL_USER}'")
 
     def _conn(self) -> sqlite3.Connection:
         return open_db(self.db, isolation_level=None)
 
     def _row(self, r) -> Job:
-        return Job(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5], r[6], r[7], r[8], r[9], r[10])
+        return Job(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11])
+
+    def _mine(self) -> tuple[str, list]:
+        """The SQL condition (and its values) for the jobs this user sees."""
+        return ("1", []) if self.admin else ("owner = ?", [self.user])
 
     def _set(self, job_id: str, **fields) -> None:
         cols = ", ".join(f"{k} = ?" for k in fields)
@@ -114,18 +129,31 @@ class Jobs:
                  pid: int | None = None) -> Job:
         job_id = uuid.uuid4().hex[:8]
         now = time.time()
+        most = current_limits().jobs_per_user
         with self._conn() as c:
-            c.execute("INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            c.execute("BEGIN IMMEDIATE")  # count and insert as one step: two submits cannot both squeeze in
+            active = c.execute("SELECT COUNT(*) FROM jobs WHERE owner = ? AND state IN ('queued', 'running')",
+                               (self.user,)).fetchone()[0]
+            if active >= most and self.user != LOCAL_USER:  # the studio's owner at the command line is not rationed
+                c.execute("ROLLBACK")
+                raise StudioError(f"you have {active} jobs queued or running; the limit is {most} per account "
+                                  "(limits.jobs_per_user): wait for one to finish or cancel one")
+            c.execute("INSERT INTO jobs (id, kind, run_dir, argv, state, pid, created, started, ended, error, "
+                      "pid_started, owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                       (job_id, kind, str(run_dir), json.dumps(argv), state, pid, now,
-                       now if state == "running" else None, None, None, start_time(pid) if pid else None))
+                       now if state == "running" else None, None, None, start_time(pid) if pid else None,
+                       self.user))
+            c.execute("COMMIT")
         return self.get(job_id)
 
     def get(self, job_id: str) -> Job:
         """A job by its id or a unique prefix of it (hex digits only)."""
         if not isinstance(job_id, str) or not re.fullmatch(r"[0-9a-f]{1,32}", job_id):
             raise StudioError(f"{str(job_id)[:40]!r} is not a job id; `studio jobs list` shows them")
+        mine, values = self._mine()
         with self._conn() as c:
-            rows = c.execute("SELECT * FROM jobs WHERE id = ? OR id LIKE ?", (job_id, f"{job_id}%")).fetchall()
+            rows = c.execute(f"SELECT * FROM jobs WHERE (id = ? OR id LIKE ?) AND {mine}",
+                             (job_id, f"{job_id}%", *values)).fetchall()
         if not rows:
             raise StudioError(f"no job {job_id!r}; `studio jobs list` shows them")
         if len(rows) > 1:
@@ -134,8 +162,10 @@ class Jobs:
 
     def list(self) -> list[Job]:
         self.refresh()
+        mine, values = self._mine()
         with self._conn() as c:
-            return [self._row(r) for r in c.execute("SELECT * FROM jobs ORDER BY created DESC").fetchall()]
+            return [self._row(r) for r in c.execute(f"SELECT * FROM jobs WHERE {mine} ORDER BY created DESC",
+                                                    values).fetchall()]
 
     def finish(self, job_id: str, state: str, error: str | None = None) -> None:
         self._set(job_id, state=state, ended=time.time(), error=error, pid=None, pid_started=None)
@@ -185,11 +215,14 @@ class Jobs:
     # --- user actions --------------------------------------------------------------------------------
     def submit(self, kind: str, argv: list[str], run_dir: str | Path) -> Job:
         job = self.register(kind, argv, run_dir)
+        audit.record(self.user, "job.start", job.id, kind=kind, run=Path(run_dir).name)
         self.pump()
         return self.get(job.id)
 
     def cancel(self, job_id: str) -> Job:
         job = self.get(job_id)
+        if job.state not in FINAL:
+            audit.record(self.user, "job.cancel", job.id, owner=job.owner)
         if job.state == "queued":
             self.finish(job.id, "cancelled")
         elif job.state == "running" and job.pid:
@@ -223,6 +256,7 @@ class Jobs:
         if not (rd / "checkpoint.pt").is_file() and not any((rd / "checkpoints").glob("checkpoint-*")):
             raise StudioError(f"job {job.id} has no checkpoint to resume from; start it again instead")
         argv = [a for a in job.argv if a != "--resume"] + ["--resume"]
+        audit.record(self.user, "job.resume", job.id, owner=job.owner)
         with self._conn() as c:
             c.execute("UPDATE jobs SET state = 'queued', argv = ?, error = NULL, ended = NULL WHERE id = ?",
                       (json.dumps(argv), job.id))
@@ -234,7 +268,8 @@ class Jobs:
 
         Queued jobs start oldest first (:meth:`pump`), so a job's place is one more than the queued jobs
         created before it; the job it waits behind is the running one that started last (the slot that
-        frees first is unknowable, the newest running job is what the user just saw start)."""
+        frees first is unknowable, the newest running job is what the user just saw start); another account's
+        running job is not named to a user who is not an admin."""
         job = self.get(job_id)
         if job.state != "queued":
             return 0, None
@@ -242,7 +277,10 @@ class Jobs:
             ahead = c.execute("SELECT COUNT(*) FROM jobs WHERE state = 'queued' AND created < ?",
                               (job.created,)).fetchone()[0]
             row = c.execute("SELECT * FROM jobs WHERE state = 'running' ORDER BY started DESC LIMIT 1").fetchone()
-        return ahead + 1, self._row(row) if row else None
+        running = self._row(row) if row else None
+        if running and not self.admin and running.owner != self.user:  # another account's: not theirs to see
+            running = None
+        return ahead + 1, running
 
     def log(self, job_id: str, n: int = 200, max_chars: int = 20_000) -> str:
         """The last ``n`` lines of the job's process output (``job.log``: the loop's and the Trainer's

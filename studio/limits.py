@@ -75,6 +75,11 @@ class Limits:
     data_mb: float = field(default=500.0, metadata={"help": "a fine-tuning data file"})
     # eval
     eval_cases: int = field(default=5000, metadata={"help": "cases of one eval suite"})
+    # fair use of a shared studio, per account
+    jobs_per_user: int = field(default=2, metadata={"help": "background jobs one account has queued or running"})
+    ingest_mb_per_day: float = field(default=2000.0, metadata={
+        "help": "new or changed document bytes one account ingests per day (UTC)"})
+    collection_chunks: int = field(default=500_000, metadata={"help": "chunks one collection holds"})
 
 
 _active: Limits | None = None

@@ -4,6 +4,7 @@ collection read-only. The rule lives in the core, so the endpoints behind the pa
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -140,3 +141,60 @@ def test_another_users_collection_is_refused_through_the_api(home, embedder, tmp
         assert "Baikal" in json.dumps(hits)  # shared: bob reads it now
     ing = Ingestor(IngestConfig(), embedder=embedder, user="ada")
     assert [r.source for r in ing.documents("ada-lakes")] == ["lakes.txt"]  # bob's delete changed nothing
+
+
+def test_jobs_are_their_owners_and_admins_see_all(home, tmp_path):
+    from studio.jobs import Jobs
+
+    db = home / "jobs.sqlite"
+    run = tmp_path / "ada-secret-run"
+    run.mkdir()
+    (run / "events.jsonl").write_text('{"step": 1, "loss": 0.5}\n')
+    # ada's job holds the only slot (this test's own process stands in for it), so nothing else starts
+    hers = Jobs(db, 1, user="ada").register("generate", ["generate", "train"], run, state="running", pid=os.getpid())
+    bob = Jobs(db, 1, user="bob")
+    queued = bob.submit("generate", ["generate", "train"], tmp_path / "bob-run")
+    assert [j.id for j in bob.list()] == [queued.id] and queued.owner == "bob" and queued.state == "queued"
+    for act in (lambda: bob.get(hers.id), lambda: bob.cancel(hers.id), lambda: bob.resume(hers.id),
+                lambda: bob.log(hers.id), lambda: bob.tail(hers.id)):
+        with pytest.raises(StudioError, match=f"no job '{hers.id}'"):
+            act()
+    assert bob.queue_position(queued.id) == (1, None)  # waiting, but not told on whose job or which run
+    # admins (ada, and the local user at the command line) see and control every job
+    assert {j.id for j in Jobs(db, 1, user="ada").list()} == {hers.id, queued.id}
+    assert Jobs(db, 1).queue_position(queued.id)[1].id == hers.id
+    assert Jobs(db, 1, user="ada").cancel(queued.id).state == "cancelled"
+    # fair use: an account has at most limits.jobs_per_user jobs queued or running
+    for n in range(2):
+        bob.submit("generate", ["generate", "train"], tmp_path / f"bob-{n}")
+    with pytest.raises(StudioError, match="you have 2 jobs queued or running; the limit is 2 per account"):
+        bob.submit("generate", ["generate", "train"], tmp_path / "bob-3")
+    actions = [(e["actor"], e["action"]) for e in audit.entries(home=home) if e["action"].startswith("job.")]
+    assert actions == [("bob", "job.start"), ("ada", "job.cancel"), ("bob", "job.start"), ("bob", "job.start")]
+    for job in Jobs(db, 1).list():
+        if job.state == "queued":
+            Jobs(db, 1).cancel(job.id)
+
+
+def test_another_users_job_is_refused_through_the_api(home, tmp_path):
+    from gradio_client import Client
+
+    from studio.jobs import Jobs
+
+    run = home / "runs" / "generative" / "ada-secret-run"
+    run.mkdir(parents=True)
+    (run / "status.json").write_text('{"state": "running", "step": 3, "steps": 10, "model": "vae"}')
+    hers = Jobs(home / "jobs.sqlite", 1, user="ada").register("generate", ["generate", "train"], run,
+                                                              state="running", pid=os.getpid())
+    with serving(tmp_path, "serve", "--no-preload", env={"STUDIO_HOME": str(home)}) as url:
+        bob = Client(url, auth=("bob", "bob-password"), verbose=False)
+        seen = json.dumps(bob.predict(job=hers.id, api_name="/generate_pick"))
+        assert "ada-secret-run" not in seen and "No job selected" in seen
+        with pytest.raises(Exception, match=f"no job '{hers.id}'"):  # noqa: PT011 - the client wraps it
+            bob.predict(job=hers.id, api_name="/generate_cancel")
+        with pytest.raises(Exception, match="Pick a job first"):  # noqa: PT011
+            bob.predict(job=hers.id, n=4, api_name="/generate_sample")
+        ada = Client(url, auth=("ada", "ada-password"), verbose=False)
+        assert "ada-secret-run" in json.dumps(ada.predict(job=hers.id,
+                                                          api_name="/generate_pick"))
+    assert Jobs(home / "jobs.sqlite", 1, user="ada").get(hers.id).state == "running"  # bob's cancel did nothing

@@ -97,7 +97,7 @@ def build_app(cfg: StudioConfig, backends: BackendCache, docs: DocsService | Non
             with gr.Tab("Sampling", id="sampling") as tabs["sampling"]:
                 build_sampling_tab()
             with gr.Tab("Fine-tune", id="finetune") as tabs["finetune"]:
-                build_finetune_tab(roots)
+                finetune_load, finetune_outputs = build_finetune_tab(roots)
             with gr.Tab("Generate", id="generate") as tabs["generate"]:
                 build_generate_tab(roots)
             with gr.Tab("Eval", id="eval") as tabs["eval"]:
@@ -107,6 +107,7 @@ def build_app(cfg: StudioConfig, backends: BackendCache, docs: DocsService | Non
         demo.load(lambda: header_text(backends, cfg), None, header, api_name="header")
         demo.load(chat_load, None, chat_outputs, api_name="chat_load")
         demo.load(docs_load, None, docs_outputs, api_name="docs_load")
+        demo.load(finetune_load, None, finetune_outputs, api_name="finetune_load")
     return demo
 
 

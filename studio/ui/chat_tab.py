@@ -51,9 +51,9 @@ class ChatServices:
     sessions: Sessions
 
 
-def adapter_choices() -> list[tuple[str, str]]:
-    """(label, adapter folder) of finished generation fine-tunes, newest first."""
-    return [(NO_ADAPTER, NO_ADAPTER)] + [(a.label(), str(a.path)) for a in list_adapters("generation")]
+def adapter_choices(user: str = LOCAL_USER) -> list[tuple[str, str]]:
+    """(label, adapter folder) of ``user``'s finished generation fine-tunes, newest first."""
+    return [(NO_ADAPTER, NO_ADAPTER)] + [(a.label(), str(a.path)) for a in list_adapters("generation", user)]
 
 
 def header_text(backends: BackendCache, cfg: StudioConfig) -> str:
@@ -90,7 +90,7 @@ def _answer_stream(v: Values, turn: list[dict], settings: GenerationSettings, s:
     """(stream, backend) for one turn: a RAG chain's answer with a collection, else the model's reply."""
     grounded = v["collection"] not in (None, "", NO_COLLECTION)
     lora = None if v["adapter"] in (None, "", NO_ADAPTER) else choice(
-        v["adapter"], [p for _, p in adapter_choices()], "the adapter")
+        v["adapter"], [p for _, p in adapter_choices(user)], "the adapter")
     chat = None if grounded and v["style"] == "extractive" else \
         s.backends.get(v["backend"], v["model"] or None, v["base_url"] or None, lora)
     if grounded:
@@ -341,12 +341,12 @@ def export_session(v: Values, *, services: ChatServices, fmt: str, user: str = L
     return {"export_file": gr.update(value=str(path), visible=True)}
 
 
-def pick_adapter(v: Values) -> Values:
+def pick_adapter(v: Values, *, user: str = LOCAL_USER) -> Values:
     """A finished fine-tune's adapter switches the model to hf and the adapter's base model."""
     path = v["adapter"]
     if path in (None, "", NO_ADAPTER):
         return {}
-    choice(path, [p for _, p in adapter_choices()], "the adapter")
+    choice(path, [p for _, p in adapter_choices(user)], "the adapter")
     try:
         a = adapter_of(path)
     except StudioError as exc:
@@ -360,7 +360,7 @@ def on_load(_v: Values, *, services: ChatServices, user: str = LOCAL_USER) -> Va
     count = f"{len(names)} collection{'s' if len(names) != 1 else ''} you can use"
     return {"collection": gr.update(choices=[NO_COLLECTION, *names], info=f"{count}; answers come with citations"),
             "session_pick": gr.update(choices=session_choices(services.sessions, user)),
-            "adapter": gr.update(choices=adapter_choices())}
+            "adapter": gr.update(choices=adapter_choices(user))}
 
 
 # --- layout ---------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import gradio as gr
 import pandas as pd
 
 from studio.backends import BackendCache
-from studio.env import home_dir
+from studio.env import LOCAL_USER, home_dir
 from studio.errors import StudioError
 from studio.paths import CONFIGS, Roots
 from studio.ui.guard import choice, fail, public, text
@@ -40,11 +40,13 @@ def runs_dir() -> Path:
     return home_dir() / "eval"
 
 
-def earlier_runs() -> list[str]:
-    """Run folders with a report, newest first."""
+def earlier_runs(user: str = LOCAL_USER) -> list[str]:
+    """``user``'s run folders with a report, newest first."""
+    from eval.suite import run_owner
+
     if not runs_dir().is_dir():
         return []
-    runs = [p for p in runs_dir().iterdir() if (p / "report.json").is_file()]
+    runs = [p for p in runs_dir().iterdir() if (p / "report.json").is_file() and run_owner(p) == user]
     return [p.name for p in sorted(runs, key=lambda p: p.stat().st_mtime, reverse=True)]
 
 
@@ -166,12 +168,12 @@ def _no_progress(*_args, **_kwargs) -> None:
     pass
 
 
-def _baseline_choices() -> dict:
-    return gr.update(choices=[NO_BASELINE, *earlier_runs()])
+def _baseline_choices(user: str) -> dict:
+    return gr.update(choices=[NO_BASELINE, *earlier_runs(user)])
 
 
 # --- handlers ------------------------------------------------------------------------------------------
-def _run(v: Values, path: str, s: EvalServices, progress) -> tuple[dict, Path]:
+def _run(v: Values, path: str, s: EvalServices, progress, user: str) -> tuple[dict, Path]:
     """(report, run folder) of the suite at ``path`` with the overrides; every path confined to the roots."""
     from eval.suite import load_suite, new_run_dir, run_suite
 
@@ -179,7 +181,7 @@ def _run(v: Values, path: str, s: EvalServices, progress) -> tuple[dict, Path]:
         suite = load_suite(path, text(v["overrides"], "the overrides").split(), roots=s.roots)
         if suite.backend == "openai" or suite.base_url:
             suite.base_url = s.backends.check_url(suite.base_url)
-        out = new_run_dir(suite.name)
+        out = new_run_dir(suite.name, user)
         progress(0, desc="starting")
         report = run_suite(suite, out, progress=lambda i, n, what: progress((i, n), desc=what, unit="cases"))
     except StudioError as exc:
@@ -187,7 +189,7 @@ def _run(v: Values, path: str, s: EvalServices, progress) -> tuple[dict, Path]:
     return report, out
 
 
-def run_eval(v: Values, *, services: EvalServices, progress=_no_progress) -> Values:
+def run_eval(v: Values, *, services: EvalServices, progress=_no_progress, user: str = LOCAL_USER) -> Values:
     """Run the picked (or uploaded) suite: summary, comparison with an earlier run, plot, case table,
     highlighted answers, and the earlier-runs list (with this run in it)."""
     from eval.suite import compare, load_report, write_reports
@@ -197,8 +199,8 @@ def run_eval(v: Values, *, services: EvalServices, progress=_no_progress) -> Val
     if not path:
         raise gr.Error("Pick a suite or upload a suite file.")
     if base not in (None, NO_BASELINE):
-        choice(base, earlier_runs(), "the earlier run")
-    report, out = _run(v, path, services, progress)
+        choice(base, earlier_runs(user), "the earlier run")
+    report, out = _run(v, path, services, progress, user)
     base_report, note = None, ""
     if base and base != NO_BASELINE:
         base_report = load_report(runs_dir() / base)
@@ -206,12 +208,12 @@ def run_eval(v: Values, *, services: EvalServices, progress=_no_progress) -> Val
         write_reports(report, out)
         note = comparison_md(report, base, report["comparison"])
     return {"summary": summary_md(report), "compared": note, "plot": metrics_plot(report, base_report),
-            "cases": table(report), "answers": cases_html(report), "baseline": _baseline_choices()}
+            "cases": table(report), "answers": cases_html(report), "baseline": _baseline_choices(user)}
 
 
-def refresh_runs(_v: Values) -> Values:
-    """The earlier-runs list, reread from $STUDIO_HOME/eval/."""
-    return {"baseline": _baseline_choices()}
+def refresh_runs(_v: Values, *, user: str = LOCAL_USER) -> Values:
+    """``user``'s earlier runs, reread from $STUDIO_HOME/eval/."""
+    return {"baseline": _baseline_choices(user)}
 
 
 def score_answer(v: Values) -> Values:
@@ -241,7 +243,7 @@ def _suite_inputs(ui: dict, suites: dict[str, str]) -> None:
                            elem_id="eval-upload")
     ui["overrides"] = gr.Textbox("", label="Overrides (key=value, space-separated)", placeholder="seed=1 k=6",
                                  elem_id="eval-overrides")
-    ui["baseline"] = gr.Dropdown([NO_BASELINE, *earlier_runs()], value=NO_BASELINE,
+    ui["baseline"] = gr.Dropdown([NO_BASELINE], value=NO_BASELINE,  # the visitor's own runs: on page load
                                  label="Compare with an earlier run", elem_id="eval-baseline",
                                  allow_custom_value=False)
     with gr.Row():

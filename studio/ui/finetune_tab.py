@@ -18,13 +18,14 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
+from studio.env import LOCAL_USER
 from studio.errors import StudioError
 from studio.jobs import job_argv, read_json, read_jsonl, read_status
 from studio.paths import CONFIGS, Roots, new_run_dir
 from studio.registry import resolve_model
 from studio.ui.guard import as_float, as_int, choice, fail, public, text
 from studio.ui.jobs_ui import job_choices, job_controls, job_log_panel, jobs, run_dir_of, wire_job_controls
-from studio.ui.wiring import Values, on
+from studio.ui.wiring import Values, on, user_of
 
 PRESETS = CONFIGS / "finetune"
 AUTO = "auto"
@@ -96,10 +97,10 @@ def examples_table(run_dir: Path) -> pd.DataFrame:
                           "fine-tuned": e.get("tuned_output")} for e in ex])
 
 
-def adapters_md() -> str:
+def adapters_md(user: str = LOCAL_USER) -> str:
     from finetune.adapters import list_adapters
 
-    found = list_adapters()
+    found = list_adapters(user=user)
     if not found:
         return "No finished adapters yet."
     lines = ["| run | task | base model | after | adapter folder |", "|---|---|---|---|---|"]
@@ -205,7 +206,7 @@ def preview_data(v: Values, *, services: FinetuneServices) -> Values:
     return {"preview": "\n\n".join(lines)}
 
 
-def start_job(v: Values, *, services: FinetuneServices) -> Values:
+def start_job(v: Values, *, services: FinetuneServices, user: str = LOCAL_USER) -> Values:
     """Check the config and the data file, write the run folder and submit the job; the picker shows it."""
     from finetune.data import load_dataset
     from studio.config import save_config
@@ -220,32 +221,35 @@ def start_job(v: Values, *, services: FinetuneServices) -> Values:
     rd = new_run_dir("finetune", Path(cfg.data).stem)
     rd.mkdir(parents=True)
     save_config(cfg, rd / "config.yaml")
-    j = jobs().submit("finetune", job_argv(["finetune", "run"], rd), rd)
-    return {"job": gr.update(choices=job_choices("finetune"), value=j.id)}
+    try:
+        j = jobs(user).submit("finetune", job_argv(["finetune", "run"], rd), rd)
+    except StudioError as exc:
+        raise fail(exc) from None
+    return {"job": gr.update(choices=job_choices("finetune", user), value=j.id)}
 
 
-def show(v: Values) -> Values:
+def show(v: Values, *, user: str = LOCAL_USER) -> Values:
     """Render the picked job: status, loss curve and, once finished, results, examples and adapters.
 
     The 2 s timer passes what it last rendered (``shown``); nothing is redrawn (no plot, no adapter
     scan) until the job's status.json or state changes."""
     job_id, last = v["job"], v.get("shown")
-    rd = run_dir_of(job_id)
+    rd = run_dir_of(job_id, user)
     if rd is None:
         return {"status": "No job selected.", "shown": None}
-    j = jobs().get(job_id)
+    j = jobs(user).get(job_id)
     key = [job_id, j.state, read_status(rd).get("updated")]
     if key == last:
         return {"shown": last}
     metrics = read_json(rd / "metrics.json", {})
     out = {"status": status_md(j, rd), "plot": loss_plot(read_jsonl(rd / "events.jsonl"), metrics), "shown": key}
     if metrics.get("after"):
-        out.update(results=results_table(metrics), examples=examples_table(rd), adapters=adapters_md())
+        out.update(results=results_table(metrics), examples=examples_table(rd), adapters=adapters_md(user))
     return out
 
 
-def refresh(_v: Values) -> Values:
-    return {"job": gr.update(choices=job_choices("finetune")), "adapters": adapters_md()}
+def refresh(_v: Values, *, user: str = LOCAL_USER) -> Values:
+    return {"job": gr.update(choices=job_choices("finetune", user)), "adapters": adapters_md(user)}
 
 
 def use_upload(v: Values) -> Values:
@@ -253,11 +257,11 @@ def use_upload(v: Values) -> Values:
     return {"data": gr.update(value=v["upload"])}
 
 
-def merge_adapter(v: Values, progress=gr.Progress()) -> Values:  # noqa: B008 - gradio injects it
+def merge_adapter(v: Values, progress=gr.Progress(), user: str = LOCAL_USER) -> Values:  # noqa: B008
     """Fold the picked job's adapter into a full model (loads with plain transformers)."""
     from finetune.adapters import merge
 
-    rd = run_dir_of(v["job"])
+    rd = run_dir_of(v["job"], user)
     if rd is None:
         raise gr.Error("Pick a finished job first.")
     progress(0.1, desc="loading the base model and folding in the adapter")
@@ -268,11 +272,11 @@ def merge_adapter(v: Values, progress=gr.Progress()) -> Values:  # noqa: B008 - 
     return {"action_note": f"Merged model: `{public(str(out))}` (loads with plain transformers, no peft needed)."}
 
 
-def export_adapter(v: Values) -> Values:
+def export_adapter(v: Values, *, user: str = LOCAL_USER) -> Values:
     """The picked job's adapter as a .zip the page offers for download."""
     from finetune.adapters import export
 
-    rd = run_dir_of(v["job"])
+    rd = run_dir_of(v["job"], user)
     if rd is None:
         raise gr.Error("Pick a finished job first.")
     try:
@@ -333,7 +337,7 @@ def _results(ui: dict) -> None:
 
 def _adapters(ui: dict) -> None:
     with gr.Accordion("Finished adapters", open=True):
-        ui["adapters"] = gr.Markdown(adapters_md(), elem_id="ft-adapters")
+        ui["adapters"] = gr.Markdown("", elem_id="ft-adapters")  # the visitor's own, filled on refresh
         with gr.Row():
             ui["merge_btn"] = gr.Button("Merge the selected job's adapter into a full model")
             ui["export_btn"] = gr.Button("Export the selected job's adapter (.zip)")
@@ -355,8 +359,9 @@ def _wire(ui: dict, s: FinetuneServices) -> None:
     on(ui["export_btn"].click, export_adapter, ui, ["job"], ["export_file", "action_note"], api_name="do_export")
 
 
-def build_finetune_tab(roots: Roots) -> None:
-    """``roots``: where the data file and a base-model folder typed in the tab may be."""
+def build_finetune_tab(roots: Roots):
+    """``roots``: where the data file and a base-model folder typed in the tab may be. Returns (fn, outputs)
+    to run when a page loads: the visitor's own jobs and adapters."""
     ui: dict = {}
     gr.Markdown("LoRA fine-tuning on this machine's CPU: only small adapter matrices train, so the bundled "
                 "135M model learns a new format in minutes. Jobs run in the background; leave the tab and come back.")
@@ -372,3 +377,8 @@ def build_finetune_tab(roots: Roots) -> None:
     ui["timer"] = gr.Timer(2.0)
     ui["shown"] = gr.State(None)
     _wire(ui, FinetuneServices(roots))
+
+    def page_load(request: gr.Request):
+        return {ui[n]: update for n, update in refresh({}, user=user_of(request)).items()}
+
+    return page_load, [ui["job"], ui["adapters"]]

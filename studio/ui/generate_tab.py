@@ -16,6 +16,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from studio.env import LOCAL_USER
 from studio.errors import StudioError
 from studio.jobs import job_argv
 from studio.paths import Roots, new_run_dir
@@ -81,15 +82,15 @@ def latest_grid(run_dir: Path) -> str | None:
 
 
 # --- handlers: training ----------------------------------------------------------------------------------
-def show(v: Values) -> Values:
+def show(v: Values, *, user: str = LOCAL_USER) -> Values:
     """Render the picked job: status line (with the last sample metrics), loss curves, latest sample grid."""
     from generative.train import read_events, read_metrics, read_status
 
     job_id = v["job"]
-    rd = run_dir_of(job_id)
+    rd = run_dir_of(job_id, user)
     if rd is None:
         return {"status": "No job selected."}
-    j = jobs().get(job_id)
+    j = jobs(user).get(job_id)
     st = read_status(rd)
     err = f"\n\n**Error:** {st.get('error') or j.error}" if j.state == "failed" else ""
     metrics = read_metrics(rd)
@@ -121,7 +122,7 @@ def make_config(v: Values, roots: Roots):
         raise fail(exc) from None
 
 
-def start_job(v: Values, *, services: GenerateServices) -> Values:
+def start_job(v: Values, *, services: GenerateServices, user: str = LOCAL_USER) -> Values:
     """Check the config and (for an image dataset) that its images load, write the run folder and submit
     the job; the picker shows it."""
     from generative.data import IMAGE_DATASETS, load_images
@@ -136,12 +137,15 @@ def start_job(v: Values, *, services: GenerateServices) -> Values:
     rd = new_run_dir("generative", f"{v['model']}_{cfg.data.name}")
     rd.mkdir(parents=True)
     save_config(cfg, rd / "config.yaml")
-    j = jobs().submit("generate", job_argv(["generate", "train"], rd), rd)
-    return {"job": gr.update(choices=job_choices("generate"), value=j.id)}
+    try:
+        j = jobs(user).submit("generate", job_argv(["generate", "train"], rd), rd)
+    except StudioError as exc:
+        raise fail(exc) from None
+    return {"job": gr.update(choices=job_choices("generate", user), value=j.id)}
 
 
-def refresh(_v: Values) -> Values:
-    return {"job": gr.update(choices=job_choices("generate"))}
+def refresh(_v: Values, *, user: str = LOCAL_USER) -> Values:
+    return {"job": gr.update(choices=job_choices("generate", user))}
 
 
 def default_lr(v: Values) -> Values:
@@ -150,11 +154,11 @@ def default_lr(v: Values) -> Values:
 
 
 # --- handlers: sampling from a run ------------------------------------------------------------------------
-def loaded(job_id):
-    """(generator, run folder) of the picked job."""
+def loaded(job_id, user: str):
+    """(generator, run folder) of the picked job (one of ``user``'s)."""
     from generative.generate import load_generator
 
-    rd = run_dir_of(job_id)
+    rd = run_dir_of(job_id, user)
     if rd is None:
         raise gr.Error("Pick a job first.")
     try:
@@ -163,11 +167,11 @@ def loaded(job_id):
         raise fail(exc) from None
 
 
-def draw_samples(v: Values) -> Values:
+def draw_samples(v: Values, *, user: str = LOCAL_USER) -> Values:
     """A grid of ``n`` samples (DDPM: with the chosen sampler and steps)."""
     from generative.images import save_grid
 
-    gen, rd = loaded(v["job"])
+    gen, rd = loaded(v["job"], user)
     n, sd, stp = as_int(v["n"], "samples"), as_int(v["s_seed"], "seed", 0), as_int(v["s_steps"], "DDPM steps")
     smp = choice(v["sampler"], SAMPLERS, "sampler")
     try:
@@ -178,12 +182,12 @@ def draw_samples(v: Values) -> Values:
             "out_note": f"{n} samples, seed {sd}" + (f", {smp} at {stp} steps" if gen.kind == "ddpm" else "")}
 
 
-def walk_latent(v: Values) -> Values:
+def walk_latent(v: Values, *, user: str = LOCAL_USER) -> Values:
     """VAE: decode along a line between two codes, and a z1 x z2 map of the latent space."""
     from generative.data import load_images
     from generative.images import save_grid
 
-    gen, rd = loaded(v["job"])
+    gen, rd = loaded(v["job"], user)
     if gen.toy:
         from generative.data import load_toy
         from generative.images import save_scatter
@@ -202,11 +206,11 @@ def walk_latent(v: Values) -> Values:
             "out_note": "Left: decoding along the line between two real images' codes. Right: z1 x z2 grid."}
 
 
-def denoise_trajectory(v: Values) -> Values:
+def denoise_trajectory(v: Values, *, user: str = LOCAL_USER) -> Values:
     """DDPM: x_t from pure noise to the sample (a strip and a GIF; for a 2-D toy, the first and last frame)."""
     from generative.images import save_gif, save_grid
 
-    gen, rd = loaded(v["job"])
+    gen, rd = loaded(v["job"], user)
     smp = choice(v["sampler"], SAMPLERS, "sampler")
     stp = as_int(v["s_steps"], "DDPM steps")
     if gen.kind == "ddpm":
@@ -222,20 +226,22 @@ def denoise_trajectory(v: Values) -> Values:
         return {"out1": str(paths[0]), "out2": str(paths[-1]),
                 "out_note": f"left: early x_t; right: the samples ({smp}, {int(stp)} steps)"}
     frames = gen.trajectory(8, 0, int(stp), smp, frames=10)
-    strip = save_grid(__import__("torch").cat([f[:1] for f in frames]), rd / "outputs" / "trajectory.png",
+    import torch
+
+    strip = save_grid(torch.cat([f[:1] for f in frames]), rd / "outputs" / "trajectory.png",
                       "ddpm", nrow=len(frames))
     gif = save_gif(frames, rd / "outputs" / "trajectory.gif")
     return {"out1": str(strip), "out2": str(gif),
             "out_note": f"x_t from pure noise to the sample ({smp}, {int(stp)} steps)"}
 
 
-def compare_samplers(v: Values) -> Values:
+def compare_samplers(v: Values, *, user: str = LOCAL_USER) -> Values:
     """DDPM on images: all T steps against DDIM at the chosen steps, same seed, timed (and scored)."""
     import time
 
     from generative.images import save_grid
 
-    gen, rd = loaded(v["job"])
+    gen, rd = loaded(v["job"], user)
     if gen.kind != "ddpm" or gen.toy:
         raise gr.Error("The comparison is for DDPM runs on images.")
     n, stp = min(as_int(v["n"], "samples"), 64), as_int(v["s_steps"], "DDPM steps")

@@ -14,36 +14,40 @@ from pathlib import Path
 
 import gradio as gr
 
+from studio.env import LOCAL_USER
 from studio.errors import StudioError
 from studio.jobs import read_status
 from studio.ui.guard import fail
 from studio.ui.wiring import Values, on
 
 
-def jobs():
+def jobs(user: str = LOCAL_USER):
+    """The job registry as ``user`` sees it (their own jobs; an admin's: everyone's)."""
     from studio.jobs import Jobs
 
-    return Jobs()
+    return Jobs(user=user)
 
 
-def job_choices(kind: str) -> list[tuple[str, str]]:
+def job_choices(kind: str, user: str = LOCAL_USER) -> list[tuple[str, str]]:
     """(label, id) of this kind's jobs, newest first, with state, run folder and (once it stopped) the step it
     reached. A running job's label leaves the step out: the progress line shows it live, and a label that
     changed every tick would make the picker redraw under the user's pointer."""
     out = []
-    for j in jobs().list():
+    for j in jobs(user).list():
         if j.kind != kind:
             continue
         step = "" if j.state == "running" else f" · step {read_status(j.run_dir).get('step', 0)}"
-        out.append((f"{j.id} · {j.state} · {Path(j.run_dir).name}{step}", j.id))
+        whose = f" · {j.owner}" if j.owner != user else ""  # an admin sees others' jobs, named
+        out.append((f"{j.id} · {j.state} · {Path(j.run_dir).name}{step}{whose}", j.id))
     return out
 
 
-def run_dir_of(job_id) -> Path | None:
+def run_dir_of(job_id, user: str = LOCAL_USER) -> Path | None:
+    """The run folder of one of ``user``'s jobs (None for no job, or a job that is not theirs)."""
     if not job_id:
         return None
     try:
-        return Path(jobs().get(job_id).run_dir)
+        return Path(jobs(user).get(job_id).run_dir)
     except StudioError:
         return None
 
@@ -55,12 +59,12 @@ def clock(seconds: float) -> str:
     return f"{h}:{m:02d}:{s % 60:02d}" if h else f"{m}:{s % 60:02d}"
 
 
-def progress_line(job, status: dict, now: float | None = None) -> str:
+def progress_line(job, status: dict, now: float | None = None, user: str = LOCAL_USER) -> str:
     """Where the job is: its place in the queue and what it waits behind; elapsed time and an ETA (from
     the pace so far) while it runs; how long it took once it ended."""
     now = time.time() if now is None else now
     if job.state == "queued":
-        place, ahead = jobs().queue_position(job.id)
+        place, ahead = jobs(user).queue_position(job.id)
         behind = f"behind job {ahead.id} ({Path(ahead.run_dir).name})" if ahead else "for a free slot"
         return f"Queued {behind}; starts when it ends (position {place} in the queue)."
     if job.state == "running" and job.started:
@@ -75,26 +79,27 @@ def progress_line(job, status: dict, now: float | None = None) -> str:
     return f"{job.state.capitalize()}; it never started." if job.state == "cancelled" else ""
 
 
-def job_view(job_id, log: bool = True) -> Values:
+def job_view(job_id, log: bool = True, user: str = LOCAL_USER) -> Values:
     """The picked job's progress line and (``log``) its log; empty when none is picked or it is unknown."""
     if not job_id:
         return {"progress": "", **({"log": ""} if log else {})}
     try:
-        job = jobs().get(job_id)
-        shown = {"log": jobs().log(job.id)} if log else {}
-        return {"progress": progress_line(job, read_status(job.run_dir)), **shown}
+        registry = jobs(user)
+        job = registry.get(job_id)
+        shown = {"log": registry.log(job.id)} if log else {}
+        return {"progress": progress_line(job, read_status(job.run_dir), user=user), **shown}
     except StudioError:
         return {"progress": "", **({"log": ""} if log else {})}
 
 
 # --- handlers ------------------------------------------------------------------------------------------
-def cancel_job(v: Values) -> Values:
+def cancel_job(v: Values, *, user: str = LOCAL_USER) -> Values:
     """Cancel the picked job: a queued one leaves the queue; a running one gets SIGTERM (the loop
     checkpoints, then stops). The toast says which."""
     if not v["job"]:
         raise gr.Error("Pick a job first.")
     try:
-        job = jobs().cancel(v["job"])
+        job = jobs(user).cancel(v["job"])
     except StudioError as exc:
         raise fail(exc) from None
     if job.state == "cancelled" and not job.started:
@@ -104,13 +109,14 @@ def cancel_job(v: Values) -> Values:
     return {}
 
 
-def watch_job(v: Values, *, kind: str) -> Values:
+def watch_job(v: Values, *, kind: str, user: str = LOCAL_USER) -> Values:
     """The timer's look at the jobs: the picked job's progress line and log, and the picker's labels
     when a job's state or step changed (``labels``: what the page shows now, kept in a State)."""
-    out = job_view(v["job"], log=bool(v.get("log_open")))  # the log is read and sent only while its panel is open
-    now = job_choices(kind)
-    if now != v["labels"]:
-        out.update(job=gr.update(choices=now, value=v["job"]), labels=now)
+    out = job_view(v["job"], log=bool(v.get("log_open")), user=user)  # the log is sent only while its panel is open
+    now = job_choices(kind, user)
+    if now != v["labels"]:  # the value is set again so the input shows the picked job's new label; with no job
+        # picked it is left out: a tick sent just before Start must not blank the job Start has just picked
+        out.update(job=gr.update(choices=now, **({"value": v["job"]} if v["job"] else {})), labels=now)
     return out
 
 
@@ -120,33 +126,34 @@ WATCHED = ["job", "labels", "progress", "log"]  # what the watch handler may cha
 def watched(show, kind: str):
     """``show`` (a tab's renderer of the picked job) plus :func:`watch_job`, as one handler: the tab's 2 s
     timer then costs one request per tick, not two."""
-    def handler(v: Values) -> Values:
-        return {**show(v), **watch_job(v, kind=kind)}
+    def handler(v: Values, user: str = LOCAL_USER) -> Values:
+        return {**show(v, user=user), **watch_job(v, kind=kind, user=user)}
 
     handler.__name__ = show.__name__  # the endpoint keeps the name it had (show_3, ...)
     return handler
 
 
-def resume_job(v: Values, *, kind: str) -> Values:
+def resume_job(v: Values, *, kind: str, user: str = LOCAL_USER) -> Values:
     """Resume the picked job from its checkpoint; the picker shows it again, queued or running."""
     if not v["job"]:
         raise gr.Error("Pick a job first.")
     try:
-        jobs().resume(v["job"])
+        jobs(user).resume(v["job"])
     except StudioError as exc:
         raise fail(exc) from None
-    return {"job": gr.update(choices=job_choices(kind), value=v["job"])}
+    return {"job": gr.update(choices=job_choices(kind, user), value=v["job"])}
 
 
 # --- layout and wiring ------------------------------------------------------------------------------------
 def job_controls(ui: dict, kind: str, prefix: str, refresh_label: str = "Refresh") -> None:
     """The job picker (``ui["job"]``) with ``cancel``, ``resume`` and ``refresh`` buttons."""
-    ui["job"] = gr.Dropdown(job_choices(kind), label="Job", elem_id=f"{prefix}-job", allow_custom_value=True)
+    # empty until the page's first timer tick fills in the visitor's own jobs (a page is built once, for everyone)
+    ui["job"] = gr.Dropdown([], label="Job", elem_id=f"{prefix}-job", allow_custom_value=True)
     with gr.Row():
         ui["cancel"] = gr.Button("Cancel", elem_id=f"{prefix}-cancel")
         ui["resume"] = gr.Button("Resume", elem_id=f"{prefix}-resume")
         ui["refresh"] = gr.Button(refresh_label)
-    ui["labels"] = gr.State(job_choices(kind))
+    ui["labels"] = gr.State([])
 
 
 def job_log_panel(ui: dict, prefix: str) -> None:
@@ -158,9 +165,9 @@ def job_log_panel(ui: dict, prefix: str) -> None:
     ui["log_open"] = gr.State(False)
 
 
-def open_log(v: Values) -> Values:
+def open_log(v: Values, *, user: str = LOCAL_USER) -> Values:
     """Opening the Log panel shows the picked job's output at once; the timer then keeps it current."""
-    return {"log_open": True, **job_view(v["job"])}
+    return {"log_open": True, **job_view(v["job"], user=user)}
 
 
 def close_log(_v: Values) -> Values:
