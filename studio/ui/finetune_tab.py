@@ -20,9 +20,10 @@ import pandas as pd
 
 from studio.env import LOCAL_USER
 from studio.errors import StudioError
-from studio.jobs import job_argv, read_json, read_jsonl, read_status
-from studio.paths import CONFIGS, Roots, new_run_dir
+from studio.jobs import read_json, read_jsonl, read_status
+from studio.paths import CONFIGS, Roots
 from studio.registry import resolve_model
+from studio.ui import jobs_ui
 from studio.ui.guard import as_float, as_int, choice, fail, public, text
 from studio.ui.jobs_ui import job_choices, job_controls, job_log_panel, jobs, run_dir_of, wire_job_controls
 from studio.ui.wiring import Values, on, user_of
@@ -209,7 +210,6 @@ def preview_data(v: Values, *, services: FinetuneServices) -> Values:
 def start_job(v: Values, *, services: FinetuneServices, user: str = LOCAL_USER) -> Values:
     """Check the config and the data file, write the run folder and submit the job; the picker shows it."""
     from finetune.data import load_dataset
-    from studio.config import save_config
 
     cfg = make_config(v, services.roots)
     try:
@@ -218,14 +218,7 @@ def start_job(v: Values, *, services: FinetuneServices, user: str = LOCAL_USER) 
         raise fail(exc) from None
     if len(ds.rows) < 2:
         raise gr.Error("The dataset needs at least two good rows (one for validation).")
-    rd = new_run_dir("finetune", Path(cfg.data).stem)
-    rd.mkdir(parents=True)
-    save_config(cfg, rd / "config.yaml")
-    try:
-        j = jobs(user).submit("finetune", job_argv(["finetune", "run"], rd), rd)
-    except StudioError as exc:
-        raise fail(exc) from None
-    return {"job": gr.update(choices=job_choices("finetune", user), value=j.id)}
+    return jobs_ui.submit_job(cfg, "finetune", "finetune", Path(cfg.data).stem, ["finetune", "run"], user)
 
 
 def show(v: Values, *, user: str = LOCAL_USER) -> Values:

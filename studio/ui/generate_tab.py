@@ -18,10 +18,17 @@ import gradio as gr
 
 from studio.env import LOCAL_USER
 from studio.errors import StudioError
-from studio.jobs import job_argv
-from studio.paths import Roots, new_run_dir
+from studio.paths import Roots
 from studio.ui.guard import as_float, as_int, choice, fail, public
-from studio.ui.jobs_ui import job_choices, job_controls, job_log_panel, jobs, run_dir_of, wire_job_controls
+from studio.ui.jobs_ui import (
+    job_choices,
+    job_controls,
+    job_log_panel,
+    jobs,
+    run_dir_of,
+    submit_job,
+    wire_job_controls,
+)
 from studio.ui.wiring import Values, on
 
 NOTICE = ("Generated images are **synthetic**: they come from a model trained here, are not real data, "
@@ -126,7 +133,6 @@ def start_job(v: Values, *, services: GenerateServices, user: str = LOCAL_USER) 
     """Check the config and (for an image dataset) that its images load, write the run folder and submit
     the job; the picker shows it."""
     from generative.data import IMAGE_DATASETS, load_images
-    from studio.config import save_config
 
     cfg = make_config(v, services.roots)
     try:
@@ -134,14 +140,7 @@ def start_job(v: Values, *, services: GenerateServices, user: str = LOCAL_USER) 
             load_images(cfg.data.name, cfg.data.size, cfg.data.channels, cfg.data.path, limit=2)
     except StudioError as exc:
         raise fail(exc) from None
-    rd = new_run_dir("generative", f"{v['model']}_{cfg.data.name}")
-    rd.mkdir(parents=True)
-    save_config(cfg, rd / "config.yaml")
-    try:
-        j = jobs(user).submit("generate", job_argv(["generate", "train"], rd), rd)
-    except StudioError as exc:
-        raise fail(exc) from None
-    return {"job": gr.update(choices=job_choices("generate", user), value=j.id)}
+    return submit_job(cfg, "generate", "generative", f"{v['model']}_{cfg.data.name}", ["generate", "train"], user)
 
 
 def refresh(_v: Values, *, user: str = LOCAL_USER) -> Values:

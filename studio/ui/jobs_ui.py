@@ -8,6 +8,7 @@ wires the refresh button itself (it refreshes more than the list).
 
 from __future__ import annotations
 
+import shutil
 import time
 from functools import partial
 from pathlib import Path
@@ -93,6 +94,24 @@ def job_view(job_id, log: bool = True, user: str = LOCAL_USER) -> Values:
 
 
 # --- handlers ------------------------------------------------------------------------------------------
+def submit_job(cfg, kind: str, folder: str, name: str, command: list[str], user: str) -> Values:
+    """Write a new run folder (``runs/{folder}/{name}-...``) with the resolved ``cfg`` and submit ``command``
+    on it as ``user``'s ``kind`` job; the picker shows it. A refused job (the account's limit) leaves no folder."""
+    from studio.config import save_config
+    from studio.jobs import job_argv
+    from studio.paths import new_run_dir
+
+    rd = new_run_dir(folder, name)
+    rd.mkdir(parents=True)
+    save_config(cfg, rd / "config.yaml")
+    try:
+        j = jobs(user).submit(kind, job_argv(command, rd), rd)
+    except StudioError as exc:
+        shutil.rmtree(rd, ignore_errors=True)
+        raise fail(exc) from None
+    return {"job": gr.update(choices=job_choices(kind, user), value=j.id)}
+
+
 def cancel_job(v: Values, *, user: str = LOCAL_USER) -> Values:
     """Cancel the picked job: a queued one leaves the queue; a running one gets SIGTERM (the loop
     checkpoints, then stops). The toast says which."""
