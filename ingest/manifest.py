@@ -34,6 +34,14 @@ CREATE TABLE IF NOT EXISTS collections (
 )"""
 
 
+USAGE = "CREATE TABLE IF NOT EXISTS usage (user TEXT NOT NULL, day TEXT NOT NULL, bytes INTEGER NOT NULL, " \
+        "PRIMARY KEY (user, day))"  # what each account ingested per UTC day (limits.ingest_mb_per_day)
+
+
+def _today() -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime())
+
+
 @dataclass
 class FileRecord:
     source: str
@@ -62,6 +70,7 @@ class Manifest:
         with self._db() as db:
             db.execute(SCHEMA)
             db.execute(OWNERS)
+            db.execute(USAGE)
             if "ocr" not in {row[1] for row in db.execute("PRAGMA table_info(files)")}:  # an older studio's
                 db.execute("ALTER TABLE files ADD COLUMN ocr TEXT NOT NULL DEFAULT ''")
 
@@ -108,6 +117,17 @@ class Manifest:
             db.execute("INSERT INTO collections (store, collection, owner, shared, created) VALUES (?,?,?,?,?) "
                        "ON CONFLICT (store, collection) DO UPDATE SET shared=excluded.shared",
                        (store, collection, owner, int(shared), time.time()))
+
+    def used_today(self, user: str) -> int:
+        """Bytes of new or changed documents ``user`` ingested today (UTC)."""
+        with self._db() as db:
+            row = db.execute("SELECT bytes FROM usage WHERE user=? AND day=?", (user, _today())).fetchone()
+        return row[0] if row else 0
+
+    def add_usage(self, user: str, size: int) -> None:
+        with self._db() as db:
+            db.execute("INSERT INTO usage (user, day, bytes) VALUES (?,?,?) "
+                       "ON CONFLICT (user, day) DO UPDATE SET bytes = bytes + excluded.bytes", (user, _today(), size))
 
     def forget(self, store: str, collection: str) -> None:
         """The collection is gone: its files and its owner."""

@@ -255,8 +255,25 @@ class Ingestor:
         ocr = page_ranges([d.metadata["page"] for d in docs if d.metadata.get("ocr")])
         return _Prepared(source, version, len(data), chunks, pages, ocr=ocr)
 
+    def _over_limits(self, collection: str, prep: _Prepared, previous: FileRecord | None) -> str | None:
+        """Why this file may not be stored (the collection's size, the account's bytes today), or None."""
+        limits = current_limits()
+        after = self.store.count(collection) - (previous.chunks if previous else 0) + len(prep.chunks)
+        if after > limits.collection_chunks:
+            return (f"{prep.source}: the collection would hold {after:,} chunks; the limit is "
+                    f"{limits.collection_chunks:,} (limits.collection_chunks): remove documents or start another")
+        if self.user != LOCAL_USER:
+            used = self.manifest.used_today(self.user)
+            if used + prep.size > limits.ingest_mb_per_day * 1e6:
+                return (f"{prep.source}: {prep.size / 1e6:.1f} MB more would pass your {limits.ingest_mb_per_day:g} "
+                        f"MB a day (limits.ingest_mb_per_day; {used / 1e6:.1f} MB used today): go on tomorrow")
+        return None
+
     def _commit(self, collection: str, prep: _Prepared) -> FileResult:
         previous = self.manifest.get(self.store.location, collection, prep.source)
+        refused = self._over_limits(collection, prep, previous)
+        if refused:
+            return FileResult(prep.source, "failed", 0, refused)
         texts = [c.page_content for c in prep.chunks]
         vectors = self.embedder.encode([embedding_text(c) for c in prep.chunks])
         now = datetime.now(UTC).isoformat(timespec="seconds")
@@ -271,6 +288,8 @@ class Ingestor:
         self.manifest.put(self.store.location, collection,
                           FileRecord(prep.source, prep.version, len(ids), prep.pages, prep.size, time.time(),
                                      prep.ocr))
+        if self.user != LOCAL_USER:
+            self.manifest.add_usage(self.user, prep.size)
         status = "updated" if previous else "added"
         return FileResult(prep.source, status, len(ids), None, prep.pages, prep.ocr)
 

@@ -76,6 +76,8 @@ class Limits:
     # eval
     eval_cases: int = field(default=5000, metadata={"help": "cases of one eval suite"})
     # fair use of a shared studio, per account
+    generations_per_user: int = field(default=1, metadata={
+        "help": "chat replies and Prompt Lab runs one account has in progress; more wait their turn"})
     jobs_per_user: int = field(default=2, metadata={"help": "background jobs one account has queued or running"})
     ingest_mb_per_day: float = field(default=2000.0, metadata={
         "help": "new or changed document bytes one account ingests per day (UTC)"})

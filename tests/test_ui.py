@@ -3,6 +3,7 @@
 import time
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from tests.conftest import STUDIO, free_port, run_studio, start_server, stop_process, wait_http
 
@@ -55,11 +56,18 @@ def test_chat_reply_streams_in_and_answers(page):
     assert all(later.startswith(earlier[:20]) for earlier, later in zip(seen, seen[1:], strict=False))
     assert len(seen[-1].split()) >= 10
     page.click("#chat-clear")
-    page.wait_for_function("document.querySelectorAll('#chatbot [data-testid=\"bot\"]').length == 0"
-                           " && !document.querySelector('#chat-stats').innerText.trim()")
-    send(page, "What is the capital of France? Answer in one word.")
-    # the new chat's answer is finished when its status line is back (a new chat starts from no history)
-    page.wait_for_function("document.querySelector('#chat-stats').innerText.includes('tokens')", timeout=90_000)
+    step = "the cleared chat"
+    try:  # (this has timed out in a full run, never alone: the failure says at which step, with what on screen)
+        page.wait_for_function("document.querySelectorAll('#chatbot [data-testid=\"bot\"]').length == 0"
+                               " && !document.querySelector('#chat-stats').innerText.trim()", timeout=60_000)
+        step = "the answer"
+        send(page, "What is the capital of France? Answer in one word.")
+        # the new chat's answer is finished when its status line is back (a new chat starts from no history)
+        page.wait_for_function("document.querySelector('#chat-stats').innerText.includes('tokens')", timeout=90_000)
+    except PlaywrightTimeout:
+        page.screenshot(path="/tmp/ui_paris_fail.png", full_page=True)
+        raise AssertionError(f"timed out waiting for {step}: stats "
+                             f"{page.inner_text('#chat-stats')!r}, reply {bot_text(page)!r}") from None
     assert "Paris" in bot_text(page), (bot_text(page), page.inner_text("#chat-stats"))
 
 

@@ -15,6 +15,7 @@ from ingest.config import IngestConfig
 from studio.backends import BackendCache
 from studio.config import StudioConfig
 from studio.rag.sessions import Sessions
+from studio.turns import Turns
 from studio.ui import chat_tab
 from studio.ui.chat_rag import NO_COLLECTION, RagService
 from studio.ui.docs_tab import DocsService
@@ -31,7 +32,7 @@ def services(tmp_path_factory):
                    "The keeper lights the lamp at dusk and writes the weather into the log.\n")
     docs.ingestor().ingest([doc], "handlers")
     backends = BackendCache()
-    return chat_tab.ChatServices(cfg, backends, RagService(docs, backends, cfg.rag), Sessions())
+    return chat_tab.ChatServices(cfg, backends, RagService(docs, backends, cfg.rag), Sessions(), Turns())
 
 
 def request(**changes) -> dict:

@@ -198,3 +198,73 @@ def test_another_users_job_is_refused_through_the_api(home, tmp_path):
         assert "ada-secret-run" in json.dumps(ada.predict(job=hers.id,
                                                           api_name="/generate_pick"))
     assert Jobs(home / "jobs.sqlite", 1, user="ada").get(hers.id).state == "running"  # bob's cancel did nothing
+
+
+def test_each_accounts_generations_take_turns_and_a_closed_page_gives_its_turn_back():
+    import threading
+
+    from studio.turns import Turns
+    from studio.ui.wiring import _streamed_in_turn
+
+    turns = Turns(per_user=1)
+    first, second, bobs = turns.enter("ada"), turns.enter("ada"), turns.enter("bob")
+    assert first.wait(0) and bobs.wait(0)  # bob does not wait behind ada
+    assert not second.wait(0.05) and second.place() == 1
+    threading.Timer(0.2, first.leave).start()
+    assert second.wait(5) and second.place() == 0
+    second.leave()
+    bobs.leave()
+    assert turns.active() == {}
+    # a streaming handler holds the turn while it streams; closing it (Stop, or the page closed) gives it back
+    held = turns.enter("ada")
+    stream = _streamed_in_turn((turns, "stats"), "ada", lambda: iter([{"stats": "a"}, {"stats": "b"}]))
+    assert next(stream) == {"stats": "*waiting for your other reply to finish: place 1 in your line*"}
+    held.leave()
+    assert next(stream) == {"stats": "a"} and turns.active() == {"ada": 1}
+    stream.close()
+    assert turns.active() == {}
+    assert Turns().enter("local").wait(0) and Turns(per_user=1).enter("local").wait(0)  # not rationed
+
+
+def test_a_second_chat_of_one_account_waits_its_turn_through_the_api(home, tmp_path):
+    from gradio_client import Client
+
+    with serving(tmp_path, "--set", "generation.max_tokens=400", "serve", env={"STUDIO_HOME": str(home)}) as url:
+        ada = Client(url, auth=("ada", "ada-password"), verbose=False)
+        story = "Write a long story about a lighthouse keeper and the sea, with many details."
+        jobs = [ada.submit(message=story, api_name="/chat") for _ in range(2)]
+        bob = Client(url, auth=("bob", "bob-password"), verbose=False).submit(message="Say hello.", api_name="/chat")
+        for job in (*jobs, bob):
+            job.result(timeout=300)
+        stats = [[json.dumps(out[3]) for out in job.outputs()] for job in jobs]  # (states are not outputs)
+        waited = [any("place 1 in your line" in s for s in seen) for seen in stats]
+        assert sorted(waited) == [False, True], stats  # one of ada's two waited for the other
+        assert not any("in your line" in json.dumps(out) for out in bob.outputs())
+        assert all("tokens" in seen[-1] for seen in stats)  # and both were answered in the end
+
+
+def test_a_collection_and_an_accounts_daily_ingest_have_a_size_limit(home, embedder, tmp_path, monkeypatch):
+    import dataclasses
+
+    from studio import limits
+
+    tight = dataclasses.replace(limits.current(), collection_chunks=3, ingest_mb_per_day=0.0005)  # 500 bytes
+    monkeypatch.setattr(limits, "_active", tight)
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.txt").write_text("A paragraph about lakes.")
+    (docs / "b.txt").write_text("A paragraph about rivers.")
+    (docs / "c.txt").write_text("A long paragraph about seas. " * 20)  # 580 bytes in one chunk
+    local = Ingestor(IngestConfig(), embedder=embedder)
+    (docs / "big.txt").write_text("Lakes and rivers. " * 400)  # several chunks: over the collection's 3
+    report = local.ingest([docs / "a.txt", docs / "big.txt"], "local-small")
+    assert [f.status for f in report.files] == ["added", "failed"]  # the file over the limit fails alone
+    assert "the limit is 3 (limits.collection_chunks)" in report.files[1].error
+    assert local.store.count("local-small") == 1
+    # an account's bytes per day: bob's first small files fit, the next one does not
+    bob = local.for_user("bob")
+    report = bob.ingest([docs / "a.txt", docs / "b.txt", docs / "c.txt"], "bob-notes")
+    assert [f.status for f in report.files[:2]] == ["added", "added"]
+    assert report.files[2].status == "failed" and "limits.ingest_mb_per_day" in report.files[2].error
+    assert [r.source for r in bob.documents("bob-notes")] == ["a.txt", "b.txt"]
+    assert bob.ingest([docs / "a.txt"], "bob-notes").files[0].status == "unchanged"  # unchanged costs nothing

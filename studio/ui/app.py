@@ -19,6 +19,7 @@ from studio.config import StudioConfig
 from studio.env import home_dir
 from studio.limits import configure
 from studio.paths import Roots
+from studio.turns import Turns
 from studio.ui.chat_rag import RagService
 from studio.ui.chat_tab import build_chat_tab, header_text
 from studio.ui.docs_tab import DocsService, build_docs_tab
@@ -84,16 +85,17 @@ def build_app(cfg: StudioConfig, backends: BackendCache, docs: DocsService | Non
     roots = server_roots(cfg)
     docs = docs or DocsService(cfg.ingest)
     rag = RagService(docs, backends, cfg.rag)
+    turns = Turns()  # one line per account across Chat and the Prompt Lab
     with gr.Blocks(title="GenAI Studio") as demo:
         header = gr.Markdown(header_text(backends, cfg), elem_id="studio-header")
         tabs = {}
         with gr.Tabs():
             with gr.Tab("Chat", id="chat") as tabs["chat"]:
-                chat_load, chat_outputs = build_chat_tab(cfg, backends, header, rag, tabs["chat"])
+                chat_load, chat_outputs = build_chat_tab(cfg, backends, header, rag, turns, tabs["chat"])
             with gr.Tab("Documents", id="documents") as tabs["documents"]:
                 docs_load, docs_outputs = build_docs_tab(cfg, docs, tabs["documents"])
             with gr.Tab("Prompt Lab", id="prompt-lab") as tabs["prompt-lab"]:
-                build_prompt_tab(cfg, backends)
+                build_prompt_tab(cfg, backends, turns)
             with gr.Tab("Sampling", id="sampling") as tabs["sampling"]:
                 build_sampling_tab()
             with gr.Tab("Fine-tune", id="finetune") as tabs["finetune"]:

@@ -27,6 +27,7 @@ from studio.markup import neutralize
 from studio.paths import uploads_dir
 from studio.rag.sessions import Sessions
 from studio.registry import BUNDLED
+from studio.turns import Turns
 from studio.ui.chat_rag import NO_COLLECTION, RagService, answer_meta, rendered_answer, saved_result, sources_html
 from studio.ui.guard import as_float, as_int, choice, fail, text
 from studio.ui.wiring import Values, on, user_of
@@ -49,6 +50,7 @@ class ChatServices:
     backends: BackendCache
     rag: RagService
     sessions: Sessions
+    turns: Turns  # each account's replies one at a time (limits.generations_per_user)
 
 
 def adapter_choices(user: str = LOCAL_USER) -> list[tuple[str, str]]:
@@ -447,13 +449,14 @@ def _wire(ui: dict, s: ChatServices) -> None:
     on(ui["adapter"].input, pick_adapter, ui, ["adapter"], ["backend", "model"], api_name="pick_adapter")
     on(ui["collection"].input, partial(grounded_defaults, services=s), ui, ["collection"], ["temperature"],
        api_name="grounded_defaults")
-    turn = partial(respond, services=s)
-    sent = [on(ui["message"].submit, turn, ui, REQUEST, SHOWN, api_name="chat_enter", api_visibility="undocumented"),
-            on(ui["send"].click, turn, ui, REQUEST, SHOWN, api_name="chat")]
+    turn, fair = partial(respond, services=s), {"turns": (s.turns, "stats"), "concurrency_id": "generate"}
+    sent = [on(ui["message"].submit, turn, ui, REQUEST, SHOWN, api_name="chat_enter", api_visibility="undocumented",
+               **fair),
+            on(ui["send"].click, turn, ui, REQUEST, SHOWN, api_name="chat", **fair)]
     sent.append(on(ui["regenerate"].click, partial(regenerate, services=s), ui, REQUEST, [*SHOWN, "seed"],
-                   api_name="chat_regenerate"))
+                   api_name="chat_regenerate", **fair))
     sent.append(on(ui["continue"].click, partial(continue_reply, services=s), ui, REQUEST,
-                   ["chatbot", "history", "stats"], api_name="chat_continue"))
+                   ["chatbot", "history", "stats"], api_name="chat_continue", **fair))
     on(ui["edit"].click, partial(edit_last, services=s), ui, ["history", "session_id"],
        ["message", "chatbot", "history", "stats", "sources", "cites", "page_pick"], api_name="chat_edit")
     ui["stop"].click(None, None, None, cancels=sent)  # the backend frees its model when the stream closes
@@ -473,10 +476,11 @@ def _wire(ui: dict, s: ChatServices) -> None:
            ["export_file"], api_name=f"export_{fmt}")
 
 
-def build_chat_tab(cfg: StudioConfig, backends: BackendCache, header: gr.Markdown, rag: RagService, tab=None):
+def build_chat_tab(cfg: StudioConfig, backends: BackendCache, header: gr.Markdown, rag: RagService, turns: Turns,
+                   tab=None):
     """Widgets and events of the Chat tab; returns (fn, outputs) to run when a page loads. Selecting the
     ``tab`` lists collections, saved chats and adapters again (another tab may have changed them)."""
-    services = ChatServices(cfg, backends, rag, Sessions())
+    services = ChatServices(cfg, backends, rag, Sessions(), turns)
     ui: dict = {"header": header}
     with gr.Row():
         with gr.Column(scale=3):

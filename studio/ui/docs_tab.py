@@ -347,8 +347,9 @@ def _wire(ui: dict, service: DocsService) -> None:
     on(ui["preview_page"].submit, preview, ui, PREVIEW, ["preview"], defaults={"preview_page": 1},
        api_name="preview_page")
     # the progress bar sits on the results table, not over the collection field the user just filled in
+    # ingests have their own worker (one at a time): a long one never holds a slot chat replies need
     on(ui["ingest_btn"].click, partial(ingest, service=service), ui, INGEST, INGESTED, api_name="ingest",
-       show_progress_on=[ui["results"]])
+       show_progress_on=[ui["results"]], concurrency_id="ingest", concurrency_limit=1)
     on(ui["delete_btn"].click, partial(delete, service=service), ui, ["collection", "to_delete"],
        ["listing", "to_delete", "sharing"], api_name="on_delete")
     on(ui["refresh_btn"].click, partial(refresh, service=service), ui, ["collection"],

@@ -24,6 +24,7 @@ from studio.markup import neutralize
 from studio.paths import CONFIGS
 from studio.prompting.bench import PromptSuite, score
 from studio.prompting.techniques import TECHNIQUES, Task, run_technique
+from studio.turns import Turns
 from studio.ui.guard import as_float, as_int, choice, fail, public, text
 from studio.ui.wiring import Values, on
 
@@ -55,6 +56,7 @@ class PromptServices:
     cfg: StudioConfig
     backends: BackendCache
     tasks: dict[str, tuple[PromptSuite, dict]] = field(default_factory=dict)
+    turns: Turns = field(default_factory=Turns)  # each account's runs one at a time, with the Chat tab's
 
     def backend(self):
         c = self.cfg.chat
@@ -281,14 +283,15 @@ def _results(ui: dict, suites: list[str]) -> None:
 def _wire(ui: dict, s: PromptServices) -> None:
     on(ui["task_pick"].change, partial(pick_task, services=s), ui, ["task_pick"],
        ["question", "kind", "expected", "labels", "examples"], api_name="on_pick")
-    on(ui["run"].click, partial(run_techniques, services=s), ui, REQUEST, SHOWN, api_name="prompt_run")
+    fair = {"turns": (s.turns, None), "concurrency_id": "generate"}
+    on(ui["run"].click, partial(run_techniques, services=s), ui, REQUEST, SHOWN, api_name="prompt_run", **fair)
     on(ui["run_library"].click, partial(run_library, services=s), ui, ["techniques", "samples", "seed"],
-       ["library_table"], api_name="prompt_library")
+       ["library_table"], api_name="prompt_library", **fair)
 
 
-def build_prompt_tab(cfg: StudioConfig, backends: BackendCache) -> None:
-    """Widgets and events of the Prompt Lab tab."""
-    services = PromptServices(cfg, backends, library() if LIBRARY.is_dir() else {})
+def build_prompt_tab(cfg: StudioConfig, backends: BackendCache, turns: Turns | None = None) -> None:
+    """Widgets and events of the Prompt Lab tab (``turns``: shared with the Chat tab)."""
+    services = PromptServices(cfg, backends, library() if LIBRARY.is_dir() else {}, turns or Turns())
     ui: dict = {}
     with gr.Row():
         with gr.Column(scale=2):

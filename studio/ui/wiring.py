@@ -14,12 +14,18 @@ so an API client calls it by those names. A handler that takes a ``progress`` ke
 progress tracker; one that takes ``user`` gets who is logged in (the account name from Gradio's login,
 or ``local`` when the studio has no accounts), taken from the request on the server, never from
 anything the client sends.
+
+``turns=(Turns, output)`` makes a handler wait for its account's turn (:mod:`studio.turns`): while an
+earlier generation of the same account runs, a streaming handler's ``output`` component says its place in
+line (another handler's toast says it once); the turn is given back when the handler ends, fails, is
+stopped or its page is closed.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from typing import Any
 
 import gradio as gr
@@ -42,12 +48,37 @@ def user_of(request: gr.Request | None) -> str:
     return getattr(request, "username", None) or LOCAL_USER
 
 
+def _streamed_in_turn(turns: tuple, user: str, work: Callable) -> Iterator[Values]:
+    """``work()``'s updates once ``user``'s turn comes; until then, their place in line in ``turns[1]``."""
+    ticket = turns[0].enter(user)
+    try:  # GeneratorExit (Stop, a closed page) lands here too and gives the turn back
+        while not ticket.wait(1.0):
+            yield {turns[1]: f"*waiting for your other reply to finish: place {ticket.place()} in your line*"}
+        yield from work()
+    finally:
+        ticket.leave()
+
+
+def _in_turn(turns: tuple, user: str, work: Callable):
+    """``work()`` once ``user``'s turn comes (with no stream to show the place in, a toast says it once)."""
+    ticket = turns[0].enter(user)
+    try:
+        if not ticket.wait(0.0):
+            gr.Info(f"Waiting for your other run to finish (place {ticket.place()} in your line).")
+            ticket.wait(None)
+        return work()
+    finally:
+        ticket.leave()
+
+
 def on(trigger: Callable, fn: Callable, ui: dict[str, Any], inputs: Sequence[str] = (),
-       outputs: Sequence[str] = (), defaults: dict[str, Any] | None = None, **event_kwargs):
+       outputs: Sequence[str] = (), defaults: dict[str, Any] | None = None, turns: tuple | None = None,
+       **event_kwargs):
     """``trigger(wrapper, [inputs], [outputs], **event_kwargs)`` with ``fn`` speaking names; returns the
     event (for ``cancels=`` and ``.then``). ``defaults``: values of trailing inputs an API client may leave
     out (inputs added to an endpoint later go last, with a default, so older clients keep working)."""
-    progress, user = _wants(fn, "progress"), _wants(fn, "user")
+    progress, wants_user = _wants(fn, "progress"), _wants(fn, "user")
+    user = wants_user or turns is not None
     defaults = defaults or {}
     params = [_P(n, _P.POSITIONAL_OR_KEYWORD, **({"default": defaults[n]} if n in defaults else {}))
               for n in inputs]
@@ -57,12 +88,18 @@ def on(trigger: Callable, fn: Callable, ui: dict[str, Any], inputs: Sequence[str
         params.append(_P("request", _P.POSITIONAL_OR_KEYWORD, default=None, annotation=gr.Request))
     signature = inspect.Signature(params)
 
+    streams = inspect.isgeneratorfunction(fn)
+
     def call(args, kwargs):
         bound = signature.bind(*args, **kwargs)
+        who = user_of(bound.arguments.get("request"))
         extra = {"progress": bound.arguments.get("progress", gr.Progress())} if progress else {}
-        if user:
-            extra["user"] = user_of(bound.arguments.get("request"))
-        return fn({n: bound.arguments[n] for n in inputs}, **extra)
+        if wants_user:
+            extra["user"] = who
+        work = partial(fn, {n: bound.arguments[n] for n in inputs}, **extra)
+        if turns is None:
+            return work()
+        return (_streamed_in_turn if streams else _in_turn)(turns, who, work)
 
     def comps(update: Values | None) -> dict | None:
         if not outputs:
@@ -71,7 +108,7 @@ def on(trigger: Callable, fn: Callable, ui: dict[str, Any], inputs: Sequence[str
             return {ui[n]: gr.skip() for n in outputs}
         return {ui[n]: v for n, v in update.items()}
 
-    if inspect.isgeneratorfunction(fn):
+    if streams:
         def wrapper(*args, **kwargs):
             for update in call(args, kwargs):
                 yield comps(update)
