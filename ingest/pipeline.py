@@ -164,6 +164,12 @@ class Ingestor:
         return {name: CollectionInfo(name, *owners.get(name, (LOCAL_USER, False)))
                 for name in self.store.list_collections()}
 
+    def every_collection(self) -> list[CollectionInfo]:
+        """All collections with their owners (names and owners only: an admin's overview, not their content)."""
+        if not Accounts().is_admin(self.user):
+            raise StudioError("only an admin sees every account's collections")
+        return sorted(self._infos().values(), key=lambda c: (c.owner, c.name))
+
     def collections(self) -> list[CollectionInfo]:
         """The collections this user can read: their own, then those shared with everyone."""
         seen = [c for c in self._infos().values() if c.owner == self.user or c.shared]

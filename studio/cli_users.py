@@ -94,6 +94,8 @@ def cmd_rm(args) -> int:
 
 
 def cmd_audit(args) -> int:
+    if not Accounts().is_admin(args.user):
+        raise StudioError("the audit log is for admins; ask one, or run `studio audit` as the studio's owner")
     rows = audit.entries(args.limit, args.actor, args.action)
     if args.json:
         print(json.dumps(rows))

@@ -216,6 +216,9 @@ def test_two_people_in_two_browsers_each_see_only_their_own_chats(tmp_path, brow
             page.get_by_role("button", name="Login").click()
             page.wait_for_selector("#chat-input textarea", timeout=60_000)
             pages[name] = page
+        # the Admin tab is shown to the admin only (its endpoints refuse the others: tests/test_workspaces.py)
+        pages["ada"].get_by_role("tab", name="Admin").wait_for(timeout=30_000)
+        assert pages["bob"].get_by_role("tab", name="Admin").count() == 0
         # each sends a message through the page: the new chat is saved in the sender's workspace
         for name, page in pages.items():
             page.fill("#chat-input textarea", f"{name.title()} says hello to the studio")

@@ -268,3 +268,24 @@ def test_a_collection_and_an_accounts_daily_ingest_have_a_size_limit(home, embed
     assert report.files[2].status == "failed" and "limits.ingest_mb_per_day" in report.files[2].error
     assert [r.source for r in bob.documents("bob-notes")] == ["a.txt", "b.txt"]
     assert bob.ingest([docs / "a.txt"], "bob-notes").files[0].status == "unchanged"  # unchanged costs nothing
+
+
+def test_the_admin_panel_and_the_audit_log_are_for_admins(home, embedder, tmp_path):
+    from gradio_client import Client
+
+    Ingestor(IngestConfig(), embedder=embedder, user="bob").ingest([tmp_path / "lakes.txt"], "bob-lakes")
+    env = {"STUDIO_HOME": str(home)}
+    out = run_studio("--user", "bob", "audit", env=env)
+    assert out.returncode == 2 and "the audit log is for admins" in out.stderr and "collection" not in out.stdout
+    assert "collection.ingest" in run_studio("--user", "ada", "audit", env=env).stdout
+    with serving(tmp_path, "serve", "--no-preload", env=env) as url:
+        bob = Client(url, auth=("bob", "bob-password"), verbose=False)
+        with pytest.raises(Exception, match="The admin panel is for admins"):  # noqa: PT011 - wrapped by the client
+            bob.predict(actor="", action="", limit=50, api_name="/admin_overview")
+        ada = Client(url, auth=("ada", "ada-password"), verbose=False)
+        accounts, jobs, collections, busy, log = ada.predict(actor="bob", action="collection.", limit=50,
+                                                             api_name="/admin_overview")
+        assert [r[:2] for r in accounts["data"]] == [["ada", "admin"], ["bob", "member"]]
+        assert [r[:3] for r in collections["data"]] == [["bob-lakes", "bob", "private"]]
+        assert [r[1:4] for r in log["data"]] == [["bob", "collection.ingest", "bob-lakes"]]
+        assert busy == "nobody is generating now"

@@ -20,6 +20,7 @@ from studio.env import home_dir
 from studio.limits import configure
 from studio.paths import Roots
 from studio.turns import Turns
+from studio.ui.admin_tab import build_admin_tab
 from studio.ui.chat_rag import RagService
 from studio.ui.chat_tab import build_chat_tab, header_text
 from studio.ui.docs_tab import DocsService, build_docs_tab
@@ -104,12 +105,15 @@ def build_app(cfg: StudioConfig, backends: BackendCache, docs: DocsService | Non
                 build_generate_tab(roots)
             with gr.Tab("Eval", id="eval") as tabs["eval"]:
                 build_eval_tab(roots, backends, tabs["eval"])
+            with gr.Tab("Admin", id="admin", visible=False) as tabs["admin"]:  # shown to admins at page load
+                admin_load, admin_tab = build_admin_tab(docs, turns, tabs["admin"])
         for tab in tabs.values():  # a toast from one tab does not stay over the next one
             tab.select(None, None, None, js=CLOSE_TOASTS, api_visibility="private")
         demo.load(lambda: header_text(backends, cfg), None, header, api_name="header")
         demo.load(chat_load, None, chat_outputs, api_name="chat_load")
         demo.load(docs_load, None, docs_outputs, api_name="docs_load")
         demo.load(finetune_load, None, finetune_outputs, api_name="finetune_load")
+        demo.load(admin_load, None, admin_tab, api_name="admin_load")
     return demo
 
 
