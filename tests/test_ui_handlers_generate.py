@@ -185,3 +185,11 @@ def test_cancel_and_resume_refuse_no_or_an_unknown_generate_job(job):
         jobs_ui.cancel_job({"job": job})
     with pytest.raises(gr.Error, match=says):
         jobs_ui.resume_job({"job": job}, kind="generate")
+
+
+def test_a_toy_runs_mmd_is_shown_where_images_show_the_frechet_distance():
+    assert gen.metric_text({"step": 5, "mmd": 0.01234}) == " · MMD to fresh data 0.0123"
+    assert "classifier-Fréchet 12.3, confidence 0.90" in gen.metric_text(
+        {"step": 5, "fd": 12.34, "confidence": 0.9, "nn_ratio": 1.1})
+    fig = gen.loss_plot([{"step": 1, "loss": 2.0}], "vae", [{"step": 1, "mmd": 0.2}, {"step": 2, "mmd": 0.1}])
+    assert fig.axes[1].get_title().startswith("MMD") and list(fig.axes[1].lines[0].get_ydata()) == [0.2, 0.1]

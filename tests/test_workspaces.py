@@ -289,3 +289,33 @@ def test_the_admin_panel_and_the_audit_log_are_for_admins(home, embedder, tmp_pa
         assert [r[:3] for r in collections["data"]] == [["bob-lakes", "bob", "private"]]
         assert [r[1:4] for r in log["data"]] == [["bob", "collection.ingest", "bob-lakes"]]
         assert busy == "nobody is generating now"
+
+
+def test_a_restart_loses_no_session_collection_or_job_and_running_jobs_go_on(home, embedder, tmp_path):
+    from gradio_client import Client
+
+    from studio.jobs import Jobs
+
+    env = {"STUDIO_HOME": str(home)}
+    Ingestor(IngestConfig(), embedder=embedder, user="ada").ingest([tmp_path / "lakes.txt"], "ada-lakes")
+    started = run_studio("--user", "ada", "generate", "train", "configs/generative/vae_moons.yaml", "steps=200000",
+                         "--background", "--json", env=env)
+    job = json.loads(started.stdout)["job_id"]
+    try:
+        with serving(tmp_path, "--set", "generation.max_tokens=16", "serve", env=env) as url:
+            ada = Client(url, auth=("ada", "ada-password"), verbose=False)
+            ada.predict(message="Hello there, studio.", api_name="/chat")
+            before = json.dumps(ada.predict(api_name="/chat_lists"))
+            assert "Hello there, studio." in before
+        with serving(tmp_path, "serve", "--no-preload", env=env) as url:  # the same home, a new server process
+            ada = Client(url, auth=("ada", "ada-password"), verbose=False)
+            assert json.dumps(ada.predict(api_name="/chat_lists")) == before
+            assert "ada-lakes" in json.dumps(ada.predict(api_name="/docs_load"))
+            shown = json.dumps(ada.predict(job=job, api_name="/generate_pick"))
+            assert "**running**" in shown and "vae on moons" in shown  # still training, across the restart
+            bob = Client(url, auth=("bob", "bob-password"), verbose=False)
+            assert job not in json.dumps(bob.predict(job=job, api_name="/generate_pick"))
+        assert Jobs(user="ada").get(job).state == "running"
+    finally:
+        Jobs(user="ada").cancel(job)
+        assert Jobs(user="ada").wait(job, timeout=120).state == "cancelled"

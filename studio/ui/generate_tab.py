@@ -60,11 +60,14 @@ def loss_plot(events: list[dict], model: str, metrics: list[dict] | None = None)
     import matplotlib.pyplot as plt
 
     fig, (ax, ax3) = plt.subplots(1, 2, figsize=(9, 3))
-    if metrics:
-        ax3.plot([m["step"] for m in metrics], [m["fd"] for m in metrics], marker="o", color="#c60")
+    key = "fd" if metrics and "fd" in metrics[-1] else "mmd"  # images: Fréchet; 2-D toys: MMD
+    rows = [m for m in metrics or [] if key in m]
+    if rows:
+        ax3.plot([m["step"] for m in rows], [m[key] for m in rows], marker="o", color="#c60")
         ax3.set_yscale("log")
     ax3.set_xlabel("step")
-    ax3.set_title("classifier-Fréchet distance (lower is better; not Inception FID)", fontsize=8)
+    ax3.set_title("classifier-Fréchet distance (lower is better; not Inception FID)" if key == "fd"
+                  else "MMD between samples and fresh data (lower is better)", fontsize=8)
     if events:
         steps = [e["step"] for e in events]
         keys = ["g_loss", "d_loss"] if model == "gan" else ["loss"]
@@ -89,6 +92,15 @@ def latest_grid(run_dir: Path) -> str | None:
 
 
 # --- handlers: training ----------------------------------------------------------------------------------
+def metric_text(row: dict) -> str:
+    """The last sample metrics for the status line: images have classifier-Fréchet, confidence and the
+    nearest-neighbour ratio; 2-D toys have the MMD to fresh data."""
+    if "fd" in row:
+        return (f" · classifier-Fréchet {row['fd']:.1f}, confidence {row['confidence']:.2f}, "
+                f"nearest-neighbour ratio {row['nn_ratio']:.2f}")
+    return f" · MMD to fresh data {row['mmd']:.4f}" if "mmd" in row else ""
+
+
 def show(v: Values, *, user: str = LOCAL_USER) -> Values:
     """Render the picked job: status line (with the last sample metrics), loss curves, latest sample grid."""
     from generative.train import read_events, read_metrics, read_status
@@ -101,8 +113,7 @@ def show(v: Values, *, user: str = LOCAL_USER) -> Values:
     st = read_status(rd)
     err = f"\n\n**Error:** {st.get('error') or j.error}" if j.state == "failed" else ""
     metrics = read_metrics(rd)
-    last = (f" · classifier-Fréchet {metrics[-1]['fd']:.1f}, confidence {metrics[-1]['confidence']:.2f}, "
-            f"nearest-neighbour ratio {metrics[-1]['nn_ratio']:.2f}" if metrics else "")
+    last = metric_text(metrics[-1]) if metrics else ""
     status = (f"**{j.state}** · {st.get('model', '?')} on {st.get('dataset', '?')} · step {st.get('step', 0)}/"
               f"{st.get('steps', '?')} · {st.get('train_seconds', 0)} s{last} · run folder `{public(str(rd))}`{err}")
     return {"status": status, "plot": loss_plot(read_events(rd), st.get("model", ""), metrics),
