@@ -21,7 +21,7 @@ def registry(tmp_path, monkeypatch):
     from studio.ui import jobs_ui
 
     reg = jobs_mod.Jobs(tmp_path / "jobs.sqlite", max_running=1)
-    monkeypatch.setattr(jobs_ui, "jobs", lambda: reg)
+    monkeypatch.setattr(jobs_ui, "jobs", lambda user=None: reg)
     return reg
 
 
