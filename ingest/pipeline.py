@@ -134,6 +134,10 @@ class CollectionInfo:
     shared: bool  # readable by everyone; only the owner changes it
 
 
+def _read_only(info: CollectionInfo) -> StudioError:
+    return StudioError(f"{info.name!r} is shared read-only; only its owner ({info.owner}) can change it")
+
+
 class Ingestor:
     """Ingests into one store for one user; holds the embedder so repeated calls reuse the loaded model.
 
@@ -190,7 +194,7 @@ class Ingestor:
     def writable(self, collection: str) -> CollectionInfo:
         info = self.readable(collection)
         if info.owner != self.user:
-            raise StudioError(f"{collection!r} is shared read-only; only its owner ({info.owner}) can change it")
+            raise _read_only(info)
         return info
 
     def _claim(self, collection: str) -> None:
@@ -201,7 +205,7 @@ class Ingestor:
             if info.owner == self.user:
                 return
             if info.shared:
-                raise StudioError(f"{collection!r} is shared read-only; only its owner ({info.owner}) can add to it")
+                raise _read_only(info)
             raise StudioError(f"the name {collection!r} is taken; choose another collection name")
         if self.manifest.claim(self.store.location, collection, self.user) != self.user:
             raise StudioError(f"the name {collection!r} is taken; choose another collection name")

@@ -27,6 +27,7 @@ import sys
 import time
 import uuid
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 
 import psutil
@@ -90,6 +91,9 @@ def _alive(job: Job) -> bool:
     return job_process(job) is not None
 
 
+_READY: set[Path] = set()  # registries whose table this process has created or brought up to date
+
+
 class Jobs:
     """The job registry as seen by ``user``: their own jobs (an admin sees and controls everyone's); another
     user's job id reads as no job. The queue and the running-job slots are shared by everyone."""
@@ -98,7 +102,8 @@ class Jobs:
         self.db = Path(db) if db else home_dir() / "jobs.sqlite"
         self.max_running = max_running or _configured_limit()
         self.user = user
-        self.admin = Accounts().is_admin(user)
+        if self.db in _READY and self.db.exists():  # every open page's timer builds one several times a tick
+            return
         with self._conn() as c:
             c.execute("""CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, kind TEXT, run_dir TEXT, argv TEXT,
                          state TEXT, pid INTEGER, created REAL, started REAL, ended REAL, error TEXT,
@@ -108,6 +113,12 @@ class Jobs:
                 c.execute("ALTER TABLE jobs ADD COLUMN pid_started REAL")
             if "owner" not in columns:  # a registry from before workspaces: its jobs are the local user's
                 c.execute(f"ALTER TABLE jobs ADD COLUMN owner TEXT NOT NULL DEFAULT '{LOCAL_USER}'")
+        _READY.add(self.db)
+
+    @cached_property
+    def admin(self) -> bool:
+        """Whether this user sees and controls every job (read from the accounts when first asked)."""
+        return Accounts().is_admin(self.user)
 
     def _conn(self) -> sqlite3.Connection:
         return open_db(self.db, isolation_level=None)

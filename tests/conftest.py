@@ -149,6 +149,18 @@ def browser(chromium_path):
         b.close()
 
 
+def logged_in(browser, url: str, name: str, height: int = 1400):
+    """A new browser context on ``url``, logged in as ``name`` (password ``NAME-password``), the Chat tab up."""
+    page = browser.new_context(viewport={"width": 1400, "height": height}).new_page()
+    page.goto(url, wait_until="domcontentloaded")
+    page.wait_for_selector("input[type=password]", timeout=30_000)
+    page.locator("input").first.fill(name)
+    page.fill("input[type=password]", f"{name}-password")
+    page.get_by_role("button", name="Login").click()
+    page.wait_for_selector("#chat-input textarea", timeout=60_000)
+    return page
+
+
 @contextlib.contextmanager
 def serving(log_dir: Path, *args: str, env: dict | None = None):
     """`studio [ARGS...] serve --port P` on a free loopback port, as a user starts it; yields its URL.

@@ -10,7 +10,7 @@ import pytest
 from studio.accounts import MAX_FAILURES, Accounts, verify_password
 from studio.config import ServerConfig
 from studio.errors import StudioError
-from tests.conftest import run_studio, serving
+from tests.conftest import logged_in, run_studio, serving
 
 
 def test_accounts_are_kept_as_slow_salted_hashes_in_a_private_file(tmp_path):
@@ -206,19 +206,7 @@ def test_two_people_in_two_browsers_each_see_only_their_own_chats(tmp_path, brow
     sessions.add_message(sessions.create(user="bob").id, "user", "Bob asks about otters", user="bob")
     with serving(tmp_path, "--set", "generation.max_tokens=16", "serve", "--no-preload",
                  env={"STUDIO_HOME": str(home)}) as url:
-        pages = {}
-        for name in ("ada", "bob"):
-            page = browser.new_context(viewport={"width": 1400, "height": 1500}).new_page()
-            page.goto(url, wait_until="domcontentloaded")
-            page.wait_for_selector("input[type=password]", timeout=30_000)
-            page.locator("input").first.fill(name)
-            page.fill("input[type=password]", f"{name}-password")
-            page.get_by_role("button", name="Login").click()
-            page.wait_for_selector("#chat-input textarea", timeout=60_000)
-            pages[name] = page
-        # the Admin tab is shown to the admin only (its endpoints refuse the others: tests/test_workspaces.py)
-        pages["ada"].get_by_role("tab", name="Admin").wait_for(timeout=30_000)
-        assert pages["bob"].get_by_role("tab", name="Admin").count() == 0
+        pages = {name: logged_in(browser, url, name, height=1500) for name in ("ada", "bob")}
         # each sends a message through the page: the new chat is saved in the sender's workspace
         for name, page in pages.items():
             page.fill("#chat-input textarea", f"{name.title()} says hello to the studio")
@@ -226,6 +214,10 @@ def test_two_people_in_two_browsers_each_see_only_their_own_chats(tmp_path, brow
         for page in pages.values():
             page.wait_for_function("document.querySelector('#chat-stats').innerText.includes('tokens')",
                                    timeout=120_000)
+        # the Admin tab is shown to the admin only (its endpoints refuse the others: tests/test_workspaces.py);
+        # checked after a whole reply, so bob's page load (which would show it) has long been answered
+        pages["ada"].get_by_role("tab", name="Admin").wait_for(timeout=30_000)
+        assert pages["bob"].get_by_role("tab", name="Admin").count() == 0
         for name, page in pages.items():
             page.get_by_text("Sessions", exact=True).click()
             page.click("#chat-session input")

@@ -161,6 +161,32 @@ def test_refresh_lists_generate_jobs_only(tmp_path):
     assert all(jobs_ui.jobs().get(v).kind == "generate" for _, v in choices)
 
 
+def test_a_tick_sent_before_start_does_not_draw_the_previous_job_over_the_new_one(tmp_path):
+    """The race a user saw: the 2 s tick left the page showing job A, Start then picked job B, and the tick's
+    answer (A's progress, and A put back in the picker) arrived after Start's."""
+    a = hand_written_run(tmp_path / "vae_digits-4", state="cancelled")
+    watch, pick = jobs_ui.watched(gen.show, "generate", tick=True), jobs_ui.watched(gen.show, "generate")
+    labels = jobs_ui.job_choices("generate")
+    pick({"job": a, "labels": labels, "log_open": False}, session="page-1")
+    b = hand_written_run(tmp_path / "vae_digits-5", state="cancelled")  # Start, on the same page
+    jobs_ui.PICKS.pick("page-1", b)
+    stale = {"job": a, "labels": labels, "log_open": False}
+    assert watch(stale, session="page-1") == {}  # nothing of A is drawn, the picker is left alone
+    # the same tick from another page that still shows A is answered, with B in the list but A kept picked
+    other = watch(stale, session="page-2")
+    assert "vae_digits-4" in other["status"] and b in [i for _, i in other["job"]["choices"]]
+    assert "value" not in other["job"]  # A's own label did not change: nothing to put back in the input
+    fresh = watch({"job": b, "labels": labels, "log_open": False}, session="page-1")
+    assert "vae_digits-5" in fresh["status"]
+
+
+def test_the_pick_memory_is_bounded():
+    picks = jobs_ui.Picks()
+    for i in range(picks.MAX + 10):
+        picks.pick(f"page-{i}", "job")
+    assert not picks.stale("page-0", "other") and picks.stale(f"page-{picks.MAX + 9}", "other")
+
+
 # --- sampling from a run ---------------------------------------------------------------------------------
 SAMPLING = [(gen.draw_samples, {"n": 4, "s_seed": 0, "sampler": "ddim", "s_steps": 10}),
             (gen.walk_latent, {}), (gen.denoise_trajectory, {"sampler": "ddim", "s_steps": 10}),

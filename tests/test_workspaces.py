@@ -7,6 +7,7 @@ import json
 import os
 
 import pytest
+from gradio_client import Client
 
 from ingest.config import IngestConfig
 from ingest.pipeline import Ingestor
@@ -14,7 +15,7 @@ from studio import audit
 from studio.accounts import Accounts
 from studio.errors import StudioError
 from studio.rag.retriever import Retriever
-from tests.conftest import run_studio, serving
+from tests.conftest import logged_in, run_studio, serving
 
 FACTS = "Lake Baikal in Siberia is the deepest lake on Earth, about 1,642 metres deep.\n"
 
@@ -110,7 +111,7 @@ def test_cli_lists_only_the_users_collections_and_publishing_is_for_admins(home,
 
 def test_another_users_collection_is_refused_through_the_api(home, embedder, tmp_path):
     # ada's private collection; bob calls the endpoints behind the Documents and Chat tabs with its name
-    from gradio_client import Client, handle_file
+    from gradio_client import handle_file
 
     Ingestor(IngestConfig(), embedder=embedder, user="ada").ingest([tmp_path / "lakes.txt"], "ada-lakes")
     with serving(tmp_path, "serve", "--no-preload", env={"STUDIO_HOME": str(home)}) as url:
@@ -177,8 +178,6 @@ def test_jobs_are_their_owners_and_admins_see_all(home, tmp_path):
 
 
 def test_another_users_job_is_refused_through_the_api(home, tmp_path):
-    from gradio_client import Client
-
     from studio.jobs import Jobs
 
     run = home / "runs" / "generative" / "ada-secret-run"
@@ -227,8 +226,6 @@ def test_each_accounts_generations_take_turns_and_a_closed_page_gives_its_turn_b
 
 
 def test_a_second_chat_of_one_account_waits_its_turn_through_the_api(home, tmp_path):
-    from gradio_client import Client
-
     with serving(tmp_path, "--set", "generation.max_tokens=400", "serve", env={"STUDIO_HOME": str(home)}) as url:
         ada = Client(url, auth=("ada", "ada-password"), verbose=False)
         story = "Write a long story about a lighthouse keeper and the sea, with many details."
@@ -241,6 +238,32 @@ def test_a_second_chat_of_one_account_waits_its_turn_through_the_api(home, tmp_p
         assert sorted(waited) == [False, True], stats  # one of ada's two waited for the other
         assert not any("in your line" in json.dumps(out) for out in bob.outputs())
         assert all("tokens" in seen[-1] for seen in stats)  # and both were answered in the end
+
+
+def test_closing_the_page_of_a_long_reply_gives_the_account_its_turn_back(home, tmp_path, browser):
+    """ada starts a reply of up to 2000 tokens (minutes here) in one browser tab and closes the tab while it
+    streams; her reply in another tab must not wait for the abandoned one."""
+    with serving(tmp_path, "--set", "generation.max_tokens=2000", "serve", env={"STUDIO_HOME": str(home)}) as url:
+        first = logged_in(browser, url, "ada")
+        first.fill("#chat-input textarea", "Write a very long story about a lighthouse keeper, with many details.")
+        first.click("#chat-send")
+        try:
+            first.wait_for_function("""() => { const b = document.querySelectorAll('#chatbot [data-testid="bot"]');
+                return b.length && b[b.length - 1].innerText.trim().split(/\\s+/).length >= 5; }""", timeout=120_000)
+        except Exception:
+            first.screenshot(path="/tmp/ui_turn_fail.png", full_page=True)
+            raise
+        first.context.close()  # the tab is closed mid-reply
+        second = logged_in(browser, url, "ada")
+        second.fill("#chat-input textarea", "Say hello.")
+        second.click("#chat-send")
+        second.wait_for_function("document.querySelector('#chat-stats').innerText.includes('tokens')",
+                                 timeout=120_000)
+        shown = second.inner_text("#chat-stats")
+        assert "in your line" not in shown, shown
+        ada = Client(url, auth=("ada", "ada-password"), verbose=False)
+        busy = ada.predict(actor="", action="", limit=5, api_name="/admin_overview")[3]
+        assert "ada" not in json.dumps(busy), busy  # nothing of ada's is generating any more
 
 
 def test_a_collection_and_an_accounts_daily_ingest_have_a_size_limit(home, embedder, tmp_path, monkeypatch):
@@ -271,8 +294,6 @@ def test_a_collection_and_an_accounts_daily_ingest_have_a_size_limit(home, embed
 
 
 def test_the_admin_panel_and_the_audit_log_are_for_admins(home, embedder, tmp_path):
-    from gradio_client import Client
-
     Ingestor(IngestConfig(), embedder=embedder, user="bob").ingest([tmp_path / "lakes.txt"], "bob-lakes")
     env = {"STUDIO_HOME": str(home)}
     out = run_studio("--user", "bob", "audit", env=env)
@@ -292,8 +313,6 @@ def test_the_admin_panel_and_the_audit_log_are_for_admins(home, embedder, tmp_pa
 
 
 def test_a_restart_loses_no_session_collection_or_job_and_running_jobs_go_on(home, embedder, tmp_path):
-    from gradio_client import Client
-
     from studio.jobs import Jobs
 
     env = {"STUDIO_HOME": str(home)}

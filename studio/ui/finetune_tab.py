@@ -207,7 +207,8 @@ def preview_data(v: Values, *, services: FinetuneServices) -> Values:
     return {"preview": "\n\n".join(lines)}
 
 
-def start_job(v: Values, *, services: FinetuneServices, user: str = LOCAL_USER) -> Values:
+def start_job(v: Values, *, services: FinetuneServices, user: str = LOCAL_USER,
+              session: str = "") -> Values:
     """Check the config and the data file, write the run folder and submit the job; the picker shows it."""
     from finetune.data import load_dataset
 
@@ -218,7 +219,8 @@ def start_job(v: Values, *, services: FinetuneServices, user: str = LOCAL_USER) 
         raise fail(exc) from None
     if len(ds.rows) < 2:
         raise gr.Error("The dataset needs at least two good rows (one for validation).")
-    return jobs_ui.submit_job(cfg, "finetune", "finetune", Path(cfg.data).stem, ["finetune", "run"], user)
+    return jobs_ui.submit_job(cfg, "finetune", "finetune", Path(cfg.data).stem, ["finetune", "run"],
+                              user, session)
 
 
 def show(v: Values, *, user: str = LOCAL_USER) -> Values:

@@ -140,7 +140,8 @@ def make_config(v: Values, roots: Roots):
         raise fail(exc) from None
 
 
-def start_job(v: Values, *, services: GenerateServices, user: str = LOCAL_USER) -> Values:
+def start_job(v: Values, *, services: GenerateServices, user: str = LOCAL_USER,
+              session: str = "") -> Values:
     """Check the config and (for an image dataset) that its images load, write the run folder and submit
     the job; the picker shows it."""
     from generative.data import IMAGE_DATASETS, load_images
@@ -151,7 +152,8 @@ def start_job(v: Values, *, services: GenerateServices, user: str = LOCAL_USER) 
             load_images(cfg.data.name, cfg.data.size, cfg.data.channels, cfg.data.path, limit=2)
     except StudioError as exc:
         raise fail(exc) from None
-    return submit_job(cfg, "generate", "generative", f"{v['model']}_{cfg.data.name}", ["generate", "train"], user)
+    return submit_job(cfg, "generate", "generative", f"{v['model']}_{cfg.data.name}", ["generate", "train"],
+                      user, session)
 
 
 def refresh(_v: Values, *, user: str = LOCAL_USER) -> Values:

@@ -9,7 +9,9 @@ wires the refresh button itself (it refreshes more than the list).
 from __future__ import annotations
 
 import shutil
+import threading
 import time
+from collections import OrderedDict
 from functools import partial
 from pathlib import Path
 
@@ -93,8 +95,39 @@ def job_view(job_id, log: bool = True, user: str = LOCAL_USER) -> Values:
         return {"progress": "", **({"log": ""} if log else {})}
 
 
+class Picks:
+    """Which job each page (Gradio session) last picked, for the timer: a tick the page sent just before
+    Start (or a pick) is answered after it, and would otherwise draw the previous job's progress over the
+    new job's and put the previous job back in the picker. A tick for a job its page no longer shows is
+    dropped. Holds the ``MAX`` most recent pages."""
+
+    MAX = 4096
+
+    def __init__(self):
+        self._picked: OrderedDict[str, str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def pick(self, session: str, job: str | None) -> None:
+        if not session:
+            return
+        with self._lock:
+            self._picked[session] = job or ""
+            self._picked.move_to_end(session)
+            while len(self._picked) > self.MAX:
+                self._picked.popitem(last=False)
+
+    def stale(self, session: str, job: str | None) -> bool:
+        """Whether a tick that shows ``job`` comes from before its page picked another one."""
+        with self._lock:
+            return session in self._picked and self._picked[session] != (job or "")
+
+
+PICKS = Picks()
+
+
 # --- handlers ------------------------------------------------------------------------------------------
-def submit_job(cfg, kind: str, folder: str, name: str, command: list[str], user: str) -> Values:
+def submit_job(cfg, kind: str, folder: str, name: str, command: list[str], user: str,
+               session: str = "") -> Values:
     """Write a new run folder (``runs/{folder}/{name}-...``) with the resolved ``cfg`` and submit ``command``
     on it as ``user``'s ``kind`` job; the picker shows it. A refused job (the account's limit) leaves no folder."""
     from studio.config import save_config
@@ -109,6 +142,7 @@ def submit_job(cfg, kind: str, folder: str, name: str, command: list[str], user:
     except StudioError as exc:
         shutil.rmtree(rd, ignore_errors=True)
         raise fail(exc) from None
+    PICKS.pick(session, j.id)
     return {"job": gr.update(choices=job_choices(kind, user), value=j.id)}
 
 
@@ -128,24 +162,34 @@ def cancel_job(v: Values, *, user: str = LOCAL_USER) -> Values:
     return {}
 
 
+def _label(choices, job_id: str) -> str | None:
+    return next((c[0] for c in choices or () if c[1] == job_id), None)
+
+
 def watch_job(v: Values, *, kind: str, user: str = LOCAL_USER) -> Values:
     """The timer's look at the jobs: the picked job's progress line and log, and the picker's labels
     when a job's state or step changed (``labels``: what the page shows now, kept in a State)."""
     out = job_view(v["job"], log=bool(v.get("log_open")), user=user)  # the log is sent only while its panel is open
     now = job_choices(kind, user)
-    if now != v["labels"]:  # the value is set again so the input shows the picked job's new label; with no job
-        # picked it is left out: a tick sent just before Start must not blank the job Start has just picked
-        out.update(job=gr.update(choices=now, **({"value": v["job"]} if v["job"] else {})), labels=now)
+    if now != v["labels"]:  # the value is set again only when the picked job's own label changed, so the
+        # input shows it; a new job alone (Start's, or another page's) changes only the list
+        relabel = v["job"] and _label(now, v["job"]) != _label(v["labels"], v["job"])
+        out.update(job=gr.update(choices=now, **({"value": v["job"]} if relabel else {})), labels=now)
     return out
 
 
 WATCHED = ["job", "labels", "progress", "log"]  # what the watch handler may change
 
 
-def watched(show, kind: str):
+def watched(show, kind: str, tick: bool = False):
     """``show`` (a tab's renderer of the picked job) plus :func:`watch_job`, as one handler: the tab's 2 s
-    timer then costs one request per tick, not two."""
-    def handler(v: Values, user: str = LOCAL_USER) -> Values:
+    timer then costs one request per tick, not two. A pick is remembered for its page (:class:`Picks`);
+    a ``tick`` for a job its page no longer shows changes nothing."""
+    def handler(v: Values, user: str = LOCAL_USER, session: str = "") -> Values:
+        if not tick:
+            PICKS.pick(session, v["job"])
+        elif PICKS.stale(session, v["job"]):
+            return {}
         return {**show(v, user=user), **watch_job(v, kind=kind, user=user)}
 
     handler.__name__ = show.__name__  # the endpoint keeps the name it had (show_3, ...)
@@ -198,10 +242,10 @@ def wire_job_controls(ui: dict, kind: str, show=None, shown: list[str] = (), ext
     ``shown``), picking a job and each timer tick run it together with :func:`watch_job` (``extra``: more
     inputs ``show`` reads)."""
     if show is not None:
-        seen = watched(show, kind)  # plus the progress line, the log and the picker's labels
-        inputs = ["job", *extra, "labels", "log_open"]
-        on(ui["job"].change, seen, ui, inputs, [*shown, *WATCHED], api_name=f"{kind}_pick")
-        on(ui["timer"].tick, seen, ui, inputs, [*shown, *WATCHED], show_progress="hidden", api_name=f"{kind}_watch")
+        inputs = ["job", *extra, "labels", "log_open"]  # shown plus the progress line, the log and the labels
+        on(ui["job"].change, watched(show, kind), ui, inputs, [*shown, *WATCHED], api_name=f"{kind}_pick")
+        on(ui["timer"].tick, watched(show, kind, tick=True), ui, inputs, [*shown, *WATCHED],
+           show_progress="hidden", api_name=f"{kind}_watch")
     on(ui["log_panel"].expand, open_log, ui, ["job"], ["log_open", "progress", "log"], api_visibility="private")
     on(ui["log_panel"].collapse, close_log, ui, [], ["log_open"], api_visibility="private")
     """Cancel and Resume, served as ``/{kind}_cancel`` and ``/{kind}_resume``."""

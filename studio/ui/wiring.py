@@ -13,7 +13,7 @@ The endpoint Gradio serves for the event takes the inputs as named parameters (`
 so an API client calls it by those names. A handler that takes a ``progress`` keyword gets Gradio's
 progress tracker; one that takes ``user`` gets who is logged in (the account name from Gradio's login,
 or ``local`` when the studio has no accounts), taken from the request on the server, never from
-anything the client sends.
+anything the client sends; one that takes ``session`` gets Gradio's id of the page that sent the event.
 
 ``turns=(Turns, output)`` makes a handler wait for its account's turn (:mod:`studio.turns`): while an
 earlier generation of the same account runs, a streaming handler's ``output`` component says its place in
@@ -77,8 +77,8 @@ def on(trigger: Callable, fn: Callable, ui: dict[str, Any], inputs: Sequence[str
     """``trigger(wrapper, [inputs], [outputs], **event_kwargs)`` with ``fn`` speaking names; returns the
     event (for ``cancels=`` and ``.then``). ``defaults``: values of trailing inputs an API client may leave
     out (inputs added to an endpoint later go last, with a default, so older clients keep working)."""
-    progress, wants_user = _wants(fn, "progress"), _wants(fn, "user")
-    user = wants_user or turns is not None
+    progress, wants_user, wants_session = _wants(fn, "progress"), _wants(fn, "user"), _wants(fn, "session")
+    user = wants_user or wants_session or turns is not None
     defaults = defaults or {}
     params = [_P(n, _P.POSITIONAL_OR_KEYWORD, **({"default": defaults[n]} if n in defaults else {}))
               for n in inputs]
@@ -96,6 +96,8 @@ def on(trigger: Callable, fn: Callable, ui: dict[str, Any], inputs: Sequence[str
         extra = {"progress": bound.arguments.get("progress", gr.Progress())} if progress else {}
         if wants_user:
             extra["user"] = who
+        if wants_session:  # the page (browser tab) that sent the event; "" for a client without one
+            extra["session"] = getattr(bound.arguments.get("request"), "session_hash", None) or ""
         work = partial(fn, {n: bound.arguments[n] for n in inputs}, **extra)
         if turns is None:
             return work()
