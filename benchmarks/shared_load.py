@@ -99,7 +99,8 @@ def user_load(url: str, name: str, args, out: dict, plain_only: bool = False) ->
     load += [("plain", f"{marker} {q}") for q in PLAIN[:args.questions]]
     for kind, message in load:
         start, first, last, error = time.perf_counter(), None, None, None
-        try:
+        try:  # each question in a new chat (as the anchor gets it): a continued chat re-reads its history
+            client.predict(api_name="/new_chat")
             job = client.submit(message=message, collection="course-docs" if kind == "grounded" else
                                 "(none: plain chat)", max_tokens=args.max_tokens, api_name="/chat")
             for update in job:
@@ -133,16 +134,17 @@ def ingest_load(url: str, folder: Path, out: dict) -> None:
         out["ingest"] = {"seconds": time.perf_counter() - start, "summary": "", "error": str(exc)[:200]}
 
 
-def run_studio_load(args, home: Path, env: dict, upload: Path) -> dict:
+def run_studio_load(args, home: Path, env: dict, upload: Path, phases_run=("mixed", "plain"),
+                    settings: tuple[str, ...] = ()) -> dict:
     port = free_port()
-    log = open(home / "serve.log", "w")
-    proc = subprocess.Popen([STUDIO, "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
-                            cwd=ROOT, start_new_session=True)
+    log = open(home / "serve.log", "a")
+    proc = subprocess.Popen([STUDIO, *settings, "serve", "--port", str(port)], env=env, stdout=log,
+                            stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
     url = f"http://127.0.0.1:{port}/"
     try:
         wait_http(url, proc)
         phases = {}
-        for phase in ("mixed", "plain"):  # the issue's load; then the plain chats alone, as sent to llama.cpp
+        for phase in phases_run:  # the issue's load; then the plain chats alone, as sent to llama.cpp
             out: dict = {}
             threads = [threading.Thread(target=user_load, args=(url, f"u{i}", args, out, phase == "plain"))
                        for i in range(1, args.users + 1)]
@@ -168,12 +170,16 @@ def run_studio_load(args, home: Path, env: dict, upload: Path) -> dict:
 def llama_server_load(args) -> dict:
     """The plain chats alone, from as many clients at once, to llama-cpp-python's own server."""
     from studio.backends.llamacpp import default_threads
+    from studio.config import StudioConfig, load_config
     from studio.registry import resolve_model
+
+    gen = load_config(StudioConfig, ROOT / "configs" / "studio.yaml").generation  # the studio's sampling
 
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model",
                              str(resolve_model("smollm2-135m-instruct").path), "--host", "127.0.0.1", "--port",
-                             str(port), "--n_threads", str(default_threads()), "--n_ctx", "4096"],
+                             str(port), "--n_threads", str(default_threads()), "--n_ctx", "4096",
+                             "--interrupt_requests", "False"],  # (its default: a new request cuts the one streaming)
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     base = f"http://127.0.0.1:{port}/v1"
     rows: list[dict] = []
@@ -182,7 +188,8 @@ def llama_server_load(args) -> dict:
     def client(i: int) -> None:
         for q in PLAIN[:args.questions]:
             body = json.dumps({"messages": [{"role": "user", "content": q}], "max_tokens": args.max_tokens,
-                               "stream": True, "temperature": 0.7}).encode()
+                               "stream": True, "temperature": gen.temperature,
+                               "top_p": gen.top_p, "top_k": gen.top_k, "seed": gen.seed}).encode()
             req = urllib.request.Request(base + "/chat/completions", body, {"Content-Type": "application/json"})
             start, first, tokens, error = time.perf_counter(), None, 0, None
             try:
@@ -249,12 +256,16 @@ def main() -> int:
         env = {k: v for k, v in os.environ.items() if k != "STUDIO_PASSWORD"} | {"STUDIO_HOME": str(home)}
         upload = prepare(home, env)
         phases = run_studio_load(args, home, env, upload)
+        # the same plain chats with the reply redrawn at every token, as before server.redraws_per_second
+        per_token = run_studio_load(args, home, env, upload, ("plain",),
+                                    ("--set", "server.redraws_per_second=1000"))["plain"]
     anchor = llama_server_load(args)
     studio, alone = phases["mixed"], phases["plain"]
     users = [f"u{i}" for i in range(1, args.users + 1)]
     rows = [r for u in users for r in studio.get(u, []) if r["kind"] != "lists"]
     plain_alone = [r for u in users for r in alone.get(u, []) if r["kind"] == "plain"]
-    missing = [u for u in users if u not in studio or u not in alone]
+    plain_per_token = [r for u in users for r in per_token.get(u, []) if r["kind"] == "plain"]
+    missing = [u for u in users if u not in studio or u not in alone or u not in per_token]
     print(f"# shared studio load, {time.strftime('%Y-%m-%d')}: {args.users} accounts x ({args.questions} grounded + "
           f"{args.questions} plain), max {args.max_tokens} tokens, while a ninth ingests 20 pages; "
           f"{os.cpu_count()} cores\n")
@@ -264,15 +275,18 @@ def main() -> int:
     plain = [r for r in rows if r["kind"] == "plain"]
     print(summary("studio, plain chat (beside the above)", plain, studio["wall"]))
     print(summary("studio, plain chat alone", plain_alone, alone["wall"]))
+    print(summary("studio, plain chat alone, redrawn every token", plain_per_token, per_token["wall"]))
     print(summary("llama_cpp.server, plain chat alone", anchor["rows"], anchor["wall"]))
     ours = sum(r["tokens"] for r in plain_alone if not r["error"]) / alone["wall"]
     theirs = sum(r["tokens"] for r in anchor["rows"] if not r["error"]) / anchor["wall"]
-    print(f"\nplain chats alone, tokens/s in aggregate: studio / llama_cpp.server = {ours / theirs:.2f}x "
+    before = sum(r["tokens"] for r in plain_per_token if not r["error"]) / per_token["wall"]
+    print(f"\nplain chats alone, tokens/s in aggregate: studio / llama_cpp.server = {ours / theirs:.2f}x; "
+          f"redrawn every token: {before / theirs:.2f}x "
           "(tokens/s of the mixed load count only its plain chats, over the whole mixed run)")
     ing = studio.get("ingest", {})
     print(f"ingest of 20 pages beside the chats: {ing.get('seconds', float('nan')):.1f} s, "
           f"{ing.get('summary') or ing.get('error')}")
-    found = leaks(studio, users) + leaks(alone, users)
+    found = leaks(studio, users) + leaks(alone, users) + leaks(per_token, users)
     print(f"leaks: {len(found)}" + (": " + "; ".join(found[:5]) if found else "") +
           (f"; users that never finished: {missing}" if missing else ""))
     errors = [r["error"] for r in rows if r["error"]]

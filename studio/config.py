@@ -91,6 +91,14 @@ class ServerConfig:
         "help": "host names (as browsers send them) the server answers besides loopback and its own address"})
     preload: bool = field(default=True, metadata={"help": "load the chat model at start-up"})
     concurrency: int = 4
+    redraws_per_second: float = field(default=8.0, metadata={
+        "help": "how often a streaming reply is redrawn in the page (every token: 1000); each redraw is server "
+                "work the model's threads wait for on a small machine"})
+
+    def __post_init__(self):
+        if not 0 < self.redraws_per_second <= 1000:
+            raise StudioError(f"server.redraws_per_second must be above 0 and at most 1000, "
+                              f"got {self.redraws_per_second:g}")
 
     def exposed(self) -> bool:
         """True when people other than this machine's user can reach the server."""

@@ -74,6 +74,13 @@ def test_wrong_types_are_refused(override, expected):
         load_config(StudioConfig, None, [override])
 
 
+def test_a_redraw_rate_that_would_stall_or_flood_the_page_is_refused():
+    for bad in ("0", "-1", "5000"):
+        with pytest.raises(StudioError, match="server.redraws_per_second must be above 0 and at most 1000"):
+            load_config(StudioConfig, None, [f"server.redraws_per_second={bad}"])
+    assert load_config(StudioConfig, None, ["server.redraws_per_second=1000"]).server.redraws_per_second == 1000
+
+
 def test_override_needs_an_equals_sign():
     with pytest.raises(StudioError, match="key=value"):
         parse_overrides(["temperature"])

@@ -7,18 +7,21 @@ tests/test_ui_rag.py.
 from __future__ import annotations
 
 import json
+import re
 
 import gradio as gr
 import pytest
 
 from ingest.config import IngestConfig
 from studio.backends import BackendCache
+from studio.backends.base import GenerationSettings
 from studio.config import StudioConfig
 from studio.rag.sessions import Sessions
 from studio.turns import Turns
-from studio.ui import chat_tab
+from studio.ui import chat_sessions, chat_tab
 from studio.ui.chat_rag import NO_COLLECTION, RagService
 from studio.ui.docs_tab import DocsService
+from studio.ui.wiring import paced
 
 pytestmark = pytest.mark.slow
 
@@ -63,6 +66,35 @@ def test_plain_chat_streams_then_saves_the_turn(services):
     assert len(updates) > 2  # streamed: partial replies came before the saved one
 
 
+def test_a_long_reply_is_redrawn_a_few_times_a_second_and_ends_whole(services):
+    """Redrawing at every token costs the model's threads CPU (benchmarks/shared_load.py); a paced reply must still
+    show its first words at once and end with the whole text."""
+    tokens = []
+    real = services.backends.get("llamacpp", "smollm2-135m-instruct")
+    stream = real.stream([{"role": "user", "content": "Write four sentences about the sea."}],
+                         GenerationSettings(max_tokens=96, temperature=0.0, seed=0))
+    for _ in stream:
+        tokens.append(stream.text)
+    updates = run(request(message="Write four sentences about the sea.", max_tokens=96), services)
+    assert updates[-1]["chatbot"][-1]["content"] == tokens[-1]  # whole (the same text, greedy)
+    streamed = [u for u in updates[1:-1] if "chatbot" in u]
+    seconds = float(re.search(r"· ([\d.]+) s ·", updates[-1]["stats"]).group(1))
+    assert 1 <= len(streamed) <= seconds * services.cfg.server.redraws_per_second + 2 < len(tokens)
+    assert streamed[-1]["chatbot"][-1]["content"] == tokens[-1]  # the last words are drawn, not held back
+
+
+def test_paced_keeps_the_first_and_the_last_item():
+    import time
+
+    def slow():
+        for i in range(8):
+            time.sleep(0.05)
+            yield i
+
+    assert list(paced(slow(), 1.0)) == [0, 7]  # 0.4 s of items at one a second: the first, then the last
+    assert list(paced(iter([]), 8)) == [] and list(paced(iter(["only"]), 8)) == ["only"]
+
+
 def test_grounded_chat_cites_and_fills_the_sources_panel(services):
     updates = run(request(message="Who cleans the lamp room?", collection="handlers", style="extractive",
                           min_score=0.0), services)
@@ -103,17 +135,17 @@ def test_picking_a_collection_shows_the_grounded_temperature(services):
 
 def test_sessions_reopen_rename_export_and_delete(services):
     sid = run(request(message="Say hello."), services)[0]["session_id"]
-    opened = chat_tab.open_session({"session_pick": sid}, services=services)
+    opened = chat_sessions.open_session({"session_pick": sid}, sessions=services.sessions)
     assert opened["session_id"] == sid and len(opened["history"]) == 2
-    renamed = chat_tab.rename_session({"session_id": sid, "title": "Greetings"}, services=services)
+    renamed = chat_sessions.rename_session({"session_id": sid, "title": "Greetings"}, sessions=services.sessions)
     assert ("Greetings", sid) in renamed["session_pick"]["choices"]
-    exported = chat_tab.export_session({"session_id": sid}, services=services, fmt="json")
+    exported = chat_sessions.export_session({"session_id": sid}, sessions=services.sessions, fmt="json")
     path = exported["export_file"]["value"]
     assert json.loads(open(path).read())["title"] == "Greetings"
-    gone = chat_tab.delete_session({"session_id": sid}, services=services)
+    gone = chat_sessions.delete_session({"session_id": sid}, sessions=services.sessions)
     assert gone["session_id"] is None and all(v != sid for _, v in gone["session_pick"]["choices"])
     with pytest.raises(gr.Error, match="not a chat session id"):
-        chat_tab.open_session({"session_pick": "../../etc"}, services=services)
+        chat_sessions.open_session({"session_pick": "../../etc"}, sessions=services.sessions)
 
 
 def test_a_handler_that_changes_nothing_leaves_its_outputs_alone():

@@ -3,17 +3,15 @@
 Layout and wiring live in :func:`build_chat_tab`; the handlers are module-level functions over plain
 ``{name: value}`` dicts (see :mod:`studio.ui.wiring`), so they are tested without a browser:
 :func:`respond` turns the widget values into a backend choice, :class:`GenerationSettings` and (with a
-collection) a :class:`RagChain`, streams from the core and turns the pieces into messages.
+collection) a :class:`RagChain`, streams from the core and turns the pieces into messages. The Sessions
+panel (saved chats) is :mod:`studio.ui.chat_sessions`.
 """
 
 from __future__ import annotations
 
-import json
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 
 import gradio as gr
 
@@ -24,13 +22,13 @@ from studio.config import StudioConfig
 from studio.env import LOCAL_USER
 from studio.errors import StudioError
 from studio.markup import neutralize
-from studio.paths import uploads_dir
 from studio.rag.sessions import Sessions
 from studio.registry import BUNDLED
 from studio.turns import Turns
-from studio.ui.chat_rag import NO_COLLECTION, RagService, answer_meta, rendered_answer, saved_result, sources_html
+from studio.ui.chat_rag import NO_COLLECTION, RagService, answer_meta, rendered_answer, sources_html
+from studio.ui.chat_sessions import page_choices, rendered_messages, session_choices, sessions_panel, wire_sessions
 from studio.ui.guard import as_float, as_int, choice, fail, text
-from studio.ui.wiring import Values, on, user_of
+from studio.ui.wiring import Values, on, paced, user_of
 
 CHAT_MODELS = [name for name, (_, _, fmt, _) in BUNDLED.items() if fmt == "gguf"]
 NO_ADAPTER = "(none)"
@@ -70,10 +68,6 @@ def header_text(backends: BackendCache, cfg: StudioConfig) -> str:
 def shown_messages(convo: list[dict]) -> list[dict]:
     """The conversation as the chat shows it: images, links and HTML in any message defused."""
     return [{"role": m["role"], "content": neutralize(m["content"])} for m in convo]
-
-
-def session_choices(sessions: Sessions, user: str = LOCAL_USER) -> list[tuple[str, str]]:
-    return [(s.title + (f" [{s.collection}]" if s.collection else ""), s.id) for s in sessions.list(user)]
 
 
 # --- handlers ------------------------------------------------------------------------------------------
@@ -121,19 +115,6 @@ def _finished(v: Values, stream, chat, shown: list[dict]) -> tuple[str, list, di
     return stream.text, [], {"stats": line}, line, ""
 
 
-def page_choices(cites: dict | None) -> dict:
-    """The page viewer's list: every citation that has a page, as "[n] file · page p"."""
-    found = [(f"[{c['n']}] {c['source']} · page {c['page']}", str(c["n"]))
-             for c in (cites or {}).get("citations", []) if c.get("page")]
-    return gr.update(choices=found, value=None)
-
-
-def rendered_messages(messages: list[dict]) -> list[dict]:
-    """A saved session's messages as the chat shows them: grounded answers with their links and marks."""
-    return [{"role": m["role"], "content": rendered_answer(m["content"], m["meta"])
-             if (m.get("meta") or {}).get("grounded") else neutralize(m["content"])} for m in messages]
-
-
 def respond(v: Values, *, services: ChatServices, user: str = LOCAL_USER) -> Iterator[Values]:
     """One chat turn: yields the chat as it streams, then the saved turn with its stats and sources."""
     s = services
@@ -158,11 +139,12 @@ def respond(v: Values, *, services: ChatServices, user: str = LOCAL_USER) -> Ite
            "sources": ""}
     try:
         stream, chat = _answer_stream(v, turn, settings, s, user)
-        for _ in stream:
+        first = {"header": header_text(s.backends, s.cfg), "stats": ""}  # (the model may have just loaded)
+        for _ in paced(stream, s.cfg.server.redraws_per_second):
             shown[-1]["content"] = neutralize(stream.text)
             # the state keeps the partial reply too, so Stop leaves what the user saw
-            yield {"chatbot": shown, "history": [*turn, {"role": "assistant", "content": stream.text}],
-                   "header": header_text(s.backends, s.cfg), "stats": ""}
+            yield {"chatbot": shown, "history": [*turn, {"role": "assistant", "content": stream.text}], **first}
+            first = {}
         reply, cites, meta, line, panel = _finished(v, stream, chat, shown)
     except StudioError as exc:
         raise fail(exc) from None
@@ -237,7 +219,7 @@ def continue_reply(v: Values, *, services: ChatServices, user: str = LOCAL_USER)
         stream = chat.stream([*convo, {"role": "user", "content": CONTINUE}], settings)
         shown = shown_messages(convo)
         before = convo[-1]["content"]
-        for _ in stream:
+        for _ in paced(stream, s.cfg.server.redraws_per_second):
             shown[-1]["content"] = neutralize(before + stream.text)
             yield {"chatbot": shown}
     except StudioError as exc:
@@ -283,64 +265,6 @@ def grounded_defaults(v: Values, *, services: ChatServices) -> Values:
 def new_chat(_v: Values) -> Values:
     return {"chatbot": [], "history": [], "session_id": None, "stats": "", "sources": "",
             "session_pick": gr.update(value=None), "cites": None, "page_pick": page_choices(None)}
-
-
-def open_session(v: Values, *, services: ChatServices, user: str = LOCAL_USER) -> Values:
-    """A saved chat as it was: grounded answers with their [n] links and marks, the last grounded answer's
-    sources panel, sentence check and page list, and the status line of its last answer."""
-    sid = v["session_pick"]
-    if not sid:
-        return {}
-    try:
-        s = services.sessions.get(sid, user)
-        msgs = services.sessions.messages(sid, user)
-    except StudioError as exc:
-        raise fail(exc) from None
-    convo = [{"role": m["role"], "content": m["content"]} for m in msgs]
-    answers = [m for m in msgs if m["role"] == "assistant"]
-    grounded = [m for m in answers if m["meta"].get("grounded")]
-    last = grounded[-1] if grounded else None
-    cites = {"collection": last["meta"]["collection"], "citations": last["citations"]} if last else None
-    return {"chatbot": rendered_messages(msgs), "history": convo, "session_id": sid, "title": s.title,
-            "collection": gr.update(value=s.collection or NO_COLLECTION),
-            "stats": answers[-1]["meta"].get("stats", "") if answers else "",
-            "sources": sources_html(saved_result(last["meta"], last["citations"])) if last else "",
-            "cites": cites, "page_pick": page_choices(cites)}
-
-
-def rename_session(v: Values, *, services: ChatServices, user: str = LOCAL_USER) -> Values:
-    if not v["session_id"]:
-        raise gr.Error("Open or start a chat first.")
-    try:
-        services.sessions.rename(v["session_id"], text(v["title"], "the title"), user)
-    except StudioError as exc:
-        raise fail(exc) from None
-    return {"session_pick": gr.update(choices=session_choices(services.sessions, user), value=v["session_id"])}
-
-
-def delete_session(v: Values, *, services: ChatServices, user: str = LOCAL_USER) -> Values:
-    if v["session_id"]:
-        try:
-            services.sessions.delete(v["session_id"], user)
-        except StudioError as exc:
-            raise fail(exc) from None
-    return {"chatbot": [], "history": [], "session_id": None, "stats": "",
-            "session_pick": gr.update(choices=session_choices(services.sessions, user), value=None)}
-
-
-def export_session(v: Values, *, services: ChatServices, fmt: str, user: str = LOCAL_USER) -> Values:
-    """The open chat as Markdown or JSON, written to a file the page offers for download."""
-    sid = v["session_id"]
-    if not sid:
-        raise gr.Error("Open or start a chat first.")
-    try:
-        body = (json.dumps(services.sessions.export_json(sid, user), indent=2) if fmt == "json"
-                else services.sessions.export_markdown(sid, user))
-    except StudioError as exc:
-        raise fail(exc) from None
-    path = Path(tempfile.mkdtemp(prefix="studio-export-", dir=uploads_dir())) / f"chat-{sid}.{fmt}"
-    path.write_text(body, encoding="utf-8")
-    return {"export_file": gr.update(value=str(path), visible=True)}
 
 
 def pick_adapter(v: Values, *, user: str = LOCAL_USER) -> Values:
@@ -432,19 +356,6 @@ def _generation(ui: dict, cfg: StudioConfig) -> None:
         ui["seed"] = gr.Number(gen.seed, precision=0, label="Seed", elem_id="chat-seed")
 
 
-def _sessions(ui: dict) -> None:
-    with gr.Accordion("Sessions", open=False):
-        ui["session_pick"] = gr.Dropdown([], label="Saved chats", elem_id="chat-session")
-        ui["title"] = gr.Textbox(label="Title", elem_id="chat-session-title")
-        with gr.Row():
-            ui["rename"] = gr.Button("Rename", size="sm")
-            ui["delete"] = gr.Button("Delete", size="sm", variant="stop")
-        with gr.Row():
-            ui["export_md"] = gr.Button("Export .md", size="sm")
-            ui["export_json"] = gr.Button("Export .json", size="sm")
-        ui["export_file"] = gr.File(label="Export", visible=False)
-
-
 def _wire(ui: dict, s: ChatServices) -> None:
     on(ui["adapter"].input, pick_adapter, ui, ["adapter"], ["backend", "model"], api_name="pick_adapter")
     on(ui["collection"].input, partial(grounded_defaults, services=s), ui, ["collection"], ["temperature"],
@@ -464,16 +375,7 @@ def _wire(ui: dict, s: ChatServices) -> None:
                                               "cites", "page_pick"], cancels=sent, api_name="new_chat")
     on(ui["page_pick"].input, partial(view_page, services=s), ui, ["page_pick", "cites"],
        ["page_image", "page_note"], api_name="chat_page")
-    on(ui["session_pick"].input, partial(open_session, services=s), ui, ["session_pick"],
-       ["chatbot", "history", "session_id", "title", "collection", "stats", "sources", "cites", "page_pick"],
-       api_name="open_session")
-    on(ui["rename"].click, partial(rename_session, services=s), ui, ["session_id", "title"], ["session_pick"],
-       api_name="rename_session")
-    on(ui["delete"].click, partial(delete_session, services=s), ui, ["session_id"],
-       ["chatbot", "history", "session_id", "session_pick", "stats"], api_name="delete_session")
-    for fmt in ("md", "json"):
-        on(ui[f"export_{fmt}"].click, partial(export_session, services=s, fmt=fmt), ui, ["session_id"],
-           ["export_file"], api_name=f"export_{fmt}")
+    wire_sessions(ui, s.sessions)
 
 
 def build_chat_tab(cfg: StudioConfig, backends: BackendCache, header: gr.Markdown, rag: RagService, turns: Turns,
@@ -489,7 +391,7 @@ def build_chat_tab(cfg: StudioConfig, backends: BackendCache, header: gr.Markdow
             _documents(ui, cfg)
             _model(ui, cfg)
             _generation(ui, cfg)
-            _sessions(ui)
+            sessions_panel(ui)
     ui["history"] = gr.State([])
     ui["session_id"] = gr.State(None)
     ui["cites"] = gr.State(None)  # the answer on screen's collection and citations, for the page viewer
