@@ -27,6 +27,11 @@ FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 IMAGE_DATASETS = ("digits", "fashion", "folder")
 TOYS = ("gmm", "moons", "rings")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+CLASS_NAMES = {  # the labelled datasets a conditional generator can learn
+    "digits": [str(i) for i in range(10)],
+    "fashion": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                "Ankle boot"],
+}
 
 
 def read_idx(path: Path) -> np.ndarray:

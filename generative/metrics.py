@@ -5,6 +5,8 @@
   formula on a small digit/fashion classifier's features, NOT Inception FID: compare numbers only
   with each other, on the same dataset and size.
 - ``confidence``: the classifier's mean top-class probability on generated images.
+- ``class_accuracy`` (conditional runs): the share of samples the classifier assigns to the class
+  they were asked to show.
 - ``nn_ratio``: median distance of each generated image to its nearest training image, divided by
   the same for held-out real images. Far below 1 means the generator copies training images.
 
@@ -44,14 +46,19 @@ def classifier(dataset: str, size: int, channels: int = 1, path: str | None = No
     x, y = load_images(dataset, size, channels, path, limit=12000)
     g = torch.Generator().manual_seed(0)
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    with torch.enable_grad():  # also when first asked for inside a validation loop
+        _fit(model, opt, x, y, g)
+    torch.save(model.state_dict(), cache)
+    return model.eval()
+
+
+def _fit(model, opt, x, y, g) -> None:
     for _ in range(4 if len(x) < 5000 else 2):
         for idx in torch.randperm(len(x), generator=g).split(64):
             loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
-    torch.save(model.state_dict(), cache)
-    return model.eval()
 
 
 def frechet(a: np.ndarray, b: np.ndarray) -> float:
@@ -84,12 +91,17 @@ class Judge:
         return self.model.features(x).numpy().astype(np.float64)
 
     @torch.no_grad()
-    def score(self, images: torch.Tensor) -> dict[str, float]:
+    def score(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, float]:
+        """fd, confidence, nn_ratio; with the classes the images were asked to show, also
+        ``class_accuracy``: the share the classifier assigns to the class asked for."""
         f = self.feats(images)
         probs = torch.softmax(self.model.head(torch.from_numpy(f).float()), 1)
         nn_dist = float(torch.cdist(images.flatten(1), self.train).min(1).values.median())
-        return {"fd": round(frechet(f, self.real_feats), 4), "confidence": round(float(probs.max(1).values.mean()), 4),
-                "nn_ratio": round(nn_dist / self.real_nn, 4)}
+        out = {"fd": round(frechet(f, self.real_feats), 4), "confidence": round(float(probs.max(1).values.mean()), 4),
+               "nn_ratio": round(nn_dist / self.real_nn, 4)}
+        if labels is not None:
+            out["class_accuracy"] = round(float((probs.argmax(1) == labels.cpu()).float().mean()), 4)
+        return out
 
 
 def mmd(a: torch.Tensor, b: torch.Tensor) -> float:

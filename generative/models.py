@@ -27,42 +27,50 @@ from studio.errors import StudioError
 
 
 class ConvVAE(nn.Module):
-    def __init__(self, channels: int = 1, size: int = 16, z_dim: int = 16, width: int = 32):
+    """Encoder q(z|x[, y]) and Bernoulli decoder p(x|z[, y]); with ``num_classes`` both also read the
+    class as a one-hot vector (a class-conditional VAE, Sohn et al. 2015)."""
+
+    def __init__(self, channels: int = 1, size: int = 16, z_dim: int = 16, width: int = 32, num_classes: int = 0):
         super().__init__()
         if size % 4:
             raise StudioError(f"image size must be a multiple of 4, got {size}")
         self.channels, self.size, self.z_dim, self.width = channels, size, z_dim, width
+        self.num_classes = num_classes
         s = size // 4
         self.enc = nn.Sequential(nn.Conv2d(channels, width, 4, 2, 1), nn.ReLU(),
                                  nn.Conv2d(width, 2 * width, 4, 2, 1), nn.ReLU(), nn.Flatten())
-        self.mu = nn.Linear(2 * width * s * s, z_dim)
-        self.logvar = nn.Linear(2 * width * s * s, z_dim)
-        self.dec_in = nn.Linear(z_dim, 2 * width * s * s)
+        self.mu = nn.Linear(2 * width * s * s + num_classes, z_dim)
+        self.logvar = nn.Linear(2 * width * s * s + num_classes, z_dim)
+        self.dec_in = nn.Linear(z_dim + num_classes, 2 * width * s * s)
         self.dec = nn.Sequential(nn.ReLU(), nn.Unflatten(1, (2 * width, s, s)),
                                  nn.ConvTranspose2d(2 * width, width, 4, 2, 1), nn.ReLU(),
                                  nn.ConvTranspose2d(width, channels, 4, 2, 1))
 
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.enc(x)
+    def _with_label(self, h: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        if not self.num_classes:
+            return h
+        if y is None:
+            raise StudioError("this VAE is class-conditional: give the class of each sample")
+        return torch.cat([h, F.one_hot(y, self.num_classes).to(h.dtype)], 1)
+
+    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self._with_label(self.enc(x), y)
         return self.mu(h), self.logvar(h).clamp(-10, 10)
 
-    def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
-        return self.dec(self.dec_in(z))
+    def decode_logits(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return self.dec(self.dec_in(self._with_label(z, y)))
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
+    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Images in [-1, 1]."""
-        return torch.sigmoid(self.decode_logits(z)) * 2 - 1
+        return torch.sigmoid(self.decode_logits(z, y)) * 2 - 1
 
-    def loss(self, x: torch.Tensor, beta: float = 1.0) -> dict[str, torch.Tensor]:
-        mu, logvar = self.encode(x)
-        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
-        target = (x + 1) / 2
-        recon = F.binary_cross_entropy_with_logits(self.decode_logits(z), target, reduction="sum") / len(x)
-        kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum()) / len(x)
-        return {"loss": recon + beta * kl, "recon": recon, "kl": kl}
+    def nll(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """-log p(x|z) per image: binary cross-entropy on pixels in [0, 1], summed over pixels."""
+        return F.binary_cross_entropy_with_logits(out, (x + 1) / 2, reduction="sum") / len(x)
 
     def config(self) -> dict:
-        return {"kind": "vae", "channels": self.channels, "size": self.size, "z_dim": self.z_dim, "width": self.width}
+        return {"kind": "vae", "channels": self.channels, "size": self.size, "z_dim": self.z_dim, "width": self.width,
+                **({"num_classes": self.num_classes} if self.num_classes else {})}
 
 
 class Generator(nn.Module):
@@ -95,13 +103,16 @@ class Discriminator(nn.Module):
         return self.net(x)[:, 0]
 
 
-def make_unet(channels: int, size: int, width: int = 32):
+def make_unet(channels: int, size: int, width: int = 32, num_classes: int = 0):
+    """diffusers' UNet2DModel; with ``num_classes`` it also embeds a class label, and label
+    ``num_classes`` means "no class" (what classifier-free guidance trains and samples with)."""
     from diffusers import UNet2DModel
 
     return UNet2DModel(sample_size=size, in_channels=channels, out_channels=channels, layers_per_block=1,
                        block_out_channels=(width, 2 * width, 2 * width),
                        down_block_types=("DownBlock2D", "DownBlock2D", "DownBlock2D"),
-                       up_block_types=("UpBlock2D", "UpBlock2D", "UpBlock2D"), norm_num_groups=8)
+                       up_block_types=("UpBlock2D", "UpBlock2D", "UpBlock2D"), norm_num_groups=8,
+                       num_class_embeds=num_classes + 1 if num_classes else None)
 
 
 def save_torch_model(model: nn.Module, folder: Path) -> None:
@@ -165,19 +176,19 @@ class MLPVAE(nn.Module):
         self.mu, self.logvar = nn.Linear(width, z_dim), nn.Linear(width, z_dim)
         self.dec = _mlp([z_dim, width, width, dim])
 
-    def encode(self, x):
+    def encode(self, x, y=None):
         h = self.act(self.enc(x))
         return self.mu(h), self.logvar(h).clamp(-10, 10)
 
-    def decode(self, z):
+    def decode_logits(self, z, y=None):
         return self.dec(z)
 
-    def loss(self, x, beta: float = 1.0):
-        mu, logvar = self.encode(x)
-        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
-        recon = ((self.decode(z) - x) ** 2).sum(1).mean() / (2 * self.sigma ** 2)
-        kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(1)).mean()
-        return {"loss": recon + beta * kl, "recon": recon, "kl": kl}
+    def decode(self, z, y=None):
+        return self.dec(z)
+
+    def nll(self, out, x):
+        """-log p(x|z) up to a constant: ||x - x_hat||^2 / (2 sigma^2), averaged over points."""
+        return ((out - x) ** 2).sum(1).mean() / (2 * self.sigma ** 2)
 
     def config(self) -> dict:
         return {"kind": "vae_mlp", "dim": self.dim, "z_dim": self.z_dim, "width": self.width}

@@ -1,45 +1,48 @@
-"""Training runs for the generators: run folder, events, checkpoints, cancel and resume.
+"""Training runs for the generators, through Lightning: run folder, events, checkpoints, cancel and resume.
 
-A run folder holds ``config.yaml`` (resolved), ``events.jsonl`` (one line per logged step:
-step, seconds, losses), ``status.json`` (state, step, error), ``checkpoint.pt`` (model, optimizer
-and RNG state, written every ``checkpoint_every`` steps and when stopped), ``samples/`` (PNG grids
-marked synthetic) and, at the end, ``model/`` (VAE/GAN: config.json + model.safetensors) or
-``pipeline/`` (DDPM: a diffusers DDPMPipeline folder).
+``train(cfg, run_dir)`` builds the config's LightningModule (``generative/modules.py``) and data module
+(``generative/datamodule.py``) and calls ``L.Trainer.fit`` with Lightning's callbacks: ``ModelCheckpoint``
+(``checkpoints/last.ckpt`` every ``checkpoint_every`` steps), ``EarlyStopping`` on the validation loss
+(``early_stop_patience`` checks, 0 = off), EMA weight averaging for DDPM, ``CSVLogger`` (``csv/``), and
+``max_steps`` / ``max_time`` from ``steps`` / ``budget_seconds``. The studio's own concerns live in one
+callback (``generative/callbacks.py``).
 
-SIGTERM or SIGINT (what ``studio jobs cancel`` sends) stops the loop after the current step; a
-checkpoint is saved and the state becomes ``cancelled``. ``resume`` continues from the checkpoint
-with the same step counter and RNG state.
+A run folder holds ``config.yaml`` (resolved), ``events.jsonl`` (one line per logged step: step,
+seconds, losses; and one per validation: ``val_loss``), ``status.json`` (state, step, error),
+``checkpoints/last.ckpt`` (Lightning's checkpoint: weights, optimizers, loops; loaded with
+``weights_only=True``), ``samples/`` (PNG grids marked synthetic), ``metrics.jsonl`` and, at the end,
+``model/`` (VAE/GAN: config.json + model.safetensors) or ``pipeline/`` (DDPM: a diffusers
+DDPMPipeline folder).
+
+SIGTERM or SIGINT (what ``studio jobs cancel`` sends) stops after the current step; the checkpoint
+is saved and the state becomes ``cancelled``. ``resume`` is ``fit(ckpt_path="last")``: the same step
+counter, and the same batches and noise from there as a run that never stopped.
+
+Hardware: ``accelerator: auto`` uses a GPU when there is one (bf16 mixed precision where the GPU
+has it), else the CPU; ``devices: N`` with ``strategy: ddp`` runs N processes (gloo on CPU).
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import os
-import signal
-import time
+import warnings
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
+import lightning as L
 import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
 
-from generative.data import TOYS, load_images, load_toy
-from generative.diffusion import ddpm_sample, toy_ddpm_sample
+from generative.callbacks import LAST, StudioEvents, WarmEMA
+from generative.data import CLASS_NAMES, TOYS, load_toy
+from generative.datamodule import GenData
 from generative.images import save_grid, save_scatter
-from generative.models import (
-    MLPVAE,
-    ConvVAE,
-    Discriminator,
-    Generator,
-    MLPDenoiser,
-    MLPDiscriminator,
-    MLPGenerator,
-    load_checkpoint,
-    make_unet,
-    save_torch_model,
-)
+from generative.models import load_checkpoint
+from generative.modules import GenModule, build_module
 from studio.errors import StudioError
 from studio.jobs import read_jsonl, read_status, write_status
 from studio.limits import check_float, check_int
@@ -47,6 +50,13 @@ from studio.limits import current as current_limits
 from studio.schema import config_class
 
 MODELS = ("vae", "gan", "ddpm")
+RUN_DIR_ENV = "STUDIO_DDP_RUN_DIR"  # rank 0 tells the processes Lightning's DDP launcher starts where the run is
+
+
+def is_worker() -> bool:
+    """True in a process that is not rank 0 of a multi-process run (Lightning's DDP launcher or torchrun set
+    LOCAL_RANK / NODE_RANK / RANK): it trains alongside rank 0, which alone writes and reports."""
+    return any(os.environ.get(k, "0") not in ("", "0") for k in ("LOCAL_RANK", "NODE_RANK", "RANK"))
 
 
 @config_class
@@ -83,6 +93,15 @@ class GenConfig:
     n_samples: int = 64
     metrics: bool = field(default=True, metadata={"help": "classifier-Frechet etc. at each sample (digits, fashion)"})
     threads: int = 0
+    conditional: bool = field(default=False, metadata={
+        "help": "VAE/DDPM on digits or fashion: learn p(x | class) (sample with --label, DDPM also --guidance)"})
+    p_uncond: float = field(default=0.1, metadata={"help": "conditional DDPM: share of labels dropped in training"})
+    guidance: float = field(default=3.0, metadata={"help": "conditional DDPM: guidance w of the training grids"})
+    early_stop_patience: int = field(default=0, metadata={
+        "help": "stop when val_loss has not improved for this many validations (every sample_every steps; 0 = off)"})
+    accelerator: Literal["auto", "cpu", "gpu"] = field(default="auto", metadata={"help": "auto | cpu | gpu"})
+    devices: int = field(default=1, metadata={"help": "processes (CPU) or GPUs"})
+    strategy: Literal["auto", "ddp"] = field(default="auto", metadata={"help": "auto | ddp (devices > 1)"})
 
     def check(self) -> GenConfig:
         """Refuse unknown models and sizes outside ``limits`` (steps, batch, width, image size, T, grids)."""
@@ -101,6 +120,18 @@ class GenConfig:
         check_float("lr", self.lr, 0, 10)
         check_float("ema", self.ema, 0, 1)
         check_int("threads", self.threads, 0, 1024)
+        check_int("early_stop_patience", self.early_stop_patience, 0, 10_000)
+        check_int("devices", self.devices, 1, 64)
+        check_float("p_uncond", self.p_uncond, 0, 1)
+        check_float("guidance", self.guidance, 0, 50)
+        if self.accelerator not in ("auto", "cpu", "gpu") or self.strategy not in ("auto", "ddp"):
+            raise StudioError("accelerator is auto, cpu or gpu; strategy is auto or ddp")
+        if self.conditional and (self.model == "gan" or self.data.name not in CLASS_NAMES):
+            raise StudioError("conditional=true is for a VAE or DDPM on a labelled dataset "
+                              f"({', '.join(CLASS_NAMES)})")
+        if self.early_stop_patience and self.model == "gan":
+            raise StudioError("a GAN's losses do not fall as its samples improve, so early stopping is not offered "
+                              "for GANs; stop by steps or budget_seconds")
         if self.data.limit is not None:
             check_int("data.limit", self.data.limit, 1, lim.folder_images, "folder_images")
         if self.data.name in TOYS:
@@ -117,165 +148,8 @@ def read_events(run_dir: Path) -> list[dict]:
     return read_jsonl(Path(run_dir) / "events.jsonl")
 
 
-class Trainer:
-    """Builds the model and optimizers for ``cfg``; ``train_step`` does one update."""
-
-    def __init__(self, cfg: GenConfig):
-        self.cfg = cfg
-        d = cfg.data
-        ch, size = d.channels, d.size
-        self.toy = d.name in TOYS
-        if self.toy:
-            self._init_toy(cfg)
-        elif cfg.model == "vae":
-            self.model = ConvVAE(ch, size, cfg.z_dim, cfg.width)
-            self.opts = [torch.optim.Adam(self.model.parameters(), lr=cfg.lr)]
-        elif cfg.model == "gan":
-            self.model = Generator(ch, size, cfg.z_dim, 2 * cfg.width)
-            self.disc = Discriminator(ch, size, 2 * cfg.width)
-            self.opts = [torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=(0.5, 0.999)),
-                         torch.optim.Adam(self.disc.parameters(), lr=cfg.lr, betas=(0.5, 0.999))]
-        else:
-            from diffusers import DDPMScheduler
-
-            self.model = make_unet(ch, size, cfg.width)
-            self.scheduler = DDPMScheduler(num_train_timesteps=cfg.timesteps)
-            self.opts = [torch.optim.AdamW(self.model.parameters(), lr=cfg.lr)]
-
-        self.ema = None
-        if cfg.model == "ddpm" and cfg.ema > 0:  # sampling uses an exponential moving average of the weights
-            self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
-
-    def update_ema(self, step: int) -> None:
-        """ema <- d * ema + (1 - d) * weights, with d = min(cfg.ema, (1 + step) / (10 + step)): the
-        average follows the weights closely early on and averages over ~1/(1 - ema) steps later."""
-        if self.ema is None:
-            return
-        d = min(self.cfg.ema, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for e, w in zip(self.ema.parameters(), self.model.parameters(), strict=True):
-                e.lerp_(w, 1 - d)
-            for e, w in zip(self.ema.buffers(), self.model.buffers(), strict=True):
-                e.copy_(w)
-
-    @property
-    def sampler_model(self) -> torch.nn.Module:
-        return self.ema if self.ema is not None else self.model
-
-    def _init_toy(self, cfg: GenConfig) -> None:
-        width = 4 * cfg.width
-        if cfg.model == "vae":
-            self.model = MLPVAE(2, 2, width)
-            self.opts = [torch.optim.Adam(self.model.parameters(), lr=cfg.lr)]
-        elif cfg.model == "gan":
-            self.model, self.disc = MLPGenerator(2, cfg.z_dim, width), MLPDiscriminator(2, width)
-            self.opts = [torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=(0.5, 0.999)),
-                         torch.optim.Adam(self.disc.parameters(), lr=cfg.lr, betas=(0.5, 0.999))]
-        else:
-            from diffusers import DDPMScheduler
-
-            self.model = MLPDenoiser(2, width)
-            self.scheduler = DDPMScheduler(num_train_timesteps=cfg.timesteps)
-            self.opts = [torch.optim.AdamW(self.model.parameters(), lr=cfg.lr)]
-
-    def data(self) -> torch.Tensor:
-        d = self.cfg.data
-        if self.toy:
-            return load_toy(d.name, n=d.limit or 4000, seed=self.cfg.seed)
-        return load_images(d.name, d.size, d.channels, d.path, limit=d.limit)[0]
-
-    def save_samples(self, path: Path, step: int) -> Path:
-        n = 1000 if self.toy else self.cfg.n_samples
-        samples = self.sample(n, self.cfg.seed)
-        if self.toy:
-            return save_scatter(samples, path, self.cfg.model, step, real=load_toy(self.cfg.data.name, 1000, seed=99))
-        return save_grid(samples, path, self.cfg.model, step)
-
-    def modules(self) -> dict[str, torch.nn.Module]:
-        return {"model": self.model, **({"disc": self.disc} if self.cfg.model == "gan" else {}),
-                **({"ema": self.ema} if self.ema is not None else {})}
-
-    def train_step(self, x: torch.Tensor) -> dict[str, float]:
-        cfg = self.cfg
-        if cfg.model == "vae":
-            out = self.model.loss(x, cfg.beta)
-            self.opts[0].zero_grad()
-            out["loss"].backward()
-            self.opts[0].step()
-            return {k: float(v.detach()) for k, v in out.items()}
-        if cfg.model == "gan":
-            bce = torch.nn.functional.binary_cross_entropy_with_logits
-            z = torch.randn(len(x), cfg.z_dim)
-            fake = self.model(z)
-            d_loss = bce(self.disc(x), torch.full((len(x),), 0.9)) + bce(self.disc(fake.detach()),
-                                                                         torch.zeros(len(x)))
-            self.opts[1].zero_grad()
-            d_loss.backward()
-            self.opts[1].step()
-            g_loss = bce(self.disc(fake), torch.ones(len(x)))
-            self.opts[0].zero_grad()
-            g_loss.backward()
-            self.opts[0].step()
-            g, d = float(g_loss.detach()), float(d_loss.detach())
-            return {"loss": g + d, "g_loss": g, "d_loss": d}
-        noise = torch.randn_like(x)
-        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (len(x),))
-        noisy = self.scheduler.add_noise(x, noise, t)
-        pred = self.model(noisy, t) if self.toy else self.model(noisy, t).sample
-        loss = torch.nn.functional.mse_loss(pred, noise)
-        self.opts[0].zero_grad()
-        loss.backward()
-        self.opts[0].step()
-        return {"loss": float(loss.detach())}
-
-    @torch.no_grad()
-    def sample(self, n: int, seed: int = 0, steps: int = 50, sampler: str = "ddim") -> torch.Tensor:
-        """n images in [-1, 1] (DDPM: ``sampler`` at ``steps`` steps)."""
-        for m in self.modules().values():
-            m.eval()
-        try:
-            g = torch.Generator().manual_seed(seed)
-            if self.cfg.model == "vae":
-                return self.model.decode(torch.randn(n, self.model.z_dim, generator=g))
-            if self.cfg.model == "gan":
-                return self.model(torch.randn(n, self.model.z_dim, generator=g))
-            if self.toy:
-                return toy_ddpm_sample(self.sampler_model, self.scheduler, n, seed, steps, sampler)[0]
-            return ddpm_sample(self.sampler_model, self.scheduler, n, seed, steps, sampler)[0]
-        finally:
-            for k, m in self.modules().items():
-                m.train(k != "ema")
-
-    # --- checkpoints -------------------------------------------------------------------------------------
-    def state(self, step: int, batch_rng: np.random.Generator) -> dict:
-        return {"step": step, "modules": {k: m.state_dict() for k, m in self.modules().items()},
-                "opts": [o.state_dict() for o in self.opts], "torch_rng": torch.get_rng_state(),
-                "batch_rng": batch_rng.bit_generator.state}
-
-    def load(self, state: dict, batch_rng: np.random.Generator) -> int:
-        for k, m in self.modules().items():
-            m.load_state_dict(state["modules"].get(k) or state["modules"]["model"])  # (runs saved before EMA)
-        for o, s in zip(self.opts, state["opts"], strict=True):
-            o.load_state_dict(s)
-        torch.set_rng_state(state["torch_rng"])
-        batch_rng.bit_generator.state = state["batch_rng"]
-        return int(state["step"])
-
-    def save_final(self, run_dir: Path) -> Path:
-        if self.toy:  # an MLP in safetensors; DDPM's noise schedule in diffusers' scheduler format
-            save_torch_model(self.sampler_model, run_dir / "model")
-            if self.cfg.model == "ddpm":
-                self.scheduler.save_pretrained(str(run_dir / "model" / "scheduler"))
-            return run_dir / "model"
-        if self.cfg.model == "ddpm":
-            from diffusers import DDPMPipeline
-
-            out = run_dir / "pipeline"
-            DDPMPipeline(unet=self.sampler_model, scheduler=self.scheduler).save_pretrained(str(out))
-            return out
-        out = run_dir / "model"
-        save_torch_model(self.model, out)
-        return out
+def read_metrics(run_dir: Path) -> list[dict]:
+    return read_jsonl(Path(run_dir) / "metrics.jsonl")
 
 
 _JUDGES: dict = {}
@@ -291,33 +165,60 @@ def judge_for(data: DataConfig):
     return _JUDGES[key]
 
 
-def log_metrics(cfg: GenConfig, trainer: Trainer, step: int, run_dir: Path) -> dict | None:
-    """Classifier-Frechet distance, confidence and nearest-neighbour ratio of 256 samples -> metrics.jsonl."""
+def grid_labels(module: GenModule, n: int) -> torch.Tensor | None:
+    """A conditional model's grid: one row per class (n // classes columns, at least 1)."""
+    if not module.num_classes:
+        return None
+    cols = max(1, n // module.num_classes)
+    return torch.arange(module.num_classes).repeat_interleave(cols)
+
+
+def draw(module: GenModule, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    labels = grid_labels(module, n)
+    n = len(labels) if labels is not None else n
+    guidance = module.cfg.guidance if module.num_classes and module.kind == "ddpm" else 0.0
+    return module.sample(n, seed, labels, guidance, steps=50, sampler="ddim"), labels
+
+
+def save_samples(module: GenModule, path: Path, step: int) -> Path:
+    cfg = module.cfg
+    if module.toy:
+        pts, _ = draw(module, 1000, cfg.seed)
+        return save_scatter(pts, path, cfg.model, step, real=load_toy(cfg.data.name, 1000, seed=99))
+    images, labels = draw(module, cfg.n_samples, cfg.seed)
+    return save_grid(images, path, cfg.model, step, nrow=None if labels is None else len(labels) // module.num_classes)
+
+
+def log_metrics(module: GenModule, step: int, run_dir: Path) -> dict | None:
+    """Classifier-Frechet distance, confidence, nearest-neighbour ratio (and, for a conditional run, the
+    share of samples the classifier assigns to the class asked for) of 250-256 samples; MMD for a toy."""
+    cfg = module.cfg
     if not cfg.metrics or cfg.data.name not in ("digits", "fashion", *TOYS):
         return None
-    from generative.metrics import mmd
+    if module.toy:
+        from generative.metrics import mmd
 
-    if trainer.toy:
         fresh = load_toy(cfg.data.name, 1000, seed=98)
-        row = {"step": step, "mmd": round(mmd(trainer.sample(1000, cfg.seed + 1), fresh), 5)}
-        with open(run_dir / "metrics.jsonl", "a") as fh:
-            fh.write(json.dumps(row) + "\n")
-        return row
-
-    row = {"step": step, **judge_for(cfg.data).score(trainer.sample(256, cfg.seed + 1))}
+        row = {"step": step, "mmd": round(mmd(draw(module, 1000, cfg.seed + 1)[0], fresh), 5)}
+    else:
+        images, labels = draw(module, 256, cfg.seed + 1)
+        row = {"step": step, **judge_for(cfg.data).score(images, labels)}
     with open(run_dir / "metrics.jsonl", "a") as fh:
         fh.write(json.dumps(row) + "\n")
     return row
 
 
-def read_metrics(run_dir: Path) -> list[dict]:
-    return read_jsonl(Path(run_dir) / "metrics.jsonl")
-
-
-def _save_checkpoint(trainer: Trainer, step: int, rng: np.random.Generator, run_dir: Path) -> None:
-    tmp = run_dir / "checkpoint.pt.tmp"
-    torch.save(trainer.state(step, rng), tmp)
-    os.replace(tmp, run_dir / "checkpoint.pt")  # a kill never leaves a half-written checkpoint
+def trainer_options(cfg: GenConfig, cuda: bool, bf16: bool) -> dict:
+    """accelerator, devices, strategy and precision for ``L.Trainer``: bf16 mixed precision on a GPU
+    that has it (the UNet's convolutions are where it pays), full precision elsewhere."""
+    gpu = cfg.accelerator == "gpu" or (cfg.accelerator == "auto" and cuda)
+    if cfg.accelerator == "gpu" and not cuda:
+        raise StudioError("accelerator=gpu but torch sees no GPU here; use accelerator=auto or cpu")
+    opts = {"accelerator": "gpu" if gpu else "cpu", "devices": cfg.devices,
+            "precision": "bf16-mixed" if gpu and bf16 else "32-true"}
+    if cfg.devices > 1 or cfg.strategy == "ddp":
+        opts["strategy"] = "ddp"  # gloo on CPU, nccl on GPUs (Lightning picks)
+    return opts
 
 
 def train(cfg: GenConfig, run_dir: str | Path, resume: bool = False, progress=None) -> dict:
@@ -325,72 +226,74 @@ def train(cfg: GenConfig, run_dir: str | Path, resume: bool = False, progress=No
     from studio.config import load_config, save_config
 
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    rank = 1 if is_worker() else 0
+    ckpt = None
     if resume:
-        if not (run_dir / "checkpoint.pt").is_file():
-            raise StudioError(f"nothing to resume in {run_dir}: no checkpoint.pt")
+        if not (run_dir / LAST).is_file():
+            if (run_dir / "checkpoint.pt").is_file():
+                raise StudioError(f"{run_dir.name} was trained by the studio's earlier training loop; its "
+                                  "checkpoint.pt can be sampled from but not resumed. Start a new run")
+            raise StudioError(f"nothing to resume in {run_dir.name}: no {LAST}")
         cfg = load_config(GenConfig, run_dir / "config.yaml")
+        load_checkpoint(run_dir / LAST)  # refuses anything but tensors and numbers, before Lightning reads it
+        ckpt = str(run_dir / LAST)
     cfg.check()
-    save_config(cfg, run_dir / "config.yaml")
-    torch.manual_seed(cfg.seed)
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "samples").mkdir(exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+        os.environ[RUN_DIR_ENV] = str(run_dir.resolve())  # inherited by the DDP processes started in fit()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    trainer = Trainer(cfg)
-    x = trainer.data()
-    rng = np.random.default_rng(cfg.seed)
-    step = 0
-    if resume:
-        step = trainer.load(load_checkpoint(run_dir / "checkpoint.pt"), rng)
-    stop = {"signal": None}
-
-    def on_signal(signum, _frame):
-        stop["signal"] = signum
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-    (run_dir / "samples").mkdir(exist_ok=True)
-    write_status(run_dir, state="running", step=step, pid=os.getpid(), steps=cfg.steps, error=None,
-                  model=cfg.model, dataset=cfg.data.name)
-    start = time.perf_counter()
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*resuming from a checkpoint that ended before the epoch ended.*")
+    # a GAN's checkpoint at step N holds the weights after step N's updates, which is what resume expects
+    warnings.filterwarnings("ignore", ".*Using ModelCheckpoint with manual optimization.*")
+    L.seed_everything(cfg.seed, verbose=False)
+    module, data = build_module(cfg), GenData(cfg)
     elapsed0 = read_status(run_dir).get("train_seconds", 0.0) if resume else 0.0
-    state = "finished"
+
+    def on_validation(m, step):
+        save_samples(m, run_dir / "samples" / f"step_{step:06d}.png", step)
+        log_metrics(m, step, run_dir)
+
+    events = StudioEvents(cfg, run_dir, progress, elapsed0, on_validation)
+    callbacks = [events]
+    if cfg.model == "ddpm" and cfg.ema > 0:
+        callbacks.append(WarmEMA(cfg.ema))
+    stopper = None
+    if cfg.early_stop_patience:
+        stopper = EarlyStopping("val_loss", patience=cfg.early_stop_patience, check_on_train_epoch_end=False)
+        callbacks.append(stopper)
+    callbacks.append(ModelCheckpoint(dirpath=run_dir / LAST.parent, save_top_k=0, save_last=True,
+                                     every_n_train_steps=cfg.checkpoint_every))
+    trainer = L.Trainer(max_steps=cfg.steps, max_epochs=-1,
+                        max_time=timedelta(seconds=cfg.budget_seconds) if cfg.budget_seconds else None,
+                        val_check_interval=cfg.sample_every, check_val_every_n_epoch=None, num_sanity_val_steps=0,
+                        log_every_n_steps=cfg.log_every, logger=CSVLogger(run_dir, name="csv"),  # csv/version_N
+                        callbacks=callbacks, enable_progress_bar=False, enable_model_summary=False,
+                        use_distributed_sampler=False, deterministic=False, default_root_dir=run_dir,
+                        **trainer_options(cfg, torch.cuda.is_available(),
+                                          torch.cuda.is_available() and torch.cuda.is_bf16_supported()))
     try:
-        with open(run_dir / "events.jsonl", "a") as events:
-            while step < cfg.steps:
-                idx = rng.integers(0, len(x), cfg.batch_size)
-                losses = trainer.train_step(x[idx])
-                step += 1
-                trainer.update_ema(step)
-                if not all(np.isfinite(v) for v in losses.values()):
-                    raise StudioError(f"the loss became {losses} at step {step}; lower lr")
-                elapsed = elapsed0 + time.perf_counter() - start
-                if step % cfg.log_every == 0 or step == 1:
-                    events.write(json.dumps({"step": step, "seconds": round(elapsed, 2),
-                                             **{k: round(v, 5) for k, v in losses.items()}}) + "\n")
-                    events.flush()
-                    write_status(run_dir, step=step, train_seconds=round(elapsed, 2))
-                    if progress:
-                        progress(step, cfg.steps, losses)
-                if step % cfg.sample_every == 0:
-                    trainer.save_samples(run_dir / "samples" / f"step_{step:06d}.png", step)
-                    log_metrics(cfg, trainer, step, run_dir)
-                if step % cfg.checkpoint_every == 0:
-                    _save_checkpoint(trainer, step, rng, run_dir)
-                if stop["signal"] is not None:
-                    state = "cancelled"
-                    break
-                if cfg.budget_seconds and elapsed >= cfg.budget_seconds:
-                    break
-        _save_checkpoint(trainer, step, rng, run_dir)
-        if state == "finished":
-            trainer.save_samples(run_dir / "samples" / "final.png", step)
-            if step % cfg.sample_every:  # not logged at this step yet
-                log_metrics(cfg, trainer, step, run_dir)
-            trainer.save_final(run_dir)
-        write_status(run_dir, state=state, step=step, train_seconds=round(elapsed0 + time.perf_counter() - start, 2))
+        trainer.fit(module, data, ckpt_path=ckpt, weights_only=True)
     except BaseException as exc:
-        write_status(run_dir, state="failed", step=step, error=f"{type(exc).__name__}: {exc}")
+        if rank == 0:
+            write_status(run_dir, state="failed", step=trainer.global_step, error=f"{type(exc).__name__}: {exc}")
         raise
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
+    step = trainer.global_step
+    if not trainer.is_global_zero:
+        return {"state": "cancelled" if events.cancelled else "finished", "step": step}
+    state, extra = ("cancelled", {}) if events.cancelled else ("finished", {})
+    if stopper is not None and stopper.wait_count >= stopper.patience and not events.cancelled:
+        extra = {"early_stopped": step, "best_val_loss": round(float(stopper.best_score), 5)}
+        events._events = open(run_dir / "events.jsonl", "a")
+        events._write({"step": step, "seconds": events.elapsed(), "early_stop": True, **extra})
+        events._events.close()
+    if state == "finished":  # the model now holds the averaged weights (the EMA callback copied them in)
+        save_samples(module, run_dir / "samples" / "final.png", step)
+        if step % cfg.sample_every:  # not logged at this step yet
+            log_metrics(module, step, run_dir)
+        module.save_final(run_dir)
+    write_status(run_dir, state=state, step=step, train_seconds=events.elapsed(), **extra)
     return read_status(run_dir)

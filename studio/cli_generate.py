@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from importlib import import_module
 from pathlib import Path
@@ -32,6 +33,10 @@ def add_parsers(sub) -> None:
     s.add_argument("--steps", type=int, help="DDPM: denoising steps (default: all T for ddpm, 50 for ddim)")
     s.add_argument("--sampler", choices=["ddpm", "ddim"], default="ddpm", help="DDPM runs only")
     s.add_argument("--trajectory", metavar="FILE.gif", help="DDPM: also write the denoising as a GIF")
+    s.add_argument("--label", type=int, help="a class-conditional run: the class to draw (digits: the digit; "
+                   "fashion: 0 T-shirt/top ... 9 Ankle boot); without it, a grid with one row per class")
+    s.add_argument("--guidance", type=float, default=0.0,
+                   help="a class-conditional DDPM: classifier-free guidance w (0 = none; 3 is a good start)")
     s.set_defaults(handler=cmd_sample)
 
     j = sub.add_parser("jobs", help="background jobs: list, show, tail, cancel, resume")
@@ -55,8 +60,14 @@ def add_parsers(sub) -> None:
 
 
 def cmd_train(args) -> int:
-    from generative.train import GenConfig, train
+    from generative.train import RUN_DIR_ENV, GenConfig, is_worker, train
+    from studio.config import load_config
     from studio.paths import new_run_dir
+
+    if is_worker():  # a DDP process Lightning started (devices > 1): it trains; rank 0 registers and reports
+        run_dir = Path(os.environ.get(RUN_DIR_ENV) or args.run_dir)
+        train(None if args.resume else load_config(GenConfig, args.config, args.overrides), run_dir, args.resume)
+        return 0
 
     cfg, run_dir = job_config(GenConfig, args, lambda cfg: new_run_dir("generative",
                                                                       f"{cfg.check().model}_{cfg.data.name}"))
@@ -85,14 +96,23 @@ def cmd_sample(args) -> int:
         raise StudioError("--n must be at least 1")
     steps = args.steps or (50 if args.sampler == "ddim" else None)
     t0 = time.perf_counter()
-    images = gen.sample(args.n, args.seed, steps, args.sampler)
-    path = save_grid(images, Path(args.out), gen.kind)
-    what = f"{args.n} samples from {gen.kind}"
+    nrow = None
+    if gen.classes and args.label is None:  # one row per class
+        per = max(1, args.n // len(gen.classes))
+        images, nrow = gen.class_grid(per, args.seed, steps, args.sampler, args.guidance), per
+    else:
+        images = gen.sample(args.n, args.seed, steps, args.sampler, label=args.label, guidance=args.guidance)
+    path = save_grid(images, Path(args.out), gen.kind, nrow=nrow)
+    what = f"{len(images)} samples from {gen.kind}"
+    if gen.classes:
+        what += (f" of class {args.label} ({gen.classes[args.label]})" if args.label is not None
+                 else f", {nrow} per class, one row per class") + f", guidance {args.guidance:g}"
     if gen.kind == "ddpm":
         what += f" ({args.sampler}, {steps or gen.scheduler.config.num_train_timesteps} steps)"
     print(f"{what} in {time.perf_counter() - t0:.1f} s -> {path}")
     if args.trajectory:
-        frames = gen.trajectory(min(args.n, 16), args.seed, steps, args.sampler, frames=12)
+        frames = gen.trajectory(min(args.n, 16), args.seed, steps, args.sampler, frames=12,
+                                label=args.label if gen.classes else None, guidance=args.guidance)
         print(f"denoising trajectory -> {save_gif(frames, Path(args.trajectory))}")
     return 0
 

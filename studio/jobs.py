@@ -264,7 +264,7 @@ class Jobs:
         if job.state not in ("cancelled", "failed"):
             raise StudioError(f"job {job.id} is {job.state}; only a cancelled or failed job can be resumed")
         rd = Path(job.run_dir)
-        if not (rd / "checkpoint.pt").is_file() and not any((rd / "checkpoints").glob("checkpoint-*")):
+        if not (rd / "checkpoints" / "last.ckpt").is_file() and not any((rd / "checkpoints").glob("checkpoint-*")):
             raise StudioError(f"job {job.id} has no checkpoint to resume from; start it again instead")
         argv = [a for a in job.argv if a != "--resume"] + ["--resume"]
         audit.record(self.user, "job.resume", job.id, owner=job.owner)

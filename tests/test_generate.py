@@ -13,7 +13,8 @@ from PIL import Image
 from generative.data import load_images, load_toy
 from generative.generate import load_generator
 from generative.images import save_gif
-from generative.train import GenConfig, Trainer, read_events, read_status, train
+from generative.modules import build_module
+from generative.train import GenConfig, read_events, read_status, train
 from studio.errors import StudioError
 from studio.jobs import Jobs
 from tests.conftest import run_studio
@@ -23,7 +24,7 @@ TINY = dict(steps=60, batch_size=32, width=16, log_every=5, sample_every=30, che
 
 def tiny(model: str, **kw) -> GenConfig:
     lr = {"vae": 2e-3, "gan": 1e-3, "ddpm": 2e-3}[model]
-    return GenConfig(model=model, lr=lr, **{**TINY, **kw}).check()
+    return GenConfig(model=model, **{"lr": lr, **TINY, **kw}).check()
 
 
 # --- data ------------------------------------------------------------------------------------------------
@@ -64,7 +65,7 @@ def test_toys():
 @pytest.mark.parametrize("model", ["vae", "ddpm"])
 def test_loss_falls(model, tmp_path):
     status = train(tiny(model, steps=120 if model == "ddpm" else 60), tmp_path)
-    losses = [e["loss"] for e in read_events(tmp_path)]
+    losses = [e["loss"] for e in read_events(tmp_path) if "loss" in e]
     assert status["state"] == "finished"
     assert np.mean(losses[-4:]) < 0.8 * losses[0]
 
@@ -73,12 +74,12 @@ def test_gan_learns_the_data(tmp_path):
     x, _ = load_images("digits", size=16)
     cfg = tiny("gan", steps=150)
     torch.manual_seed(0)
-    before = Trainer(cfg).sample(256, seed=1)
+    before = build_module(cfg).sample(256, seed=1)
     train(cfg, tmp_path)
     after = load_generator(tmp_path).sample(256, seed=1)
     gap = lambda s: float((s.mean(0) - x.mean(0)).abs().mean())  # noqa: E731
     assert gap(after) < 0.5 * gap(before)  # the mean generated image moved onto the data's
-    ev = read_events(tmp_path)[-1]
+    ev = [e for e in read_events(tmp_path) if "loss" in e][-1]
     assert {"g_loss", "d_loss"} <= set(ev)
 
 
@@ -109,13 +110,14 @@ def test_ddpm_samples_and_saves_the_weight_average(tmp_path):
     from safetensors.torch import load_file
 
     train(tiny("ddpm", steps=30), tmp_path / "r")
-    ckpt = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=True)["modules"]
+    ckpt = torch.load(tmp_path / "r" / "checkpoints" / "last.ckpt", weights_only=True)
     saved = load_file(str(next((tmp_path / "r" / "pipeline" / "unet").glob("*.safetensors"))))
     name = next(k for k in saved if k.endswith("conv_in.weight"))
-    assert torch.equal(saved[name], ckpt["ema"][name]) and not torch.equal(saved[name], ckpt["model"][name])
+    average, current = ckpt["state_dict"]["net." + name], ckpt["current_model_state"]["net." + name]
+    assert torch.equal(saved[name], average) and not torch.equal(saved[name], current)
     DDPMPipeline.from_pretrained(str(tmp_path / "r" / "pipeline"))
     train(tiny("ddpm", steps=5, ema=0), tmp_path / "off")
-    assert "ema" not in torch.load(tmp_path / "off" / "checkpoint.pt", weights_only=True)["modules"]
+    assert "current_model_state" not in torch.load(tmp_path / "off" / "checkpoints" / "last.ckpt", weights_only=True)
 
 
 def test_every_written_image_is_marked_synthetic(tmp_path):
@@ -172,7 +174,7 @@ def test_cancel_then_resume_continues_from_the_saved_step(tmp_path):
     jobs = Jobs()
     assert jobs.wait(job["job_id"], 60).state == "cancelled"
     stopped = read_status(run_dir)["step"]
-    saved = torch.load(run_dir / "checkpoint.pt", weights_only=True)["step"]
+    saved = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
     assert saved == stopped >= 30
     # resume with a smaller goal: edit the run's config, as a user would
     cfg = (run_dir / "config.yaml").read_text().replace("steps: 100000", f"steps: {stopped + 20}")
@@ -251,7 +253,7 @@ def test_toy_models_learn_the_moons(model, tmp_path):
 
     cfg = GenConfig(model=model, data=DataConfig(name="moons"), steps=400, lr=1e-3, batch_size=256,
                     sample_every=400, checkpoint_every=400, log_every=20)
-    untrained = Trainer(cfg).sample(1000, seed=1)
+    untrained = build_module(cfg).sample(1000, seed=1)
     train(cfg, tmp_path)
     gen = load_generator(tmp_path)  # model/ folder (+ the diffusers scheduler for DDPM)
     after = gen.sample(1000, seed=1, steps=100, sampler="ddim")
@@ -270,3 +272,152 @@ def test_job_limit_comes_from_the_studio_config(tmp_path, monkeypatch):
     assert Jobs(tmp_path / "j.sqlite").max_running == 3
     monkeypatch.setenv("STUDIO_MAX_JOBS", "2")
     assert Jobs(tmp_path / "j.sqlite").max_running == 2
+
+
+# --- Lightning: cancel and resume, early stopping, conditional generation, hardware -------------------------
+
+def _cancel_at(step: int):
+    """A progress hook that sends this process SIGTERM (what `studio jobs cancel` sends) at ``step``."""
+    def progress(s, total, losses):
+        if s == step:
+            os.kill(os.getpid(), signal.SIGTERM)
+    return progress
+
+
+@pytest.mark.parametrize("model", ["vae", "gan", "ddpm"])
+def test_cancel_then_resume_equals_an_uninterrupted_run(model, tmp_path):
+    """Same step count, same batches and noise after the resume: the final weights are identical."""
+    kw = dict(steps=24, batch_size=16, width=8, log_every=5, sample_every=1000, checkpoint_every=7, metrics=False)
+    train(tiny(model, **kw), tmp_path / "whole")
+    stopped = train(tiny(model, **kw), tmp_path / "cut", progress=_cancel_at(10))
+    assert stopped["state"] == "cancelled" and stopped["step"] == 10
+    done = train(None, tmp_path / "cut", resume=True)
+    assert done["state"] == "finished" and done["step"] == 24
+    a = torch.load(tmp_path / "whole" / "checkpoints" / "last.ckpt", weights_only=True)
+    b = torch.load(tmp_path / "cut" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert a["global_step"] == b["global_step"] == 24
+    for key in ("state_dict", "current_model_state"):  # DDPM: the weight average and the weights
+        assert set(a.get(key, {})) == set(b.get(key, {}))
+        assert all(torch.equal(a[key][k], b[key][k]) for k in a.get(key, {}))
+    steps = [e["step"] for e in read_events(tmp_path / "cut") if "loss" in e]
+    assert steps == [1, 5, 10, 15, 20]  # the counter went on from 10, not from 0
+    a_params = load_generator(tmp_path / "whole").sample(4, seed=2, steps=3, sampler="ddim")
+    assert torch.equal(a_params, load_generator(tmp_path / "cut").sample(4, seed=2, steps=3, sampler="ddim"))
+
+
+def test_early_stopping_stops_and_marks_the_curve(tmp_path):
+    from studio.ui.generate_tab import loss_plot
+
+    cfg = tiny("vae", steps=500, lr=0.0, sample_every=5, early_stop_patience=2, metrics=False)
+    status = train(cfg, tmp_path)  # lr 0: the validation loss never improves after the first check
+    assert status["state"] == "finished" and status["early_stopped"] == 15 and status["step"] == 15
+    events = read_events(tmp_path)
+    assert [e["step"] for e in events if "val_loss" in e] == [5, 10, 15]
+    assert any(e.get("early_stop") and e["step"] == 15 for e in events)
+    fig = loss_plot(events, "vae")
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert any(label.startswith("early stop") for label in labels) and "val_loss" in labels
+    with pytest.raises(StudioError, match="early stopping is not offered for GANs"):
+        tiny("gan", early_stop_patience=3)
+
+
+def test_a_conditional_vae_draws_the_class_asked_for(tmp_path):
+    from generative.metrics import Judge
+
+    cfg = tiny("vae", steps=600, batch_size=64, width=32, conditional=True, sample_every=600, metrics=False)
+    train(cfg, tmp_path)
+    gen = load_generator(tmp_path)
+    judge = Judge("digits", 16)
+    for label in (1, 7):
+        images = gen.sample(50, seed=3, label=label)
+        assert judge.score(images, torch.full((50,), label))["class_accuracy"] >= 0.7
+    grid = gen.class_grid(per_class=3, seed=0)
+    assert judge.score(grid, torch.arange(10).repeat_interleave(3))["class_accuracy"] >= 0.7
+    with pytest.raises(StudioError, match="class is a number from 0 to 9|the class"):
+        gen.sample(4, label=10)
+    with pytest.raises(StudioError, match="guidance is for class-conditional DDPM"):
+        gen.sample(4, label=1, guidance=3)
+
+
+def test_a_conditional_ddpm_samples_by_class_with_guidance(tmp_path):
+    cfg = tiny("ddpm", steps=20, batch_size=16, width=8, conditional=True, sample_every=20, metrics=False)
+    train(cfg, tmp_path)
+    gen = load_generator(tmp_path)
+    assert gen.module.net.config.num_class_embeds == 11  # ten classes and "no class"
+    a = gen.sample(4, seed=0, steps=5, sampler="ddim", label=3)
+    assert not torch.equal(a, gen.sample(4, seed=0, steps=5, sampler="ddim", label=8))  # the label is read
+    assert not torch.equal(a, gen.sample(4, seed=0, steps=5, sampler="ddim", label=3, guidance=3))
+    assert torch.equal(a, gen.sample(4, seed=0, steps=5, sampler="ddim", label=3))
+    out = run_studio("generate", "sample", str(tmp_path), "--n", "20", "--out", str(tmp_path / "g.png"),
+                     "--sampler", "ddim", "--steps", "5", "--guidance", "3")
+    assert out.returncode == 0, out.stderr
+    assert "20 samples from ddpm, 2 per class, one row per class, guidance 3" in out.stdout
+    one = run_studio("generate", "sample", str(tmp_path), "--n", "4", "--label", "7", "--guidance", "3",
+                     "--out", str(tmp_path / "s.png"), "--sampler", "ddim", "--steps", "5")
+    assert one.returncode == 0 and "of class 7 (7)" in one.stdout
+    bad = run_studio("generate", "sample", str(tmp_path), "--n", "4", "--label", "12",
+                     "--out", str(tmp_path / "x.png"))
+    assert bad.returncode == 2 and "the class" in bad.stderr and "Traceback" not in bad.stderr
+    with pytest.raises(StudioError, match="labelled dataset"):
+        tiny("ddpm", conditional=True, data=GenConfig().data.__class__(name="moons"))
+
+
+def test_hardware_options_use_a_gpu_when_there_is_one():
+    from generative.train import trainer_options
+
+    cfg = tiny("ddpm")
+    assert trainer_options(cfg, cuda=False, bf16=False) == {"accelerator": "cpu", "devices": 1, "precision": "32-true"}
+    assert trainer_options(cfg, cuda=True, bf16=True)["precision"] == "bf16-mixed"
+    assert trainer_options(cfg, cuda=True, bf16=False) == {"accelerator": "gpu", "devices": 1, "precision": "32-true"}
+    assert trainer_options(tiny("ddpm", devices=2, strategy="ddp"), cuda=False, bf16=False)["strategy"] == "ddp"
+    with pytest.raises(StudioError, match="no GPU"):
+        trainer_options(tiny("ddpm", accelerator="gpu"), cuda=False, bf16=False)
+
+
+def test_a_run_of_the_earlier_loop_samples_and_refuses_resume_clearly(tmp_path):
+    """Run folders written before Lightning (checkpoint.pt with the modules' weights) still sample."""
+    from generative.models import ConvVAE
+    from studio.config import save_config
+
+    cfg = tiny("vae")
+    save_config(cfg, tmp_path / "config.yaml")
+    net = ConvVAE(1, 16, cfg.z_dim, cfg.width)
+    torch.save({"step": 3, "modules": {"model": net.state_dict()}}, tmp_path / "checkpoint.pt")
+    gen = load_generator(tmp_path)
+    z = torch.randn(2, cfg.z_dim, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(gen.sample(2, seed=0), net.eval().decode(z))
+    with pytest.raises(StudioError, match="earlier training loop.*Start a new run"):
+        train(None, tmp_path, resume=True)
+
+
+def test_two_ddp_processes_write_once_stop_together_and_resume(tmp_path):
+    """devices=2 strategy=ddp on CPU (gloo): rank 0 alone writes; a cancel stops both at the same step."""
+    import psutil
+
+    run_dir = tmp_path / "ddp"
+    res = run_studio("generate", "train", "configs/generative/vae_digits.yaml", "devices=2", "strategy=ddp",
+                     "accelerator=cpu", "steps=100000", "log_every=5", "checkpoint_every=50", "sample_every=100000",
+                     "metrics=false", "--run-dir", str(run_dir), "--background", "--json")
+    assert res.returncode == 0, res.stderr
+    job = json.loads(res.stdout)
+    wait_step(run_dir, 20, timeout=180)
+    jobs = Jobs()
+    parent = psutil.Process(jobs.get(job["job_id"]).pid)
+    workers = [p for p in parent.children(recursive=True) if "generate" in " ".join(p.cmdline())]
+    assert len(workers) == 1  # the second process Lightning's launcher started
+    assert run_studio("jobs", "cancel", job["job_id"]).returncode == 0
+    assert jobs.wait(job["job_id"], 90).state == "cancelled"
+    psutil.wait_procs(workers, timeout=30)
+    assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
+    stopped = read_status(run_dir)["step"]
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == stopped
+    cfg = (run_dir / "config.yaml").read_text().replace("steps: 100000", f"steps: {stopped + 10}")
+    (run_dir / "config.yaml").write_text(cfg)
+    assert run_studio("jobs", "resume", job["job_id"]).returncode == 0
+    assert jobs.wait(job["job_id"], 180).state == "finished"
+    steps = [e["step"] for e in read_events(run_dir) if "loss" in e]
+    assert steps == sorted(set(steps)) and steps[-1] > stopped  # each step logged once, by one process
+    assert read_status(run_dir)["step"] == stopped + 10
+    assert (run_dir / "model" / "model.safetensors").is_file()
+    listed = json.loads(run_studio("jobs", "list", "--json").stdout)
+    assert len([j for j in listed if j["run_dir"] == str(run_dir)]) == 1

@@ -167,7 +167,7 @@ def test_a_pickled_checkpoint_runs_nothing_on_sample_or_resume(tmp_path):
     assert done.returncode == 0, done.stderr
     shutil.rmtree(run / "model")  # an unfinished run: sampling reads its checkpoint
     marker = tmp_path / "pwned"
-    _pickled_checkpoint(run / "checkpoint.pt", marker)
+    _pickled_checkpoint(run / "checkpoints" / "last.ckpt", marker)
     sample = run_studio("generate", "sample", str(run), "--n", "4", "--out", str(tmp_path / "s.png"))
     assert sample.returncode == 2 and "not loaded" in sample.stderr
     resume = run_studio("generate", "train", str(run / "config.yaml"), "--resume", "--run-dir", str(run))

@@ -29,7 +29,7 @@ def services():
 def request(**changes) -> dict:
     """The values the page sends on Start training, with the tab's defaults."""
     v = {"model": "vae", "dataset": "digits", "size": 16, "channels": 1, "path": "", "steps": 2000, "budget": 0,
-         "seed": 0, "batch": 64, "lr": 0.001, "width": 32}
+         "seed": 0, "batch": 64, "lr": 0.001, "width": 32, "conditional": False, "patience": 0}
     assert list(v) == gen.START  # the endpoint's positional order
     return {**v, **changes}
 
@@ -219,3 +219,28 @@ def test_a_toy_runs_mmd_is_shown_where_images_show_the_frechet_distance():
         {"step": 5, "fd": 12.34, "confidence": 0.9, "nn_ratio": 1.1})
     fig = gen.loss_plot([{"step": 1, "loss": 2.0}], "vae", [{"step": 1, "mmd": 0.2}, {"step": 2, "mmd": 0.1}])
     assert fig.axes[1].get_title().startswith("MMD") and list(fig.axes[1].lines[0].get_ydata()) == [0.2, 0.1]
+
+
+def test_a_conditional_run_draws_one_row_per_class_or_the_class_picked(tmp_path):
+    from PIL import Image
+
+    from generative.train import GenConfig, train
+
+    run = tmp_path / "ddpm_digits-c"
+    train(GenConfig(model="ddpm", steps=4, batch_size=8, width=8, sample_every=100, checkpoint_every=100,
+                    log_every=2, conditional=True, metrics=False).check(), run)
+    job_id = jobs_ui.jobs().register("generate", ["generate", "train"], run, state="finished").id
+    values = {"job": job_id, "n": 20, "s_seed": 0, "sampler": "ddim", "s_steps": 4}
+    grid = gen.draw_samples({**values, "label": gen.ALL_CLASSES, "guidance": 3})
+    assert grid["out_note"] == "20 samples, seed 0, one row per class (2 each), guidance 3, ddim at 4 steps"
+    assert Image.open(grid["out1"]).size[1] > 4 * Image.open(grid["out1"]).size[0]  # 10 rows of 2
+    one = gen.draw_samples({**values, "n": 4, "label": 7, "guidance": 0})
+    assert one["out_note"] == "4 samples, seed 0, class 7 (7), guidance 0, ddim at 4 steps"
+    for bad, says in (({"label": 10}, "class must be one of"), ({"label": "7; rm"}, "class must be one of"),
+                      ({"label": 7, "guidance": 99}, "guidance"), ({"label": 7, "guidance": "x"}, "guidance")):
+        with pytest.raises(gr.Error, match=says):
+            gen.draw_samples({**values, **bad})
+    cfg = gen.make_config(request(model="ddpm", conditional=True, patience=3), Roots.for_server())
+    assert cfg.conditional and cfg.early_stop_patience == 3
+    with pytest.raises(gr.Error, match="labelled dataset"):
+        gen.make_config(request(model="ddpm", dataset="moons", conditional=True), Roots.for_server())

@@ -34,10 +34,12 @@ from studio.ui.wiring import Values, on
 NOTICE = ("Generated images are **synthetic**: they come from a model trained here, are not real data, "
           "and every PNG the studio writes says so in its metadata.")
 # the inputs of /generate_start in the order API clients pass them positionally
-START = ["model", "dataset", "size", "channels", "path", "steps", "budget", "seed", "batch", "lr", "width"]
+START = ["model", "dataset", "size", "channels", "path", "steps", "budget", "seed", "batch", "lr", "width",
+         "conditional", "patience"]
 SHOWN = ["status", "plot", "grid"]
 OUT = ["out1", "out2", "out_note"]
 SAMPLERS = ["ddpm", "ddim"]
+ALL_CLASSES = -1
 
 
 @dataclass
@@ -45,6 +47,14 @@ class GenerateServices:
     """What the Generate tab's handlers work with: where an image folder (or IDX folder) may be."""
 
     roots: Roots
+
+
+def classes() -> list[tuple[str, int]]:
+    """The class picker's choices: every class, or one (digits and Fashion-MNIST share the numbers 0-9)."""
+    from generative.data import CLASS_NAMES
+
+    return [("all classes, one row each", ALL_CLASSES)] + [
+        (f"{i} (digit {i} / {name})", i) for i, name in enumerate(CLASS_NAMES["fashion"])]
 
 
 def datasets() -> list[str]:
@@ -68,15 +78,24 @@ def loss_plot(events: list[dict], model: str, metrics: list[dict] | None = None)
     ax3.set_xlabel("step")
     ax3.set_title("classifier-Fréchet distance (lower is better; not Inception FID)" if key == "fd"
                   else "MMD between samples and fresh data (lower is better)", fontsize=8)
-    if events:
-        steps = [e["step"] for e in events]
+    train = [e for e in events if "loss" in e]  # training steps; validations carry val_loss
+    if train:
+        steps = [e["step"] for e in train]
         keys = ["g_loss", "d_loss"] if model == "gan" else ["loss"]
         for k in keys:
-            ax.plot(steps, [e.get(k) for e in events], label=k)
+            ax.plot(steps, [e.get(k) for e in train], label=k)
         if model == "vae":
             ax2 = ax.twinx()
-            ax2.plot(steps, [e.get("kl") for e in events], color="#999", lw=1, label="KL")
+            ax2.plot(steps, [e.get("kl") for e in train], color="#999", lw=1, label="KL")
             ax2.set_ylabel("KL", fontsize=8)
+    val = [e for e in events if "val_loss" in e]
+    if val and model != "gan":  # a GAN's val_loss is its discriminator's: not a curve to read quality from
+        ax.plot([e["step"] for e in val], [e["val_loss"] for e in val], "o", color="#333", ms=4, label="val_loss")
+    stop = next((e for e in events if e.get("early_stop")), None)
+    if stop:
+        ax.axvline(stop["step"], ls="--", color="#c00", lw=1,
+                   label=f"early stop (best val {stop.get('best_val_loss', 0):.4g})")
+    if train or val:
         ax.legend(fontsize=8, loc="upper right")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
@@ -96,8 +115,9 @@ def metric_text(row: dict) -> str:
     """The last sample metrics for the status line: images have classifier-Fréchet, confidence and the
     nearest-neighbour ratio; 2-D toys have the MMD to fresh data."""
     if "fd" in row:
+        right = f", right class {row['class_accuracy']:.0%}" if "class_accuracy" in row else ""
         return (f" · classifier-Fréchet {row['fd']:.1f}, confidence {row['confidence']:.2f}, "
-                f"nearest-neighbour ratio {row['nn_ratio']:.2f}")
+                f"nearest-neighbour ratio {row['nn_ratio']:.2f}{right}")
     return f" · MMD to fresh data {row['mmd']:.4f}" if "mmd" in row else ""
 
 
@@ -135,7 +155,9 @@ def make_config(v: Values, roots: Roots):
                          budget_seconds=as_float(v["budget"], "time budget", 0.0), seed=as_int(v["seed"], "seed", 0),
                          batch_size=as_int(v["batch"], "batch size"), lr=as_float(v["lr"], "learning rate"),
                          width=as_int(v["width"], "width"), sample_every=max(10, min(200, steps // 20)),
-                         checkpoint_every=max(10, min(200, steps // 20))).check()
+                         checkpoint_every=max(10, min(200, steps // 20)),
+                         conditional=choice(v.get("conditional", False), [True, False], "class-conditional"),
+                         early_stop_patience=as_int(v.get("patience", 0), "early-stop patience", 0)).check()
     except StudioError as exc:
         raise fail(exc) from None
 
@@ -186,12 +208,25 @@ def draw_samples(v: Values, *, user: str = LOCAL_USER) -> Values:
     gen, rd = loaded(v["job"], user)
     n, sd, stp = as_int(v["n"], "samples"), as_int(v["s_seed"], "seed", 0), as_int(v["s_steps"], "DDPM steps")
     smp = choice(v["sampler"], SAMPLERS, "sampler")
+    label = choice(v.get("label", ALL_CLASSES), [c for _, c in classes()], "class")
+    guidance = as_float(v.get("guidance", 0.0), "guidance", 0.0) if gen.classes and gen.kind == "ddpm" else 0.0
+    stp = stp if gen.kind == "ddpm" else None
+    nrow, what = None, ""
     try:
-        imgs = gen.sample(n, sd, stp if gen.kind == "ddpm" else None, smp)
+        if gen.classes and label == ALL_CLASSES:  # one row per class
+            nrow = max(1, n // len(gen.classes))
+            imgs = gen.class_grid(nrow, sd, stp, smp, guidance)
+            what = f", one row per class ({nrow} each)"
+        else:
+            imgs = gen.sample(n, sd, stp, smp, label=None if label == ALL_CLASSES else label, guidance=guidance)
+            what = f", class {label} ({gen.classes[label]})" if label != ALL_CLASSES else ""
     except StudioError as exc:
         raise fail(exc) from None
-    return {"out1": str(save_grid(imgs, rd / "outputs" / f"samples_seed{sd}.png", gen.kind)), "out2": gr.skip(),
-            "out_note": f"{n} samples, seed {sd}" + (f", {smp} at {stp} steps" if gen.kind == "ddpm" else "")}
+    if gen.classes and gen.kind == "ddpm":
+        what += f", guidance {guidance:g}"
+    out = save_grid(imgs, rd / "outputs" / f"samples_seed{sd}.png", gen.kind, nrow=nrow)
+    return {"out1": str(out), "out2": gr.skip(),
+            "out_note": f"{len(imgs)} samples, seed {sd}{what}" + (f", {smp} at {stp} steps" if stp else "")}
 
 
 def walk_latent(v: Values, *, user: str = LOCAL_USER) -> Values:
@@ -297,6 +332,11 @@ def _training(ui: dict) -> None:
         ui["batch"] = gr.Number(64, precision=0, label="Batch size")
         ui["lr"] = gr.Number(0.001, label="Learning rate (GAN: 2e-4)", elem_id="gen-lr")
         ui["width"] = gr.Number(32, precision=0, label="Width", elem_id="gen-width")
+    with gr.Row():
+        ui["conditional"] = gr.Checkbox(False, label="Class-conditional (VAE or DDPM on digits / fashion)",
+                                        elem_id="gen-cond")
+        ui["patience"] = gr.Number(0, precision=0, label="Early stop after N checks without a better "
+                                   "validation loss (0 = off)", elem_id="gen-patience")
     ui["start"] = gr.Button("Start training", variant="primary", elem_id="gen-start")
 
 
@@ -313,6 +353,11 @@ def _sampling(ui: dict) -> None:
             ui["s_seed"] = gr.Number(0, precision=0, label="Seed")
             ui["sampler"] = gr.Radio(SAMPLERS, value="ddim", label="DDPM sampler")
             ui["s_steps"] = gr.Number(50, precision=0, label="DDPM steps")
+        with gr.Row():
+            ui["label"] = gr.Dropdown(classes(), value=ALL_CLASSES, label="Class (class-conditional runs)",
+                                      elem_id="gen-label")
+            ui["guidance"] = gr.Slider(0, 10, value=3, step=0.5, elem_id="gen-guidance",
+                                       label="Guidance w (conditional DDPM: 0 = none; higher = more like the class)")
         with gr.Row():
             ui["draw"] = gr.Button("Draw samples", elem_id="gen-draw")
             ui["walk"] = gr.Button("VAE: interpolate + latent map")
@@ -331,7 +376,7 @@ def _wire(ui: dict, s: GenerateServices) -> None:
     started = on(ui["start"].click, partial(start_job, services=s), ui, START, ["job"], api_name="generate_start")
     on(started.then, show, ui, ["job"], SHOWN, api_name="generate_show")
     on(ui["refresh"].click, refresh, ui, [], ["job"], api_name="lambda_2")
-    on(ui["draw"].click, draw_samples, ui, ["job", "n", "s_seed", "sampler", "s_steps"], OUT,
+    on(ui["draw"].click, draw_samples, ui, ["job", "n", "s_seed", "sampler", "s_steps", "label", "guidance"], OUT,
        api_name="generate_sample")
     on(ui["walk"].click, walk_latent, ui, ["job"], OUT, api_name="do_walk")
     on(ui["denoise"].click, denoise_trajectory, ui, ["job", "sampler", "s_steps"], OUT, api_name="do_denoise")
