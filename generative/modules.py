@@ -83,8 +83,14 @@ class GenModule(L.LightningModule):
     def training_step(self, batch, batch_idx):
         x, y = batch
         out = self.loss(x, self.labels(y), self.step_generator())
-        self.log("train_loss", out["loss"], prog_bar=True)
+        self.log_train(out["loss"])
         return out
+
+    def log_train(self, loss: torch.Tensor) -> None:
+        """``train_loss`` for Lightning's loggers, only at the steps they write (``log_every``): each
+        ``self.log`` call costs about 1 ms here, a fifth of a VAE step."""
+        if (self.global_step + 1) % self.cfg.log_every == 0:
+            self.log("train_loss", loss.detach())
 
     def validation_step(self, batch, batch_idx):
         x, y = batch
@@ -178,7 +184,7 @@ class DCGAN(GenModule):
         self.manual_backward(g_loss)
         opt_g.step()
         d = out["d_loss"].detach()
-        self.log("train_loss", g_loss.detach() + d, prog_bar=True)
+        self.log_train(g_loss.detach() + d)
         return {"loss": g_loss.detach() + d, "g_loss": g_loss.detach(), "d_loss": d}
 
     def configure_optimizers(self):

@@ -96,11 +96,12 @@ class GenConfig:
     conditional: bool = field(default=False, metadata={
         "help": "VAE/DDPM on digits or fashion: learn p(x | class) (sample with --label, DDPM also --guidance)"})
     p_uncond: float = field(default=0.1, metadata={"help": "conditional DDPM: share of labels dropped in training"})
-    guidance: float = field(default=3.0, metadata={"help": "conditional DDPM: guidance w of the training grids"})
+    guidance: float = field(default=1.0, metadata={"help": "conditional DDPM: guidance w of the training grids"})
     early_stop_patience: int = field(default=0, metadata={
         "help": "stop when val_loss has not improved for this many validations (every sample_every steps; 0 = off)"})
     accelerator: Literal["auto", "cpu", "gpu"] = field(default="auto", metadata={"help": "auto | cpu | gpu"})
-    devices: int = field(default=1, metadata={"help": "processes (CPU) or GPUs"})
+    devices: int = field(default=1, metadata={"help": "processes (CPU) or GPUs per machine"})
+    num_nodes: int = field(default=1, metadata={"help": "machines (with strategy ddp; see README)"})
     strategy: Literal["auto", "ddp"] = field(default="auto", metadata={"help": "auto | ddp (devices > 1)"})
 
     def check(self) -> GenConfig:
@@ -122,6 +123,7 @@ class GenConfig:
         check_int("threads", self.threads, 0, 1024)
         check_int("early_stop_patience", self.early_stop_patience, 0, 10_000)
         check_int("devices", self.devices, 1, 64)
+        check_int("num_nodes", self.num_nodes, 1, 1024)
         check_float("p_uncond", self.p_uncond, 0, 1)
         check_float("guidance", self.guidance, 0, 50)
         if self.accelerator not in ("auto", "cpu", "gpu") or self.strategy not in ("auto", "ddp"):
@@ -216,7 +218,9 @@ def trainer_options(cfg: GenConfig, cuda: bool, bf16: bool) -> dict:
         raise StudioError("accelerator=gpu but torch sees no GPU here; use accelerator=auto or cpu")
     opts = {"accelerator": "gpu" if gpu else "cpu", "devices": cfg.devices,
             "precision": "bf16-mixed" if gpu and bf16 else "32-true"}
-    if cfg.devices > 1 or cfg.strategy == "ddp":
+    if cfg.num_nodes > 1:
+        opts["num_nodes"] = cfg.num_nodes
+    if cfg.devices > 1 or cfg.num_nodes > 1 or cfg.strategy == "ddp":
         opts["strategy"] = "ddp"  # gloo on CPU, nccl on GPUs (Lightning picks)
     return opts
 

@@ -370,6 +370,8 @@ def test_hardware_options_use_a_gpu_when_there_is_one():
     assert trainer_options(cfg, cuda=True, bf16=True)["precision"] == "bf16-mixed"
     assert trainer_options(cfg, cuda=True, bf16=False) == {"accelerator": "gpu", "devices": 1, "precision": "32-true"}
     assert trainer_options(tiny("ddpm", devices=2, strategy="ddp"), cuda=False, bf16=False)["strategy"] == "ddp"
+    nodes = trainer_options(tiny("ddpm", devices=8, num_nodes=2), cuda=True, bf16=True)
+    assert (nodes["num_nodes"], nodes["devices"], nodes["strategy"]) == (2, 8, "ddp")
     with pytest.raises(StudioError, match="no GPU"):
         trainer_options(tiny("ddpm", accelerator="gpu"), cuda=False, bf16=False)
 

@@ -356,7 +356,7 @@ def _sampling(ui: dict) -> None:
         with gr.Row():
             ui["label"] = gr.Dropdown(classes(), value=ALL_CLASSES, label="Class (class-conditional runs)",
                                       elem_id="gen-label")
-            ui["guidance"] = gr.Slider(0, 10, value=3, step=0.5, elem_id="gen-guidance",
+            ui["guidance"] = gr.Slider(0, 10, value=1, step=0.5, elem_id="gen-guidance",
                                        label="Guidance w (conditional DDPM: 0 = none; higher = more like the class)")
         with gr.Row():
             ui["draw"] = gr.Button("Draw samples", elem_id="gen-draw")
