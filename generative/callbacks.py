@@ -100,7 +100,8 @@ class StudioEvents(L.Callback):
 
     def on_train_end(self, trainer, module) -> None:
         # before the EMA callback copies its average into the model: the checkpoint keeps both
-        trainer.save_checkpoint(self.run_dir / LAST, weights_only=False)  # with the callbacks' state
+        # a save (Lightning's default keeps the callbacks' state); every load is weights_only=True
+        trainer.save_checkpoint(self.run_dir / LAST)
         if trainer.is_global_zero:
             write_status(self.run_dir, step=trainer.global_step, train_seconds=self.elapsed())
 
