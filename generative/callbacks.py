@@ -49,6 +49,7 @@ class StudioEvents(L.Callback):
         self.cfg, self.run_dir, self.progress = cfg, Path(run_dir), progress
         self.elapsed0, self.on_validation = elapsed0, on_validation
         self.stop_requested = self.cancelled = False
+        self.early_stopped: dict = {}  # {"early_stopped": step, "best_val_loss": ...} when EarlyStopping ended the run
         self._previous: dict = {}
         self._events = None
         self.t0 = time.perf_counter()
@@ -102,6 +103,12 @@ class StudioEvents(L.Callback):
         # before the EMA callback copies its average into the model: the checkpoint keeps both
         # a save (Lightning's default keeps the callbacks' state); every load is weights_only=True
         trainer.save_checkpoint(self.run_dir / LAST)
+        stopper = trainer.early_stopping_callback
+        if stopper is not None and stopper.wait_count >= stopper.patience and not self.cancelled:
+            self.early_stopped = {"early_stopped": trainer.global_step,
+                                  "best_val_loss": round(float(stopper.best_score), 5)}
+            self._write({"step": trainer.global_step, "seconds": self.elapsed(), "early_stop": True,
+                         **self.early_stopped})
         if trainer.is_global_zero:
             write_status(self.run_dir, step=trainer.global_step, train_seconds=self.elapsed())
 

@@ -10,6 +10,13 @@ unconditional noise (its label dropped to "no class" during training), and sampl
     eps = (1 + w) * eps(x_t, t, y) - w * eps(x_t, t, none),
 so w = 0 is the plain conditional model and larger w trades variety for samples that look more like
 their class. (diffusers' ``guidance_scale`` is 1 + w.)
+
+Sample guided runs with the stochastic ``ddpm`` sampler (50 strided steps are enough), not with
+deterministic DDIM (eta = 0): on a class-conditional digits DDPM trained for 1100 steps here
+(2026-11-28, 100-200 samples), DDPM-50 reached class accuracy 0.96 / 1.00 / 1.00 at w = 0 / 1 / 3
+(classifier-Fréchet 3.8 / 8.1 / 16.8), while DDIM-50 fell to 0.93 / 0.06 at w = 1 / 3 (FD 31 / 152)
+and DDIM-200 to 0.42 at w = 1: without fresh noise at each step, the amplified error of a briefly
+trained model compounds along the trajectory. Unguided, both samplers do equally well.
 """
 
 from __future__ import annotations

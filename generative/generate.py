@@ -75,10 +75,7 @@ class LoadedGenerator:
         if steps is not None and self.kind == "ddpm":
             check_int("the DDPM steps", steps, 1, int(self.scheduler.config.num_train_timesteps))
         check_float("guidance", guidance, 0, 50)
-        if label is not None:
-            if not self.classes:
-                raise StudioError("this run is not class-conditional; train it with conditional=true to pick a class")
-            check_int("the class", label, 0, len(self.classes) - 1)
+        self.module.check_labels(n, label)
         if guidance and not (self.classes and self.kind == "ddpm"):
             raise StudioError("guidance is for class-conditional DDPM runs")
 
@@ -114,7 +111,7 @@ class LoadedGenerator:
         if self.kind != "vae":
             raise StudioError("latent interpolation is for VAE runs")
         check_int("interpolation steps", n, 2, 100)
-        y = self._labels(1, label)
+        y = self._one_class(1, label)
         za, zb = self.model.encode(a[None], y)[0], self.model.encode(b[None], y)[0]
         t = torch.linspace(0, 1, n)[:, None]
         return self.model.decode((1 - t) * za + t * zb, None if y is None else y.expand(n))
@@ -129,15 +126,11 @@ class LoadedGenerator:
         z = torch.zeros(n * n, self.model.z_dim)
         z[:, 0] = v.repeat(n)
         z[:, 1] = v.repeat_interleave(n)
-        return self.model.decode(z, self._labels(n * n, label))
+        return self.model.decode(z, self._one_class(n * n, label))
 
-    def _labels(self, n: int, label: int | None) -> torch.Tensor | None:
-        if not self.classes:
-            if label is not None:
-                raise StudioError("this run is not class-conditional")
-            return None
-        check_int("the class", 0 if label is None else label, 0, len(self.classes) - 1)
-        return torch.full((n,), 0 if label is None else label, dtype=torch.long)
+    def _one_class(self, n: int, label: int | None) -> torch.Tensor | None:
+        """n copies of ``label`` (class 0 when None) for a conditional VAE; None for an unconditional one."""
+        return self.module.check_labels(n, label if label is not None or not self.classes else 0)
 
 
 def load_generator(run_dir: str | Path) -> LoadedGenerator:

@@ -70,14 +70,12 @@ def save_gif(frames: list[torch.Tensor], path: Path, nrow: int | None = None, sc
 def save_scatter(points: torch.Tensor, path: Path, model: str, step: int | None = None,
                  real: torch.Tensor | None = None) -> Path:
     """A scatter plot of 2-D samples (over real points in grey), marked synthetic like the grids."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: no global backend switch (notebooks keep theirs)
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(4, 4))
+    fig = Figure(figsize=(4, 4))
+    ax = fig.subplots()
     if real is not None:
         ax.scatter(real[:, 0], real[:, 1], s=3, c="#bbb", label="real")
     p = points.detach().numpy()
@@ -88,5 +86,4 @@ def save_scatter(points: torch.Tensor, path: Path, model: str, step: int | None 
     ax.set_title(f"{model}" + (f", step {step}" if step is not None else ""), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=80, pil_kwargs={"pnginfo": png_info(model, step)})
-    plt.close(fig)
     return path

@@ -32,6 +32,7 @@ from generative.models import (
     save_torch_model,
 )
 from studio.errors import StudioError
+from studio.limits import check_int
 
 NUM_CLASSES = 10  # digits and Fashion-MNIST
 
@@ -66,17 +67,22 @@ class GenModule(L.LightningModule):
         return y if self.num_classes else None
 
     def check_labels(self, n: int, labels) -> torch.Tensor | None:
-        """``labels`` (an int for all, or one per sample) as a tensor; None for an unconditional model."""
+        """``labels`` (one class for all, or one per sample) as a tensor; None for an unconditional model.
+        The one label rule: the CLI, the tab and the library all come through here."""
         if not self.num_classes:
             if labels is not None:
                 raise StudioError("this run is not class-conditional; train it with conditional=true to pick a class")
             return None
         if labels is None:
             return torch.arange(n, device=self.device) % self.num_classes
+        if not isinstance(labels, torch.Tensor):
+            labels = [check_int("the class", v, 0, self.num_classes - 1)
+                      for v in (labels if isinstance(labels, (list, tuple)) else [labels])]
         y = torch.as_tensor(labels, dtype=torch.long, device=self.device).reshape(-1)
         y = y.expand(n) if len(y) == 1 else y
         if len(y) != n or int(y.min()) < 0 or int(y.max()) >= self.num_classes:
-            raise StudioError(f"a class is a number from 0 to {self.num_classes - 1}")
+            raise StudioError(f"the class must be a number from 0 to {self.num_classes - 1}, one for all samples "
+                              f"or one per sample ({n})")
         return y
 
     # --- the Lightning hooks they share -----------------------------------------------------------------

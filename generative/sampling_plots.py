@@ -7,13 +7,15 @@ from pathlib import Path
 import numpy as np
 
 
-def _plt():
-    import matplotlib
+def _subplots(*grid, figsize=None):
+    """A figure and its axes without pyplot: no global backend is switched, so a notebook that calls
+    these functions keeps its inline figures (and a server needs no display)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)  # this figure's own canvas (pixels for the GIF frames)
+    return fig, fig.subplots(*grid)
 
 
 def _density_line(ax, target, x):
@@ -29,9 +31,8 @@ def _density_line(ax, target, x):
 
 def plot_run(kind: str, target, result: dict, arrays: dict, path: Path) -> Path:
     """One figure per run kind, saved as PNG."""
-    plt = _plt()
     if kind == "mcmc":
-        fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+        fig, axes = _subplots(1, 3, figsize=(13, 3.6))
         chains, burn = arrays["chains"], arrays["burn_in"]
         for c in chains[:, :, 0]:
             axes[0].plot(c, lw=0.5)
@@ -51,7 +52,7 @@ def plot_run(kind: str, target, result: dict, arrays: dict, path: Path) -> Path:
         axes[2].set_title("posterior / target")
         axes[2].legend()
     elif kind == "is":
-        fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+        fig, axes = _subplots(1, 2, figsize=(11, 3.6))
         w = arrays["weights"]
         axes[0].hist(np.log10(w[w > 0]), bins=80)
         axes[0].set_title(f"log10 importance weights · ESS {result['ess']:.0f} of {result['n']}")
@@ -61,7 +62,7 @@ def plot_run(kind: str, target, result: dict, arrays: dict, path: Path) -> Path:
         axes[1].set_title(f"estimate {result['estimate']:.4g} ± {result['stderr']:.2g}")
         axes[1].legend()
     else:
-        fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+        fig, axes = _subplots(1, 2, figsize=(11, 3.6))
         x = arrays["samples"]
         if x.ndim == 2:
             axes[0].scatter(x[:5000, 0], x[:5000, 1], s=2, alpha=0.4)
@@ -80,7 +81,6 @@ def plot_run(kind: str, target, result: dict, arrays: dict, path: Path) -> Path:
         axes[1].legend()
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
     return path
 
 
@@ -88,13 +88,12 @@ def histogram_gif(samples: np.ndarray, target, path: Path, frames: int = 16) -> 
     """An animated GIF of the histogram filling in as the sample grows (log-spaced sizes)."""
     from PIL import Image
 
-    plt = _plt()
     x = samples if samples.ndim == 1 else samples[:, 0]
     sizes = np.unique(np.geomspace(10, len(x), frames).astype(int))
     lo, hi = np.quantile(x, [0.001, 0.999])
     images = []
     for size in sizes:
-        fig, ax = plt.subplots(figsize=(5, 3.2))
+        fig, ax = _subplots(figsize=(5, 3.2))
         ax.hist(x[:size], bins=60, range=(lo, hi), density=True, alpha=0.6)
         grid = np.linspace(lo, hi, 300)
         ax.plot(grid, target.pdf(grid), color="black", lw=1.2)
@@ -102,6 +101,5 @@ def histogram_gif(samples: np.ndarray, target, path: Path, frames: int = 16) -> 
         fig.tight_layout()
         fig.canvas.draw()
         images.append(Image.fromarray(np.asarray(fig.canvas.buffer_rgba())).convert("P"))
-        plt.close(fig)
     images[0].save(path, save_all=True, append_images=images[1:], duration=350, loop=0)
     return path

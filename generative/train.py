@@ -179,7 +179,8 @@ def draw(module: GenModule, n: int, seed: int) -> tuple[torch.Tensor, torch.Tens
     labels = grid_labels(module, n)
     n = len(labels) if labels is not None else n
     guidance = module.cfg.guidance if module.num_classes and module.kind == "ddpm" else 0.0
-    return module.sample(n, seed, labels, guidance, steps=50, sampler="ddim"), labels
+    # guided grids by the stochastic DDPM sampler: deterministic DDIM drifts under guidance (generative/diffusion.py)
+    return module.sample(n, seed, labels, guidance, steps=50, sampler="ddpm" if guidance else "ddim"), labels
 
 
 def save_samples(module: GenModule, path: Path, step: int) -> Path:
@@ -265,10 +266,8 @@ def train(cfg: GenConfig, run_dir: str | Path, resume: bool = False, progress=No
     callbacks = [events]
     if cfg.model == "ddpm" and cfg.ema > 0:
         callbacks.append(WarmEMA(cfg.ema))
-    stopper = None
     if cfg.early_stop_patience:
-        stopper = EarlyStopping("val_loss", patience=cfg.early_stop_patience, check_on_train_epoch_end=False)
-        callbacks.append(stopper)
+        callbacks.append(EarlyStopping("val_loss", patience=cfg.early_stop_patience, check_on_train_epoch_end=False))
     callbacks.append(ModelCheckpoint(dirpath=run_dir / LAST.parent, save_top_k=0, save_last=True,
                                      every_n_train_steps=cfg.checkpoint_every))
     trainer = L.Trainer(max_steps=cfg.steps, max_epochs=-1,
@@ -288,16 +287,11 @@ def train(cfg: GenConfig, run_dir: str | Path, resume: bool = False, progress=No
     step = trainer.global_step
     if not trainer.is_global_zero:
         return {"state": "cancelled" if events.cancelled else "finished", "step": step}
-    state, extra = ("cancelled", {}) if events.cancelled else ("finished", {})
-    if stopper is not None and stopper.wait_count >= stopper.patience and not events.cancelled:
-        extra = {"early_stopped": step, "best_val_loss": round(float(stopper.best_score), 5)}
-        events._events = open(run_dir / "events.jsonl", "a")
-        events._write({"step": step, "seconds": events.elapsed(), "early_stop": True, **extra})
-        events._events.close()
+    state = "cancelled" if events.cancelled else "finished"
     if state == "finished":  # the model now holds the averaged weights (the EMA callback copied them in)
         save_samples(module, run_dir / "samples" / "final.png", step)
         if step % cfg.sample_every:  # not logged at this step yet
             log_metrics(module, step, run_dir)
         module.save_final(run_dir)
-    write_status(run_dir, state=state, step=step, train_seconds=events.elapsed(), **extra)
+    write_status(run_dir, state=state, step=step, train_seconds=events.elapsed(), **events.early_stopped)
     return read_status(run_dir)

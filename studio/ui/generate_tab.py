@@ -357,7 +357,8 @@ def _sampling(ui: dict) -> None:
             ui["label"] = gr.Dropdown(classes(), value=ALL_CLASSES, label="Class (class-conditional runs)",
                                       elem_id="gen-label")
             ui["guidance"] = gr.Slider(0, 10, value=1, step=0.5, elem_id="gen-guidance",
-                                       label="Guidance w (conditional DDPM: 0 = none; higher = more like the class)")
+                                       label="Guidance w (conditional DDPM: 0 = none; higher = more like the class)",
+                                       info="guided: use the DDPM sampler (50 steps); DDIM drifts under guidance")
         with gr.Row():
             ui["draw"] = gr.Button("Draw samples", elem_id="gen-draw")
             ui["walk"] = gr.Button("VAE: interpolate + latent map")
