@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-finetune eval-smoke lint bench clean
+.PHONY: run test test-finetune eval-smoke notebooks lab lint bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,8 +39,18 @@ eval-smoke: $(STAMP)
 	$(BIN)/studio eval run configs/eval/rag_smoke.yaml --baseline configs/eval/baselines/rag_smoke.json \
 		--tolerance 0.05 --junit eval-junit.xml --out eval-run
 
+# the course notebooks, executed top to bottom (outputs in notebooks/executed/); FAST=0 runs the full CONFIG
+FAST ?= 1
+notebooks: $(STAMP)
+	STUDIO_NOTEBOOK_FAST=$(FAST) $(BIN)/python notebooks/run.py
+
+# JupyterLab (an optional extra) on the course notebooks
+lab: $(STAMP)
+	$(BIN)/pip install -q -c constraints.txt -e '.[lab]'
+	$(BIN)/jupyter lab notebooks/
+
 lint: $(STAMP)
-	$(BIN)/ruff check studio ingest finetune generative eval tests benchmarks
+	$(BIN)/ruff check studio ingest finetune generative eval tests benchmarks notebooks
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/chat_speed.py
