@@ -20,6 +20,8 @@ import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
+from studio.notebook import is_fast
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -50,7 +52,7 @@ def main() -> int:
             return 2
     out_dir = HERE / "executed"
     out_dir.mkdir(exist_ok=True)
-    mode = "fast" if os.environ.get("STUDIO_NOTEBOOK_FAST", "") not in ("", "0") else "full"
+    mode = "fast" if is_fast() else "full"
     failed = []
     with tempfile.TemporaryDirectory(prefix="studio-notebooks-") as home:
         # a throwaway studio home: the notebooks' collections and runs do not land in the user's

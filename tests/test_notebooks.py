@@ -20,7 +20,7 @@ from studio.notebook import quick
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 COURSE = ["01_distributions_and_sampling", "02_vae", "03_gan", "04_diffusion", "05_lora", "06_prompting",
           "07_rag", "08_evaluation"]
-NAMES = [n for n in COURSE if (NOTEBOOKS / f"{n}.ipynb").exists()]  # the ones written so far
+NAMES = COURSE
 SECTIONS = ["Introduction", "Setup", "Putting it together", "Experiments", "Key takeaways"]
 BLOCK_PARTS = ["Intuition", "Implementation", "Visualization", "Key insight"]
 STUDIO_PACKAGES = ("studio", "generative", "finetune", "ingest", "eval")
@@ -52,10 +52,8 @@ def code(nb) -> list[str]:
     return [c.source for c in nb.cells if c.cell_type == "code"]
 
 
-def test_every_notebook_is_one_of_the_course_and_each_is_checked():
-    present = sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb"))
-    assert present and set(present) <= set(COURSE), f"not in the course's list: {set(present) - set(COURSE)}"
-    assert present == NAMES
+def test_every_notebook_of_the_course_is_there():
+    assert sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb")) == COURSE
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -152,8 +150,7 @@ def test_training_uses_lightning_with_a_csv_logger_and_early_stopping_and_plots_
         return
     assert "CSVLogger(" in src and "EarlyStopping(" in src and "val_loss" in src, \
         f"{name}: L.Trainer with CSVLogger and EarlyStopping on val_loss"
-    assert re.search(r"val_loss", src) and re.search(r"axvline|early.?stop", src, re.I), \
-        f"{name}: curves plotted with the early-stopping point marked"
+    assert "axvline(" in src, f"{name}: curves plotted with the early-stopping point marked (axvline)"
 
 
 @pytest.mark.parametrize("name", NAMES)
