@@ -20,7 +20,6 @@ from studio.notebook import quick
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 COURSE = ["01_distributions_and_sampling", "02_vae", "03_gan", "04_diffusion", "05_lora", "06_prompting",
           "07_rag", "08_evaluation"]
-NAMES = COURSE
 SECTIONS = ["Introduction", "Setup", "Putting it together", "Experiments", "Key takeaways"]
 BLOCK_PARTS = ["Intuition", "Implementation", "Visualization", "Key insight"]
 STUDIO_PACKAGES = ("studio", "generative", "finetune", "ingest", "eval")
@@ -56,7 +55,7 @@ def test_every_notebook_of_the_course_is_there():
     assert sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb")) == COURSE
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", COURSE)
 def test_cells_are_50_to_80_and_markdown_comes_before_every_code_cell(name):
     nb = load(name)
     nbformat.validate(nb)
@@ -69,14 +68,14 @@ def test_cells_are_50_to_80_and_markdown_comes_before_every_code_cell(name):
             assert nb.cells[i].source.strip(), f"{name}: empty code cell {i}"
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", COURSE)
 def test_outputs_are_not_committed(name):
     for i, cell in enumerate(load(name).cells):
         if cell.cell_type == "code":
             assert cell.outputs == [] and cell.execution_count is None, f"{name}: cell {i} keeps its output"
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", COURSE)
 def test_the_template_sections_in_order_with_building_blocks_between_setup_and_putting_it_together(name):
     titles = [t for t, _ in sections(load(name))]
     found = [next((i for i, t in enumerate(titles) if t.lower().startswith(s.lower())), -1) for s in SECTIONS]
@@ -92,7 +91,7 @@ def test_the_template_sections_in_order_with_building_blocks_between_setup_and_p
             f"{name}: block {title!r} shows code before its intuition"
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", COURSE)
 def test_a_config_cell_right_after_setup_with_every_value_commented_and_seed_and_device(name):
     nb = load(name)
     titles = sections(nb)
@@ -117,7 +116,7 @@ def test_a_config_cell_right_after_setup_with_every_value_commented_and_seed_and
         assert "early_stop_patience" in keys, f"{name}: a notebook that trains has CONFIG['early_stop_patience']"
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", COURSE)
 def test_imports_sit_in_the_cell_where_they_are_first_used(name):
     cells = code(load(name))
     first_use: dict[str, int] = {}
@@ -139,7 +138,7 @@ def test_imports_sit_in_the_cell_where_they_are_first_used(name):
     assert not only_imports, f"{name}: code cells {only_imports} hold nothing but imports"
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", COURSE)
 def test_training_uses_lightning_with_a_csv_logger_and_early_stopping_and_plots_the_curves(name):
     src = "\n".join(code(load(name)))
     if name in NOT_LIGHTNING:  # the guide's exception: it trains, but not with L.Trainer
@@ -153,7 +152,7 @@ def test_training_uses_lightning_with_a_csv_logger_and_early_stopping_and_plots_
     assert "axvline(" in src, f"{name}: curves plotted with the early-stopping point marked (axvline)"
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", COURSE)
 def test_notebooks_use_the_studios_packages_not_a_second_copy_of_the_models(name):
     src = "\n".join(code(load(name)))
     used = {m.group(1) for m in re.finditer(r"^\s*(?:from|import) (\w+)", src, re.M)}
@@ -164,7 +163,7 @@ def test_notebooks_use_the_studios_packages_not_a_second_copy_of_the_models(name
     assert not defined & studio_models, f"{name}: defines {defined & studio_models} again"
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", COURSE)
 def test_each_notebook_ends_with_key_takeaways_and_a_responsible_use_note(name):
     nb = load(name)
     tail = " ".join(c.source for c in nb.cells[-6:] if c.cell_type == "markdown").lower()

@@ -85,7 +85,6 @@ def test_a_long_reply_is_redrawn_a_few_times_a_second_and_ends_whole(services):
 
 
 def test_paced_keeps_the_first_and_the_last_item():
-
     def slow():
         for i in range(8):
             time.sleep(0.05)
