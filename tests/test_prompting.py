@@ -44,6 +44,9 @@ def test_numeric_tolerance_and_json_valid():
     ("I think A is wrong, so C", "option", None, "C"),
     ("The review sounds negative overall. Final answer: negative", "option", ["positive", "negative"], "negative"),
     ("Final answer: Paris", "text", None, "Paris"),
+    # the bundled model's own output (notebook 06): an aside after the stated answer is not the answer
+    ("3 + 4 = 7 apples.\nFinal answer: 7\n\nIn this example, the answer is a fraction with a denominator "
+     "of 3.", "number", None, "7"),
     ("Paris is the capital. It is big.", "text", None, "Paris is the capital"),
     ("", "number", None, None), ("no digits here", "number", None, None),
 ])

@@ -15,6 +15,9 @@ import re
 from collections import Counter
 
 _FINAL = re.compile(r"(?:final answer|the answer is|answer)\s*(?:is)?\s*[:=]?\s*(.+)", re.IGNORECASE)
+# a stated "Final answer:" wins over a later "the answer is ..." in an aside
+# ("Final answer: 7 ... the answer is a fraction with a denominator of 3" is 7)
+_STATED = re.compile(r"final answer\s*(?:is)?\s*[:=]?\s*(.+)", re.IGNORECASE)
 _NUMBER = re.compile(r"[-+]?\$?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
 _OPTION = re.compile(r"\b\(?([A-E])\)?(?=[\s.,:;)]|$)")
 
@@ -29,7 +32,7 @@ def extract_answer(text: str, kind: str = "text", labels: list[str] | None = Non
     text = (text or "").strip()
     if not text:
         return None
-    finals = _FINAL.findall(text)
+    finals = _STATED.findall(text) or _FINAL.findall(text)
     tail = finals[-1] if finals else None
     if kind == "number":
         for place in ([tail] if tail else []) + [text]:
