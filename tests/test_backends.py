@@ -2,10 +2,12 @@
 
 import json
 import threading
+import time
 
 import pytest
 
 from studio.backends import GenerationSettings, load_backend
+from studio.backends.llamacpp import TakeTurns
 from studio.errors import StudioError
 
 CAPITAL = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
@@ -66,6 +68,51 @@ def test_llamacpp_serves_two_concurrent_chats_correctly(llamacpp):
     assert [got[0], got[1]] == expected
 
 
+def test_llamacpp_contexts_take_turns_token_by_token():
+    # with parallel contexts, a request that comes while another streams starts within a few tokens,
+    # not after the whole first answer, and both texts are what each gives alone
+    backend = load_backend("llamacpp", "smollm2-135m-instruct", parallel=2, n_ctx=1024)
+    try:
+        story = [{"role": "user", "content": "Tell me a long story about a cat."}]
+        long = GenerationSettings(max_tokens=96, temperature=0.0, seed=1)
+        alone = [backend.complete(story, long), backend.complete(CAPITAL, GREEDY)]
+        first = backend.stream(story, long)
+        it = iter(first)
+        next(it)  # the long answer is streaming
+        start = time.perf_counter()
+        second = "".join(backend.stream(CAPITAL, GREEDY))
+        waited = time.perf_counter() - start
+        rest = "".join(it)
+        assert alone[0].completion_tokens > 60
+        assert waited < 0.6 * alone[0].seconds, (waited, alone[0].seconds)
+        assert [first.text, second] == [alone[0].text, alone[1].text] and rest
+    finally:
+        backend.close()
+
+
+def test_take_turns_hands_the_lock_over_first_come_first_served():
+    turns, order, ready = TakeTurns(), [], threading.Barrier(4)
+
+    def worker(name: str) -> None:
+        ready.wait()
+        for _ in range(3):
+            with turns:
+                order.append(name)
+                time.sleep(0.01)
+
+    with turns:  # held while the three line up, so each waits its turn from the start
+        threads = [threading.Thread(target=worker, args=(n,)) for n in "abc"]
+        for t in threads:
+            t.start()
+        ready.wait()
+        time.sleep(0.2)
+    for t in threads:
+        t.join(timeout=10)
+    assert sorted(order) == sorted("abc" * 3)
+    # nobody takes two turns while another waits: each round has all three
+    assert all(sorted(order[i:i + 3]) == list("abc") for i in (0, 3, 6)), order
+
+
 def test_llamacpp_stopping_early_frees_the_model(llamacpp):
     stream = llamacpp.stream([{"role": "user", "content": "Tell me a long story."}],
                              GenerationSettings(max_tokens=200))
@@ -74,6 +121,24 @@ def test_llamacpp_stopping_early_frees_the_model(llamacpp):
     stream.close()
     # the context went back to the pool: the next request is answered, not blocked
     assert "Paris" in llamacpp.complete(CAPITAL, GREEDY).text
+
+
+def test_llamacpp_generates_ahead_of_a_slow_reader(llamacpp):
+    # a web page reads the reply only between redraws: the model must not sit idle meanwhile
+    story = [{"role": "user", "content": "Tell me a long story about a cat."}]
+    settings = GenerationSettings(max_tokens=64, temperature=0.0, seed=1)
+    whole = llamacpp.complete(story, settings)
+    stream = llamacpp.stream(story, settings)
+    it = iter(stream)
+    first = next(it)
+    time.sleep(whole.seconds + 1.0)  # the reader is busy for longer than the whole generation takes
+    start = time.perf_counter()
+    rest = "".join(it)
+    drained = time.perf_counter() - start
+    assert first + rest == whole.text and stream.completion_tokens == whole.completion_tokens
+    assert whole.completion_tokens > 20
+    # everything was generated while the reader slept: the rest arrives at once, not at model speed
+    assert drained < 0.25 * whole.seconds, (drained, whole.seconds)
 
 
 def test_bad_settings_and_messages_are_explained():
