@@ -91,6 +91,10 @@ def _alive(job: Job) -> bool:
     return job_process(job) is not None
 
 
+# A job is marked running before its process exists (so two pumps never start it twice); until the
+# process's PID is recorded, a refresh from another thread or page must not take it for a dead job.
+SPAWN_GRACE_S = 60.0
+
 _READY: set[Path] = set()  # registries whose table this process has created or brought up to date
 
 
@@ -188,6 +192,8 @@ class Jobs:
         for job in running:
             if _alive(job):
                 continue
+            if job.pid is None and time.time() - (job.started or 0) < SPAWN_GRACE_S:
+                continue  # pump() has marked it running and is starting its process right now
             status = read_status(job.run_dir)
             state = status.get("state")
             if state in FINAL:

@@ -16,7 +16,7 @@ from generative.images import save_gif
 from generative.modules import build_module
 from generative.train import GenConfig, read_events, read_status, train
 from studio.errors import StudioError
-from studio.jobs import Jobs
+from studio.jobs import SPAWN_GRACE_S, Jobs
 from tests.conftest import run_studio
 
 TINY = dict(steps=60, batch_size=32, width=16, log_every=5, sample_every=30, checkpoint_every=30, n_samples=16)
@@ -423,3 +423,16 @@ def test_two_ddp_processes_write_once_stop_together_and_resume(tmp_path):
     assert (run_dir / "model" / "model.safetensors").is_file()
     listed = json.loads(run_studio("jobs", "list", "--json").stdout)
     assert len([j for j in listed if j["run_dir"] == str(run_dir)]) == 1
+
+
+def test_a_job_whose_process_is_being_started_is_not_taken_for_dead(tmp_path):
+    # pump() marks a job running, then starts its process and records the PID; a refresh from another
+    # page's timer in between once marked a healthy job failed ("killed or crashed") while it trained on
+    jobs = Jobs(db=tmp_path / "jobs.sqlite")
+    starting = jobs.register("generate", ["generate", "train", "x.yaml"], tmp_path / "starting", state="running")
+    jobs._set(starting.id, started=time.time(), pid=None)
+    stale = jobs.register("generate", ["generate", "train", "x.yaml"], tmp_path / "stale", state="running")
+    jobs._set(stale.id, started=time.time() - 2 * SPAWN_GRACE_S, pid=None)
+    jobs.refresh()
+    assert jobs.get(starting.id).state == "running"
+    assert jobs.get(stale.id).state == "failed" and "killed or crashed" in jobs.get(stale.id).error
