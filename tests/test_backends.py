@@ -138,7 +138,7 @@ def test_llamacpp_generates_ahead_of_a_slow_reader(llamacpp):
     assert first + rest == whole.text and stream.completion_tokens == whole.completion_tokens
     assert whole.completion_tokens > 20
     # everything was generated while the reader slept: the rest arrives at once, not at model speed
-    assert drained < 0.25 * whole.seconds, (drained, whole.seconds)
+    assert drained < 0.4 * whole.seconds, (drained, whole.seconds)  # pulled by the reader: about 0.6
 
 
 def test_bad_settings_and_messages_are_explained():
