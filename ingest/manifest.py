@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from studio.env import open_db, studio_home
+from studio.env import ensure_column, open_db, studio_home
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -71,8 +71,7 @@ class Manifest:
             db.execute(SCHEMA)
             db.execute(OWNERS)
             db.execute(USAGE)
-            if "ocr" not in {row[1] for row in db.execute("PRAGMA table_info(files)")}:  # an older studio's
-                db.execute("ALTER TABLE files ADD COLUMN ocr TEXT NOT NULL DEFAULT ''")
+            ensure_column(db, "files", "ocr", "TEXT NOT NULL DEFAULT ''")  # an older studio's manifest
 
     def _db(self) -> sqlite3.Connection:
         return open_db(self.path)

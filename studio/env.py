@@ -86,6 +86,18 @@ def open_db(path: str | Path, **kwargs) -> sqlite3.Connection:
     return db
 
 
+def ensure_column(db: sqlite3.Connection, table: str, column: str, declaration: str) -> None:
+    """Add a column an older studio's table lacks. Pages that open at the same moment each check and add it:
+    the one that comes second finds it added and goes on (sqlite says "duplicate column name")."""
+    if column in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
+        return
+    try:
+        db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+    except sqlite3.OperationalError as exc:
+        if "duplicate column name" not in str(exc):
+            raise
+
+
 @contextmanager
 def home_lock(*key: str) -> Iterator[None]:
     """An exclusive lock named by ``key``, shared by every process and thread using this STUDIO_HOME.

@@ -34,7 +34,7 @@ import psutil
 
 from studio import audit
 from studio.accounts import Accounts
-from studio.env import LOCAL_USER, home_dir, open_db
+from studio.env import LOCAL_USER, ensure_column, home_dir, open_db
 from studio.errors import StudioError
 from studio.limits import current as current_limits
 
@@ -112,11 +112,9 @@ class Jobs:
             c.execute("""CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, kind TEXT, run_dir TEXT, argv TEXT,
                          state TEXT, pid INTEGER, created REAL, started REAL, ended REAL, error TEXT,
                          pid_started REAL)""")
-            columns = [r[1] for r in c.execute("PRAGMA table_info(jobs)")]
-            if "pid_started" not in columns:  # a registry written before PIDs carried their start time
-                c.execute("ALTER TABLE jobs ADD COLUMN pid_started REAL")
-            if "owner" not in columns:  # a registry from before workspaces: its jobs are the local user's
-                c.execute(f"ALTER TABLE jobs ADD COLUMN owner TEXT NOT NULL DEFAULT '{LOCAL_USER}'")
+            ensure_column(c, "jobs", "pid_started", "REAL")  # a registry from before PIDs carried their start time
+            # a registry from before workspaces: its jobs are the local user's
+            ensure_column(c, "jobs", "owner", f"TEXT NOT NULL DEFAULT '{LOCAL_USER}'")
         _READY.add(self.db)
 
     @cached_property

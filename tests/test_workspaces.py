@@ -338,3 +338,48 @@ def test_a_restart_loses_no_session_collection_or_job_and_running_jobs_go_on(hom
     finally:
         Jobs(user="ada").cancel(job)
         assert Jobs(user="ada").wait(job, timeout=120).state == "cancelled"
+
+
+def test_pages_opening_at_the_same_moment_on_an_older_studio_all_load(tmp_path):
+    # eight people opening the page at once on a studio whose stores predate a column each checked for
+    # the column and added it: all but the first failed with "duplicate column name" (found by
+    # benchmarks/shared_load.py as a user who could not connect)
+    import sqlite3
+    import threading
+
+    from ingest.manifest import Manifest
+    from studio import jobs
+    from studio.rag.sessions import Sessions
+
+    def older_stores(d):
+        d.mkdir()
+        for name, ddl in (("jobs.sqlite", "CREATE TABLE jobs (id TEXT PRIMARY KEY, kind TEXT, run_dir TEXT, argv "
+                           "TEXT, state TEXT, pid INTEGER, created REAL, started REAL, ended REAL, error TEXT)"),
+                          ("sessions.sqlite", "CREATE TABLE sessions (id TEXT PRIMARY KEY, title TEXT, collection "
+                           "TEXT, created REAL, updated REAL, titled INTEGER NOT NULL DEFAULT 0)")):
+            with sqlite3.connect(d / name) as db:
+                db.execute(ddl)
+
+    failures = []
+    for attempt in range(6):
+        d = tmp_path / str(attempt)
+        older_stores(d)
+        start = threading.Barrier(8)
+
+        def open_page(d=d, start=start):
+            start.wait()
+            try:
+                jobs.Jobs(db=d / "jobs.sqlite").list()
+                Sessions(d / "sessions.sqlite").list()
+                Manifest(d / "manifest.sqlite")
+            except Exception as exc:  # noqa: BLE001 - what the page would have shown
+                failures.append(repr(exc))
+
+        threads = [threading.Thread(target=open_page) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+    assert failures == []
+    with sqlite3.connect(tmp_path / "0" / "jobs.sqlite") as db:
+        assert {"owner", "pid_started"} <= {r[1] for r in db.execute("PRAGMA table_info(jobs)")}

@@ -30,7 +30,7 @@ from datetime import datetime
 from pathlib import Path
 
 from ingest.store import place
-from studio.env import LOCAL_USER, open_db, studio_home
+from studio.env import LOCAL_USER, ensure_column, open_db, studio_home
 from studio.errors import StudioError
 
 SCHEMA = [
@@ -58,9 +58,8 @@ class Sessions:
         with self._db() as db:
             for stmt in SCHEMA:
                 db.execute(stmt)
-            columns = {r[1] for r in db.execute("PRAGMA table_info(sessions)")}
-            if "owner" not in columns:  # a studio from before workspaces: its sessions are the local user's
-                db.execute(f"ALTER TABLE sessions ADD COLUMN owner TEXT NOT NULL DEFAULT '{LOCAL_USER}'")
+            # a studio from before workspaces: its sessions are the local user's
+            ensure_column(db, "sessions", "owner", f"TEXT NOT NULL DEFAULT '{LOCAL_USER}'")
 
     def _db(self) -> sqlite3.Connection:
         db = open_db(self.path)
