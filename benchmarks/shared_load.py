@@ -174,6 +174,11 @@ def run_studio_load(args, home: Path, env: dict, upload: Path, phases_run=("mixe
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+        text = (home / "serve.log").read_text(errors="replace")
+        if "Traceback" in text:  # the home is temporary: keep the server's log where errors can be read
+            kept = Path(tempfile.gettempdir()) / f"shared_load-serve-{port}.log"
+            kept.write_text(text)
+            print(f"the server logged errors: {kept}", file=sys.stderr)
 
 
 def llama_server_load(args) -> dict:
@@ -228,6 +233,11 @@ def llama_server_load(args) -> dict:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def median_index(values: list[float]) -> int:
+    """The index of the median round (the upper middle one of an even count)."""
+    return sorted(range(len(values)), key=values.__getitem__)[len(values) // 2]
 
 
 def leaks(out: dict, users: list[str]) -> list[str]:
@@ -300,21 +310,21 @@ def main() -> int:
     print(summary("studio, grounded", [r for r in rows if r["kind"] == "grounded"], studio["wall"]))
     print(summary("studio, plain chat (beside the above)", [r for r in rows if r["kind"] == "plain"], studio["wall"]))
     print(summary("studio, one user's plain chats alone", one_rows, one["wall"]))
-    mid = sorted(range(len(ours)), key=ours.__getitem__)[len(ours) // 2]
+    mid = median_index(ours)
     print(summary(f"studio, {args.users} users' plain chats alone", alone_rows[mid], alone[mid]["wall"]))
-    amid = sorted(range(len(theirs)), key=theirs.__getitem__)[len(theirs) // 2]
+    amid = median_index(theirs)
     print(summary(f"llama_cpp.server, {args.users} users' plain chats alone", anchors[amid]["rows"],
                   anchors[amid]["wall"]))
     ok_one = [r for r in one_rows if not r["error"]]
     stream = sum(r["tokens"] for r in ok_one) / sum(r["total"] for r in ok_one) if ok_one else float("nan")
     ttft_one = pct([r["ttft"] for r in ok_one if r["ttft"] is not None], .95)
     ttft_all = pct([r["ttft"] for r in alone_rows[mid] if not r["error"] and r["ttft"] is not None], .95)
-    median = sorted(ratios)[len(ratios) // 2]
+    median = ratios[median_index(ratios)]
     print(f"\nplain chats alone, tokens/s in aggregate, per round: studio {', '.join(f'{x:.1f}' for x in ours)}; "
           f"llama_cpp.server {', '.join(f'{x:.1f}' for x in theirs)}")
     print(f"studio / llama_cpp.server: {', '.join(f'{x:.2f}' for x in ratios)}; median {median:.2f}x (goal >= 0.8)")
     print(f"{args.users} users' aggregate / one user's stream ({stream:.1f} tokens/s to the full answer): "
-          f"{sorted(ours)[len(ours) // 2] / stream:.2f}x (goal >= 0.9)")
+          f"{ours[mid] / stream:.2f}x (goal >= 0.9)")
     print(f"first text p95, {args.users} users / one user: {ttft_all:.1f} / {ttft_one:.1f} s = "
           f"{ttft_all / ttft_one:.1f}x (goal <= 8)")
     ing = studio.get("ingest", {})

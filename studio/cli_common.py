@@ -75,7 +75,7 @@ def backend_from_args(args: argparse.Namespace, cfg):
         api_key=key,
         n_ctx=c.n_ctx if backend == "llamacpp" else None,
         n_threads=c.n_threads or None,
-        parallel=c.parallel if backend == "llamacpp" else None,
+        parallel=1 if backend == "llamacpp" else None,  # a command answers one conversation at a time
         timeout=c.timeout if backend == "openai" else None,
     )
 

@@ -66,7 +66,8 @@ class ChatModelConfig:
     system_prompt: str | None = None
     n_ctx: int = 4096
     n_threads: int = field(default=0, metadata={"help": "0 = one per core"})
-    parallel: int = field(default=1, metadata={"help": "llama.cpp contexts serving at once"})
+    parallel: int = field(default=8, metadata={
+        "help": "conversations the server's llama.cpp model decodes together (more wait for a slot)"})
     timeout: float = field(default=120.0, metadata={"help": "seconds, openai backend"})
 
     def key(self) -> str | None:
@@ -90,7 +91,7 @@ class ServerConfig:
     public_names: list[str] = field(default_factory=list, metadata={
         "help": "host names (as browsers send them) the server answers besides loopback and its own address"})
     preload: bool = field(default=True, metadata={"help": "load the chat model at start-up"})
-    concurrency: int = 4
+    concurrency: int = field(default=8, metadata={"help": "replies the page streams at once (Gradio's queue)"})
     redraws_per_second: float = field(default=8.0, metadata={
         "help": "how often a streaming reply is redrawn in the page (every token: 1000); each redraw is server "
                 "work the model's threads wait for on a small machine"})
