@@ -10,6 +10,7 @@ import fcntl
 import hashlib
 import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -81,7 +82,17 @@ def private_file(path: str | Path) -> Path:
 def open_db(path: str | Path, **kwargs) -> sqlite3.Connection:
     """A SQLite connection in WAL mode to a database only this user can read (0600)."""
     db = sqlite3.connect(path, timeout=30, **kwargs)
-    db.execute("PRAGMA journal_mode=WAL")
+    # Switching a store to WAL needs it alone, and sqlite does not wait for that: pages opening a new
+    # (or an older) studio at the same moment would get "database is locked". Once WAL, it stays WAL.
+    deadline = time.monotonic() + 30
+    while db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                db.close()
+                raise
+            time.sleep(0.02)
     private_file(path)
     return db
 

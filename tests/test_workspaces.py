@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 from gradio_client import Client
@@ -343,7 +344,8 @@ def test_a_restart_loses_no_session_collection_or_job_and_running_jobs_go_on(hom
 def test_pages_opening_at_the_same_moment_on_an_older_studio_all_load(tmp_path):
     # eight people opening the page at once on a studio whose stores predate a column each checked for
     # the column and added it: all but the first failed with "duplicate column name" (found by
-    # benchmarks/shared_load.py as a user who could not connect)
+    # benchmarks/shared_load.py as a user who could not connect); and switching each store to WAL at once
+    # failed with "database is locked"
     import sqlite3
     import threading
 
@@ -361,7 +363,7 @@ def test_pages_opening_at_the_same_moment_on_an_older_studio_all_load(tmp_path):
                 db.execute(ddl)
 
     failures = []
-    for attempt in range(6):
+    for attempt in range(12):
         d = tmp_path / str(attempt)
         older_stores(d)
         start = threading.Barrier(8)
@@ -383,3 +385,31 @@ def test_pages_opening_at_the_same_moment_on_an_older_studio_all_load(tmp_path):
     assert failures == []
     with sqlite3.connect(tmp_path / "0" / "jobs.sqlite") as db:
         assert {"owner", "pid_started"} <= {r[1] for r in db.execute("PRAGMA table_info(jobs)")}
+
+
+def test_another_users_adapter_and_eval_runs_are_refused_through_the_api(home, tmp_path):
+    from studio.jobs import Jobs
+
+    run = home / "runs" / "finetune" / "ada-tuned-run"
+    (run / "adapter").mkdir(parents=True)
+    (run / "adapter" / "adapter_config.json").write_text("{}")
+    (run / "status.json").write_text('{"state": "done", "task": "generation", "base_model": "smollm2-135m-instruct"}')
+    Jobs(home / "jobs.sqlite", 1, user="ada").register("finetune", ["finetune", "train"], run, state="done")
+    report = home / "eval" / "ada-suite-20261129-000000"
+    report.mkdir(parents=True)
+    (report / "report.json").write_text("{}")
+    (report / "owner").write_text("ada")
+    suite = sorted((Path(__file__).parents[1] / "configs" / "eval").glob("*.yaml"))[0].stem
+    with serving(tmp_path, "serve", "--no-preload", env={"STUDIO_HOME": str(home)}) as url:
+        bob = Client(url, auth=("bob", "bob-password"), verbose=False)
+        assert "ada-tuned-run" not in json.dumps(bob.predict(api_name="/chat_lists"))
+        assert report.name not in json.dumps(bob.predict(api_name="/eval_lists"))
+        # refused by the page's picker (Gradio checks a dropdown's value) or by the handler's own check
+        with pytest.raises(Exception, match="the adapter must be one of|not in the list of choices"):  # noqa: PT011
+            bob.predict(adapter=str(run / "adapter"), api_name="/pick_adapter")
+        with pytest.raises(Exception, match="the earlier run must be one of|not in the list of choices"):  # noqa: PT011
+            bob.predict(suite=suite, upload=None, overrides="", baseline=report.name, api_name="/eval_run")
+        ada = Client(url, auth=("ada", "ada-password"), verbose=False)
+        assert "ada-tuned-run" in json.dumps(ada.predict(api_name="/chat_lists"))
+        assert report.name in json.dumps(ada.predict(api_name="/eval_lists"))
+    assert not any(p.name != report.name for p in (home / "eval").iterdir())  # bob's refused run left nothing
