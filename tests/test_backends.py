@@ -260,3 +260,23 @@ def test_openai_backend_unreachable_url_says_so():
 def test_openai_backend_needs_a_url():
     with pytest.raises(StudioError, match="--base-url"):
         load_backend("openai")
+
+
+def test_an_unloaded_llamacpp_model_stops_its_decoding_thread():
+    # the backend cache drops a model it unloads and counts on that to free it: the decoding thread
+    # must not keep the model and its cache alive
+    import gc
+
+    def decoders():
+        return sum(t.name == "llamacpp-batch" and t.is_alive() for t in threading.enumerate())
+
+    before = decoders()
+    backend = load_backend("llamacpp", "smollm2-135m-instruct", parallel=2, n_ctx=256)
+    assert "Paris" in backend.complete(CAPITAL, GREEDY).text
+    assert decoders() == before + 1
+    del backend
+    gc.collect()
+    deadline = time.monotonic() + 10
+    while decoders() > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert decoders() == before

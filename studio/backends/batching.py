@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import codecs
 import ctypes
+import heapq
 import json
 import logging
 import queue
@@ -78,6 +79,7 @@ class Request:
     sampler: LlamaSampler
     max_tokens: int
     stop: list[str]
+    sample: object  # llama_sampler_sample, holding the GIL or not (see BatchedDecoder.submit)
     out: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
     cancelled: threading.Event = field(default_factory=threading.Event)
     seq: int = -1
@@ -125,7 +127,10 @@ class BatchedDecoder:
         self._cv = threading.Condition()
         self._waiting: deque[Request] = deque()
         self._active: list[Request] = []
-        self._free = list(range(slots - 1, -1, -1))
+        # The lowest free sequence id is handed out, and a step's rows go in id order: with a cache per
+        # sequence, llama.cpp splits a batch wherever the ids stop increasing, and each part is a pass
+        # over the whole model.
+        self._free = list(range(slots))  # a heap
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="llamacpp-batch", daemon=True)
         self._thread.start()
@@ -160,8 +165,12 @@ class BatchedDecoder:
                 grammar = LlamaGrammar.from_json_schema(json.dumps(json_schema), verbose=False)
             except Exception:  # noqa: BLE001 - llama-cpp-python falls back to any JSON the same way
                 grammar = LlamaGrammar.from_string(JSON_GBNF, verbose=False)
+        # A grammar checks every token of the vocabulary, and top-k 0 sorts all of it: those samplers can
+        # take milliseconds a row, so they let the page's threads run meanwhile.
+        slow = grammar is not None or (top_k == 0 and temperature != 0)
         req = Request(prompt=prompt, sampler=self._sampler(temperature, top_p, top_k, seed, grammar),
-                      max_tokens=min(max_tokens, self.n_ctx_seq - len(prompt)), stop=[s for s in stops if s])
+                      max_tokens=min(max_tokens, self.n_ctx_seq - len(prompt)), stop=[s for s in stops if s],
+                      sample=llama_cpp.llama_sampler_sample if slow else _sample)
         with self._cv:
             if self._closing:
                 raise StudioError("the model is being unloaded; try again")
@@ -189,38 +198,54 @@ class BatchedDecoder:
     # -- the decoding thread ----------------------------------------------------------------------
 
     def _run(self) -> None:
-        while True:
-            with self._cv:
-                while not self._closing and not self._waiting and not self._active:
-                    self._cv.wait()
-                if self._closing:
-                    break
-                while self._waiting and self._free:
-                    req = self._waiting.popleft()
-                    req.seq = self._free.pop()
-                    self._active.append(req)
-            for req in [r for r in self._active if r.cancelled.is_set()]:
-                self._finish(req, None)
-            if self._active:
-                self._step()
-        for req in self._active + list(self._waiting):
-            self._finish(req, StudioError("the model was unloaded while answering"))
+        ended = "the model was unloaded while answering"
+        try:
+            while True:
+                with self._cv:
+                    while not self._closing and not self._waiting and not self._active:
+                        self._cv.wait()
+                    if self._closing:
+                        break
+                    while self._waiting and self._free:
+                        req = self._waiting.popleft()
+                        req.seq = heapq.heappop(self._free)
+                        self._active.append(req)
+                for req in [r for r in self._active if r.cancelled.is_set()]:
+                    self._finish(req, None)
+                if self._active:
+                    self._step()
+        except BaseException:  # noqa: BLE001 - no reader may wait forever on a thread that is gone
+            log.exception("the llama.cpp decoding thread failed")
+            ended = "the model failed while answering (the server's log says why); try again"
+        with self._cv:
+            self._closing = True
+            left = self._active + list(self._waiting)
+            self._waiting.clear()
+        for req in left:
+            self._finish(req, StudioError(ended))
 
     def _step(self) -> None:
         """One llama_decode over every active request; then each samples its next token."""
         b = self.batch.batch
         n = 0
         rows: list[tuple[Request, int]] = []
-        generating = [r for r in self._active if r.fed == len(r.prompt)]
-        reading = [r for r in self._active if r.fed < len(r.prompt)]
-        for req in generating:  # one token each: the one sampled at the last step
-            self._add(b, n, req.last, len(req.prompt) + req.generated - 1, req.seq, True)
-            rows.append((req, n))
-            n += 1
-        for req in reading:  # then as much of each new prompt as the batch holds, oldest first
-            take = min(len(req.prompt) - req.fed, self.n_batch - n)
-            if take <= 0:
-                break
+        # what each request feeds: one token each for those generating (the one sampled at the last step),
+        # then as much of each new prompt as the batch holds, oldest first
+        feed = {id(r): 1 for r in self._active if r.fed == len(r.prompt)}
+        room = self.n_batch - len(feed)
+        for req in self._active:
+            if req.fed < len(req.prompt) and room > 0:
+                feed[id(req)] = take = min(len(req.prompt) - req.fed, room)
+                room -= take
+        for req in sorted(self._active, key=lambda r: r.seq):  # in sequence-id order (see __init__)
+            take = feed.get(id(req), 0)
+            if not take:
+                continue
+            if req.fed == len(req.prompt):
+                self._add(b, n, req.last, len(req.prompt) + req.generated - 1, req.seq, True)
+                rows.append((req, n))
+                n += 1
+                continue
             for i in range(take):
                 pos = req.fed + i
                 self._add(b, n, req.prompt[pos], pos, req.seq, pos == len(req.prompt) - 1)
@@ -235,12 +260,12 @@ class BatchedDecoder:
             self._threads_now = threads
         code = llama_cpp.llama_decode(self.ctx.ctx, b)
         if code != 0:
-            error = StudioError(f"llama.cpp could not decode (code {code}); try again with a shorter conversation")
             for req in list(self._active):
-                self._finish(req, error)
+                self._finish(req, StudioError(f"llama.cpp could not decode (code {code}); try again with a "
+                                              "shorter conversation"))
             return
         for req, row in rows:
-            token = _sample(req.sampler.sampler, self.ctx.ctx, row)
+            token = req.sample(req.sampler.sampler, self.ctx.ctx, row)
             req.generated += 1
             req.last = token
             if _is_eog(self.vocab, token):
@@ -264,6 +289,9 @@ class BatchedDecoder:
         if piece is None:
             buf = ctypes.create_string_buffer(256)
             size = _token_to_piece(self.vocab, token, buf, 256, 0, False)
+            if size < 0:  # a longer piece: -size bytes
+                buf = ctypes.create_string_buffer(-size)
+                size = _token_to_piece(self.vocab, token, buf, -size, 0, False)
             piece = self._pieces[token] = buf.raw[:max(size, 0)]
         return piece
 
@@ -294,7 +322,7 @@ class BatchedDecoder:
         req.out.put(END)
         if req.seq >= 0:
             llama_cpp.llama_memory_seq_rm(self.ctx.memory, req.seq, -1, -1)
-            self._free.append(req.seq)
+            heapq.heappush(self._free, req.seq)
             req.seq = -1
         if req in self._active:
             self._active.remove(req)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Iterator
 
 from llama_cpp import Llama
@@ -75,7 +76,10 @@ class LlamaCppBackend(ChatBackend):
 
     def _chunks(self, messages: list[Message], settings: GenerationSettings) -> Iterator[Chunk]:
         """Generated pieces from the batched decoder; closing the stream ends the request at the next step."""
-        req = self._decoder.submit(messages, temperature=settings.temperature, top_p=settings.top_p,
+        decoder = self._decoder
+        if decoder is None:
+            raise StudioError("this model was unloaded; send the message again")
+        req = decoder.submit(messages, temperature=settings.temperature, top_p=settings.top_p,
                                    top_k=settings.top_k, max_tokens=settings.max_tokens, seed=settings.seed,
                                    stop=settings.stop, json_schema=settings.json_schema)
         try:
@@ -85,10 +89,17 @@ class LlamaCppBackend(ChatBackend):
                 yield Chunk(*piece)
         finally:
             req.cancel()
-            self._decoder.wake()
+            decoder.wake()
 
     def close(self) -> None:
-        if self._decoder is not None:
-            self._decoder.close()
-            self._decoder = None
+        decoder, self._decoder = getattr(self, "_decoder", None), None
+        if decoder is not None:
+            decoder.close()
             self._llama.close()
+
+    def __del__(self) -> None:
+        # BackendCache drops a model it unloads and lets the last stream's end free it: the decoding
+        # thread (which holds the decoder, not the backend) must then be stopped, or it keeps the model
+        # and its cache in memory for good.
+        if not sys.is_finalizing():
+            self.close()
