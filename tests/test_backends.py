@@ -136,6 +136,39 @@ def test_llamacpp_eight_requests_at_once_each_get_their_own_answer():
         backend.close()
 
 
+def test_llamacpp_hands_out_the_lowest_free_slot():
+    # llama.cpp splits a batch where sequence ids stop increasing (8 rows in reverse order: 94-104 ms a
+    # step against 62-69 in order), so slots freed out of order are reused lowest first
+    from studio.backends.batching import END
+
+    backend = load_backend("llamacpp", "smollm2-135m-instruct", parallel=3, n_ctx=1536)
+    decoder, story = backend._decoder, [{"role": "user", "content": "Tell me a long story about a cat."}]
+
+    def ask():
+        req = decoder.submit(story, temperature=0.8, top_p=0.95, top_k=40, max_tokens=400, seed=1)
+        assert req.out.get(timeout=60) is not END  # streaming: it holds a slot
+        return req
+
+    def end(req):
+        req.cancel()
+        while req.out.get(timeout=60) is not END:
+            pass
+
+    try:
+        reqs = [ask() for _ in range(3)]
+        assert sorted(r.seq for r in reqs) == [0, 1, 2]
+        by_seq = {r.seq: r for r in reqs}
+        end(by_seq[2])
+        end(by_seq[0])
+        again = [ask(), ask()]
+        assert [r.seq for r in again] == [0, 2]
+        for r in again + [by_seq[1]]:
+            end(r)
+        assert sorted(decoder._free) == [0, 1, 2]  # every slot is free again
+    finally:
+        backend.close()
+
+
 def test_llamacpp_refuses_a_conversation_longer_than_its_context():
     backend = load_backend("llamacpp", "smollm2-135m-instruct", n_ctx=256)
     try:

@@ -34,6 +34,7 @@ from llama_cpp import llama_chat_format
 from llama_cpp._internals import LlamaBatch, LlamaContext, LlamaSampler
 from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
 
+from studio.backends.base import trim_at_stop
 from studio.errors import StudioError
 
 log = logging.getLogger(__name__)
@@ -299,9 +300,8 @@ class BatchedDecoder:
         """Decode the token's bytes and send what can no longer turn into a stop string."""
         req.text += req.decoder.decode(self._piece(token))
         req.unsent_tokens += 1
-        cut = min((i for s in req.stop if (i := req.text.find(s)) >= 0), default=-1)
-        if cut >= 0:
-            req.text = req.text[:cut]
+        req.text, stopped = trim_at_stop(req.text, req.stop)
+        if stopped:
             self._finish(req, None)
             return
         hold = max((k for s in req.stop for k in range(min(len(s) - 1, len(req.text)), 0, -1)
@@ -319,18 +319,14 @@ class BatchedDecoder:
         elif req.text or req.unsent_tokens:
             req.out.put((req.text, req.unsent_tokens))
         req.text, req.unsent_tokens = "", 0
-        req.out.put(END)
-        if req.seq >= 0:
+        if req.seq >= 0:  # freed before END, so a reader that sends again at once finds the slot free
             llama_cpp.llama_memory_seq_rm(self.ctx.memory, req.seq, -1, -1)
             heapq.heappush(self._free, req.seq)
             req.seq = -1
         if req in self._active:
             self._active.remove(req)
         req.sampler.close()
-
-    def wake(self) -> None:
-        with self._cv:
-            self._cv.notify()
+        req.out.put(END)
 
     def close(self) -> None:
         with self._cv:

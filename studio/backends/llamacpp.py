@@ -51,7 +51,6 @@ class LlamaCppBackend(ChatBackend):
         super().__init__(spec.name)
         self.path = spec.path
         self.n_threads = n_threads or default_threads()
-        self.parallel = parallel
         # The Llama object tokenizes and holds the model; the decoder's context (n_ctx for each of the
         # ``parallel`` conversations) is the one that answers, so its own context stays small.
         self._llama = self._load(min(n_ctx, AUX_CTX))
@@ -89,7 +88,6 @@ class LlamaCppBackend(ChatBackend):
                 yield Chunk(*piece)
         finally:
             req.cancel()
-            decoder.wake()
 
     def close(self) -> None:
         decoder, self._decoder = getattr(self, "_decoder", None), None
