@@ -16,7 +16,17 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from studio import cli_docs, cli_eval, cli_finetune, cli_generate, cli_prompt, cli_rag, cli_sample, cli_users
+from studio import (
+    cli_docs,
+    cli_eval,
+    cli_finetune,
+    cli_generate,
+    cli_models,
+    cli_prompt,
+    cli_rag,
+    cli_sample,
+    cli_users,
+)
 from studio.accounts import Accounts
 from studio.cli_common import (
     add_model_options,
@@ -67,12 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--json", action="store_true", help="print one JSON document")
     chat.set_defaults(handler=cmd_chat)
 
-    for module in (cli_docs, cli_rag, cli_prompt, cli_sample, cli_eval, cli_generate, cli_finetune, cli_users):
+    for module in (cli_docs, cli_rag, cli_prompt, cli_sample, cli_eval, cli_generate, cli_finetune, cli_users,
+                   cli_models):
         module.add_parsers(sub)
 
-    models = sub.add_parser("models", help="the bundled models and where they are")
-    models.add_argument("--json", action="store_true")
-    models.set_defaults(handler=cmd_models)
     return parser
 
 
@@ -113,18 +121,6 @@ def cmd_chat(args: argparse.Namespace) -> int:
             sys.stdout.write(piece)
             sys.stdout.flush()
         sys.stdout.write("\n")
-    return 0
-
-
-def cmd_models(args: argparse.Namespace) -> int:
-    from studio.registry import describe
-
-    rows = describe()
-    if args.json:
-        print(json.dumps(rows))
-    else:
-        for row in rows:
-            print(f"{row['name']:24} {row['format']:5} {row['description']}\n{'':30} {row['path']}")
     return 0
 
 

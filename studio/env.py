@@ -29,10 +29,21 @@ OFFLINE_DEFAULTS = {
 }
 
 
+_APPLIED: set[str] = set()  # the offline variables the studio set (the user had not)
+
+
 def apply_offline_defaults() -> None:
     """Set the offline environment variables unless the user already set them."""
     for key, value in OFFLINE_DEFAULTS.items():
-        os.environ.setdefault(key, value)
+        if key not in os.environ:
+            os.environ[key] = value
+            _APPLIED.add(key)
+
+
+def applied_offline_default(key: str) -> bool:
+    """Whether ``key`` holds the studio's own offline default rather than the user's choice (an explicit
+    `studio models pull` may then reach the hub; a user's own HF_HUB_OFFLINE=1 is obeyed)."""
+    return key in _APPLIED and os.environ.get(key) == OFFLINE_DEFAULTS[key]
 
 
 def _private_dir(path: Path) -> Path:

@@ -10,11 +10,13 @@ Any local ``.gguf`` file or Hugging Face model folder works too. Packages are lo
 from __future__ import annotations
 
 import importlib.util
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from studio.env import studio_home
 from studio.errors import StudioError
-from studio.paths import Roots
+from studio.paths import Roots, check_name
 
 
 @dataclass(frozen=True)
@@ -48,9 +50,32 @@ BUNDLED: dict[str, tuple[str, str, str, str]] = {
 }
 
 
+META = "studio-model.json"  # beside a pulled or imported model in STUDIO_HOME/models/NAME (studio.modelstore)
+
+
 def known_names() -> list[str]:
     """The registry's short names."""
     return sorted(BUNDLED)
+
+
+def installed_spec(name: str) -> ModelSpec | None:
+    """The model pulled or imported as ``name`` (see :mod:`studio.modelstore`), or None."""
+    try:
+        check_name(name)
+    except StudioError:
+        return None
+    folder = studio_home() / "models" / name
+    try:
+        meta = json.loads((folder / META).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(meta, dict) or meta.get("name") != name:
+        return None
+    inner_name = str(meta.get("file", ""))
+    inner = folder / inner_name
+    if not inner_name or Path(inner_name).name != inner_name or not inner.exists():  # one entry of the folder
+        return None
+    return ModelSpec(name, inner.resolve(), "gguf" if inner.suffix.lower() == ".gguf" else "hf")
 
 
 def _package_dir(package: str) -> Path | None:
@@ -67,9 +92,13 @@ def resolve_model(name_or_path: str, roots: Roots | None = None) -> ModelSpec:
     With ``roots`` (paths sent through the web UI), a path must lie inside them, and one outside is
     refused before anything about it is looked up.
     """
-    hint = f"known names: {', '.join(known_names())}; or give a .gguf file or a model folder"
+    hint = (f"known names: {', '.join(known_names())} and what `studio models list` shows; or give a .gguf file "
+            "or a model folder")
     if not isinstance(name_or_path, str) or not name_or_path.strip():
         raise StudioError(f"no model given; {hint}")
+    installed = None if name_or_path in BUNDLED or _looks_like_path(name_or_path) else installed_spec(name_or_path)
+    if installed is not None:
+        return installed
     if roots is not None and name_or_path not in BUNDLED:
         if not _looks_like_path(name_or_path):
             raise StudioError(f"unknown model {name_or_path!r}; {hint}")
@@ -106,15 +135,3 @@ def resolve_model(name_or_path: str, roots: Roots | None = None) -> ModelSpec:
 
 def _looks_like_path(text: str) -> bool:
     return any(sep in text for sep in "/\\") or text.endswith(".gguf") or text.startswith(("~", "."))
-
-
-def describe() -> list[dict[str, str]]:
-    """Every registry entry with its path (or why it is unavailable), for `studio models`."""
-    rows = []
-    for name, (_, _, fmt, what) in sorted(BUNDLED.items()):
-        try:
-            where = str(resolve_model(name).path)
-        except StudioError as exc:
-            where = f"unavailable: {exc}"
-        rows.append({"name": name, "format": fmt, "description": what, "path": where})
-    return rows
