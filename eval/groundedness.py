@@ -43,6 +43,7 @@ from eval.crossencoder import ENCODER_DIR, ClaimEncoder
 from eval.text import FEATURES, Context, claims, content_terms, features, words
 from studio.backends import GenerationSettings, load_backend
 from studio.errors import StudioError
+from studio.registry import backend_for
 
 JUDGE_FILE = Path(__file__).parent / "data" / "judge.json"
 # what the judge uses: measured on the calibration sets, more features fitted worse (collinear, noisy labels)
@@ -237,7 +238,7 @@ class LLMScorer(Scorer):
         return out
 
 
-SCORERS = ("judge", "encoder", "encoder:PATH", "lexical", "embedding", "llm", "nli:PATH")
+SCORERS = ("judge", "encoder", "encoder:PATH", "lexical", "embedding", "llm", "llm:MODEL", "nli:PATH")
 
 
 @lru_cache(maxsize=8)
@@ -256,6 +257,10 @@ def get_scorer(name: str = "judge") -> Scorer:
         return EmbeddingScorer()
     if name == "llm":
         return LLMScorer()
+    if name.startswith("llm:"):  # a chosen judge model: the Models tab's judge role, or any installed name
+        model = name.removeprefix("llm:")
+        return LLMScorer(load_backend(backend_for(model), model, **({"parallel": 1} if backend_for(model)
+                                                                     == "llamacpp" else {})))
     if name.startswith("nli:"):
         return NLIScorer(name[4:])
     raise StudioError(f"unknown groundedness scorer {name!r}; choose one of: {', '.join(SCORERS)}")

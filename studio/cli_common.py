@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from studio.config import read_secret
-from studio.env import LOCAL_USER
+from studio.env import LOCAL_USER, studio_home
 from studio.errors import StudioError
 
 
@@ -38,22 +38,26 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
 
 
 def load_studio_config(args: argparse.Namespace):
-    """The studio config (file, then --set overrides); its limits become the ones the core enforces."""
-    from studio.config import StudioConfig, load_config
+    """The studio config (file, then the settings saved in the studio home, then --set overrides); its limits
+    become the ones the core enforces."""
+    from studio.config import StudioConfig, load_config, read_settings
     from studio.limits import configure
 
     cfg = load_config(StudioConfig, getattr(args, "studio_config", None) or os.environ.get("STUDIO_CONFIG"),
-                      getattr(args, "set", []))
+                      getattr(args, "set", []), saved=read_settings(studio_home()))
     configure(cfg.limits)
     return cfg
 
 
-def backend_from_args(args: argparse.Namespace, cfg):
-    """The backend the options (over the config) ask for."""
+def backend_from_args(args: argparse.Namespace, cfg, role: str = "chat"):
+    """The backend the options (over the config) ask for; ``role="prompt"`` starts from the Prompt Lab's model
+    (chat.prompt_model) when one is set."""
     from studio.backends import load_backend
+    from studio.registry import backend_for
 
     c = cfg.chat
-    backend = args.backend or c.backend
+    chosen = c.prompt_model if role == "prompt" and c.prompt_model and not args.model else None
+    backend = args.backend or (backend_for(chosen) if chosen else c.backend)
     if getattr(args, "adapter", None):
         from finetune.adapters import adapter_of
 
@@ -70,7 +74,7 @@ def backend_from_args(args: argparse.Namespace, cfg):
     key = explicit or (c.key() if not args.base_url or args.base_url == c.base_url else None)
     return load_backend(
         backend,
-        args.model or c.model,
+        args.model or chosen or c.model,
         base_url=url,
         api_key=key,
         n_ctx=c.n_ctx if backend == "llamacpp" else None,

@@ -7,7 +7,7 @@ import sys
 from importlib import import_module
 from pathlib import Path
 
-from studio.cli_common import config_keys_help
+from studio.cli_common import config_keys_help, load_studio_config
 from studio.errors import StudioError
 
 
@@ -30,7 +30,8 @@ def add_parsers(sub) -> None:
     g = esub.add_parser("groundedness", help="score {context, answer} JSONL lines (adds score, sentences)")
     g.add_argument("input", nargs="?", metavar="INPUT.jsonl")
     g.add_argument("--batch", metavar="FILE.jsonl", help="same as INPUT (the batch form shared with query/ask)")
-    g.add_argument("--scorer", default="judge", help="judge (default) | lexical | embedding | llm | nli:PATH")
+    g.add_argument("--scorer", default="judge", help="judge (default) | lexical | embedding | "
+                   "llm (the judge role's model) | llm:MODEL | nli:PATH")
     g.add_argument("--out", help="write the scored lines here (default: stdout)")
     g.set_defaults(handler=cmd_groundedness)
 
@@ -102,6 +103,15 @@ def cmd_run(args) -> int:
     return 0 if report["passed"] else 1
 
 
+def scorer_name(args) -> str:
+    """``--scorer``, with ``llm`` meaning the judge role's model (chat.judge_model, else chat.model)."""
+    if args.scorer != "llm":
+        return args.scorer
+    from studio.modelstore import judge_scorer
+
+    return judge_scorer(load_studio_config(args).chat)
+
+
 def cmd_groundedness(args) -> int:
     from eval.groundedness import get_scorer
 
@@ -110,7 +120,7 @@ def cmd_groundedness(args) -> int:
         raise StudioError("give either INPUT.jsonl or --batch FILE.jsonl")
     if not Path(path).is_file():
         raise StudioError(f"{path} not found")
-    scorer = get_scorer(args.scorer)
+    scorer = get_scorer(scorer_name(args))
     lines = []
     for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
@@ -155,7 +165,7 @@ def cmd_calibrate(args) -> int:
         if not args.json:
             print(f"judge refitted on {spec['fitted_on']['claim_rows']} claims -> eval/data/judge.json")
         get_scorer.cache_clear()
-    scorer = get_scorer(args.scorer)
+    scorer = get_scorer(scorer_name(args))
     rows = {}
     for name in args.sets or list(data.SETS):
         rows[name] = calibration.calibrate(scorer, data.load_set(name, args.n))

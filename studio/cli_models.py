@@ -1,7 +1,8 @@
-"""`studio models list|info|import|pull|rm`: the installed models (:mod:`studio.modelstore`).
+"""`studio models list|info|import|pull|rm|use|roles`: the installed models (:mod:`studio.modelstore`).
 
 A pulled or imported model is then usable by name everywhere a model is asked for, e.g.
-``studio chat "hello" --model qwen2.5-0.5b-instruct-q4_k_m``.
+``studio chat "hello" --model qwen2.5-0.5b-instruct-q4_k_m``; ``studio models use NAME --role chat`` makes it
+the default of Chat and every command (saved in STUDIO_HOME/settings.yaml, the config's saved layer).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from studio.cli_common import load_studio_config
 from studio.env import LOCAL_USER
 
 KIND_LABELS = {"chat-gguf": "chat (GGUF)", "chat-hf": "chat (HF folder)", "embedding": "embedding",
@@ -46,6 +48,14 @@ def add_parsers(sub) -> None:
     rm = verbs.add_parser("rm", help="delete a pulled or imported model")
     rm.add_argument("name")
     rm.set_defaults(handler=cmd_rm)
+    use = verbs.add_parser("use", help="make an installed chat model the one a role uses (saved)")
+    use.add_argument("name")
+    use.add_argument("--role", default="chat", choices=["chat", "prompt", "judge"],
+                     help="chat: Chat and every command; prompt: the Prompt Lab; judge: the llm groundedness scorer")
+    use.set_defaults(handler=cmd_use)
+    roles = verbs.add_parser("roles", help="which model each role uses")
+    roles.add_argument("--json", action="store_true")
+    roles.set_defaults(handler=cmd_roles)
 
 
 def _mb(n: int) -> str:
@@ -100,7 +110,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     from studio.modelstore import import_model
 
-    m = import_model(args.path, args.name, link=args.link)
+    m = import_model(args.path, args.name, link=args.link, user=args.user)
     print(json.dumps(_row(m)) if args.json else f"imported {m.name} ({KIND_LABELS[m.kind]}, {_mb(m.size)}); "
           f"use it with --model {m.name}")
     return 0
@@ -109,15 +119,35 @@ def cmd_import(args: argparse.Namespace) -> int:
 def cmd_pull(args: argparse.Namespace) -> int:
     from studio.modelstore import pull
 
-    m = pull(args.repo, args.file, name=args.name, revision=args.revision)
+    m = pull(args.repo, args.file, name=args.name, revision=args.revision, user=args.user)
     print(json.dumps(_row(m)) if args.json else f"pulled {m.name} ({KIND_LABELS[m.kind]}, {_mb(m.size)}, "
           f"licence {m.licence or 'unknown'}, checksum checked); use it with --model {m.name}")
     return 0
 
 
 def cmd_rm(args: argparse.Namespace) -> int:
-    from studio.modelstore import remove
+    from studio.modelstore import remove, roles_of
 
-    remove(args.name)
+    remove(args.name, user=args.user, in_use=roles_of(load_studio_config(args).chat))
     print(f"removed {args.name}")
+    return 0
+
+
+def cmd_use(args: argparse.Namespace) -> int:
+    from studio.modelstore import ROLE_HELP, set_role
+
+    set_role(args.role, args.name, user=args.user)
+    print(f"{ROLE_HELP[args.role]} now uses {args.name} (saved in the studio home's settings.yaml)")
+    return 0
+
+
+def cmd_roles(args: argparse.Namespace) -> int:
+    from studio.modelstore import ROLE_HELP, roles_of
+
+    roles = roles_of(load_studio_config(args).chat)
+    if args.json:
+        print(json.dumps(roles))
+    else:
+        for role, model in roles.items():
+            print(f"{role:<7} {model:<28} {ROLE_HELP[role]}")
     return 0

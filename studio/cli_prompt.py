@@ -59,7 +59,7 @@ def cmd_prompt_run(args, cfg) -> int:
     settings = settings_from_config(cfg.generation, temperature=0.0 if args.temperature is None else args.temperature,
                                     top_p=args.top_p, top_k=args.top_k, seed=args.seed,
                                     max_tokens=args.max_tokens or 256, stop=args.stop)
-    result = run_technique(backend_from_args(args, cfg), task, args.technique, settings, args.samples,
+    result = run_technique(backend_from_args(args, cfg, role="prompt"), task, args.technique, settings, args.samples,
                            PromptCache(enabled=not args.no_cache))
     if args.json:
         print(json.dumps(result))
@@ -101,7 +101,7 @@ def cmd_prompt_bench(args, cfg) -> int:
         bar.total, bar.n = total, done
         bar.set_postfix_str(what, refresh=True)
 
-    result = run_bench(suites, techniques, backend_from_args(args, cfg), settings, args.samples,
+    result = run_bench(suites, techniques, backend_from_args(args, cfg, role="prompt"), settings, args.samples,
                        PromptCache(enabled=not args.no_cache), progress)
     bar.close()
     if args.json:

@@ -60,6 +60,10 @@ class ChatModelConfig:
         default="smollm2-135m-instruct",
         metadata={"help": "registry name, .gguf path, HF folder, or the endpoint's model name"},
     )
+    prompt_model: str | None = field(default=None, metadata={
+        "help": "the Prompt Lab's model (null = chat.model); set in the Models tab or `studio models use`"})
+    judge_model: str | None = field(default=None, metadata={
+        "help": "the `llm` groundedness scorer's model (null = chat.model)"})
     base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible endpoint"})
     api_key: str | None = field(default=None, metadata={
         "help": "sent to base_url only; prefer $STUDIO_API_KEY (or $OPENAI_API_KEY) or --api-key-file"})
@@ -259,12 +263,43 @@ def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_config(
-    cls: type[T], path: str | Path | None = None, overrides: typing.Iterable[str] = ()
+    cls: type[T], path: str | Path | None = None, overrides: typing.Iterable[str] = (),
+    saved: dict[str, Any] | None = None,
 ) -> T:
-    """Build ``cls`` from an optional YAML file and ``key=value`` overrides (overrides win)."""
+    """Build ``cls`` from an optional YAML file, ``saved`` settings and ``key=value`` overrides (each wins
+    over the one before)."""
     data = read_yaml(path) if path else {}
+    data = merge(data, saved or {})
     data = merge(data, parse_overrides(overrides))
     return from_dict(cls, data, where=str(path) if path else "overrides")
+
+
+SETTINGS = "settings.yaml"  # under STUDIO_HOME: the choices saved from the UI (the Models tab's roles)
+
+
+def read_settings(home: Path) -> dict[str, Any]:
+    """The settings saved under ``home`` (empty when none were); a damaged file is named, not ignored."""
+    path = home / SETTINGS
+    if not path.is_file():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError:
+        raise StudioError(f"{SETTINGS} in the studio home is not valid YAML: fix or delete it") from None
+    if not isinstance(data, dict):
+        raise StudioError(f"{SETTINGS} in the studio home must be a mapping of keys to values")
+    return data
+
+
+def save_settings(home: Path, updates: dict[str, Any]) -> dict[str, Any]:
+    """Merge ``updates`` into the saved settings (written whole, then renamed: never half a file)."""
+    data = merge(read_settings(home), updates)
+    from_dict(StudioConfig, data, where=SETTINGS)  # refuse what would break every later start
+    path = home / SETTINGS
+    tmp = path.with_name(f".{SETTINGS}.{os.getpid()}.tmp")
+    tmp.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    os.replace(tmp, path)
+    return data
 
 
 def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:

@@ -48,10 +48,13 @@ from huggingface_hub.utils import build_hf_headers, hf_raise_for_status
 from huggingface_hub.utils import tqdm as hub_tqdm
 
 from finetune.adapters import list_adapters
+from studio import audit
+from studio.accounts import Accounts
+from studio.config import save_settings
 from studio.env import LOCAL_USER, applied_offline_default, home_dir, home_lock
 from studio.errors import StudioError
 from studio.paths import Roots, check_name, slug
-from studio.registry import BUNDLED, META, resolve_model
+from studio.registry import BUNDLED, META, backend_for, resolve_model
 
 KINDS = ("chat-gguf", "chat-hf", "embedding", "lora-adapter")
 MAX_FILES = 64  # files of one hub repo a pull takes at most (a model folder has a handful)
@@ -97,6 +100,64 @@ class InstalledModel:
 
 def store_dir() -> Path:
     return home_dir("models")
+
+
+def _admin(user: str, what: str) -> None:
+    """Models are the whole studio's: in a shared studio only admins add, remove or assign them."""
+    if not Accounts().is_admin(user):
+        raise StudioError(f"only an admin may {what}: models are shared by everyone on this studio")
+
+
+# -- which model each role uses ---------------------------------------------------------------------
+
+CHAT_KINDS = ("chat-gguf", "chat-hf")
+ROLES = {"chat": "chat.model", "prompt": "chat.prompt_model", "judge": "chat.judge_model"}
+ROLE_HELP = {"chat": "Chat (and every command's default)", "prompt": "Prompt Lab",
+             "judge": "the `llm` groundedness scorer"}
+
+
+def chat_model_names() -> list[str]:
+    """Every installed chat model's name, bundled first (for the pickers of the tabs)."""
+    names = [n for n, (_, _, fmt, _) in sorted(BUNDLED.items()) if fmt == "gguf"]
+    for folder in sorted(store_dir().iterdir()):
+        meta = _read_meta(folder) if folder.is_dir() and not folder.name.startswith(".") else None
+        if meta is not None and meta.get("kind") in CHAT_KINDS:
+            names.append(meta["name"])
+    return names
+
+
+def roles_of(chat_cfg) -> dict[str, str]:
+    """role -> the model it uses under ``chat_cfg`` (a ChatModelConfig)."""
+    return {"chat": chat_cfg.model, "prompt": chat_cfg.prompt_model or chat_cfg.model,
+            "judge": chat_cfg.judge_model or chat_cfg.model}
+
+
+def judge_scorer(chat_cfg) -> str:
+    """The groundedness scorer name for the judge role: ``llm:MODEL`` (plain ``llm`` when the chat model is an
+    endpoint's and no judge was chosen: an endpoint's model name is no local model)."""
+    if chat_cfg.judge_model:
+        return f"llm:{chat_cfg.judge_model}"
+    return "llm" if chat_cfg.backend == "openai" else f"llm:{chat_cfg.model}"
+
+
+def set_role(role: str, name: str, chat_cfg=None, user: str = LOCAL_USER) -> dict:
+    """Make ``name`` (an installed chat model) the model of ``role``, saved in STUDIO_HOME's settings (the
+    studio config's saved layer), and in ``chat_cfg`` when given (a running server's config)."""
+    _admin(user, "choose the models of the roles")
+    if role not in ROLES:
+        raise StudioError(f"the role must be one of: {', '.join(ROLES)}")
+    if name not in chat_model_names():
+        raise StudioError(f"{name!r} is not an installed chat model; `studio models list --kind chat-gguf` "
+                          "shows them (pull or import one first)")
+    updates = {"chat": {"model": name, "backend": backend_for(name)}} if role == "chat" else \
+        {"chat": {ROLES[role].split(".")[1]: name}}
+    with home_lock("settings"):
+        saved = save_settings(home_dir(), updates)
+    audit.record(user, "model.role", name, role=role)
+    if chat_cfg is not None:
+        for key, value in updates["chat"].items():
+            setattr(chat_cfg, key, value)
+    return saved
 
 
 # -- what a model is --------------------------------------------------------------------------------
@@ -337,12 +398,13 @@ def _install(staged: Path, name: str, meta: dict) -> InstalledModel:
 
 
 def import_model(path: str | Path, name: str | None = None, *, link: bool = False,
-                 roots: Roots | None = None) -> InstalledModel:
+                 roots: Roots | None = None, user: str = LOCAL_USER) -> InstalledModel:
     """Copy (or, with ``link``, symlink) a .gguf file or a model folder into the store as ``name``.
 
     With ``roots`` (a path sent through the web UI) the path must lie inside them; the refusal does not say
     whether the path exists.
     """
+    _admin(user, "import models")
     src = roots.resolve(path, "model path") if roots is not None else Path(path).expanduser().resolve()
     if not src.exists():
         raise StudioError(f"{Path(path).name or path} does not exist; give a .gguf file or a model folder")
@@ -360,6 +422,7 @@ def import_model(path: str | Path, name: str | None = None, *, link: bool = Fals
         else:
             shutil.copytree(src, staged / inner, symlinks=False)
         size = _size(src)
+        audit.record(user, "model.import", name, kind=kind, linked=link)
         return _install(staged, name, {"kind": kind, "file": inner, "size": size, "facts": facts,
                                        "licence": facts.get("licence") or "", "linked": link,
                                        "source": f"imported from {src.name}" + (" (linked)" if link else "")})
@@ -368,8 +431,10 @@ def import_model(path: str | Path, name: str | None = None, *, link: bool = Fals
         raise
 
 
-def remove(name: str) -> None:
-    """Delete an imported or pulled model (its folder; a linked import leaves the original alone)."""
+def remove(name: str, user: str = LOCAL_USER, in_use: dict[str, str] | None = None) -> None:
+    """Delete an imported or pulled model (its folder; a linked import leaves the original alone). ``in_use``
+    (role -> model) keeps a model a role still uses."""
+    _admin(user, "remove models")
     if name in BUNDLED:
         raise StudioError(f"{name!r} is bundled with the studio and cannot be removed")
     if name.startswith("run:"):
@@ -378,9 +443,14 @@ def remove(name: str) -> None:
     folder = store_dir() / name
     if _read_meta(folder) is None:
         raise StudioError(f"no installed model {name!r} (`studio models list` shows them)")
+    roles = [r for r, m in (in_use or {}).items() if m == name]
+    if roles:
+        raise StudioError(f"{name} is the model of the {', '.join(roles)} role{'s' if len(roles) > 1 else ''}: "
+                          "choose another model for it first")
     trash = store_dir() / ".partial" / f"rm-{name}-{os.getpid()}"
     os.rename(folder, trash)  # gone from the list at once; a crash below leaves only .partial litter
     shutil.rmtree(trash, ignore_errors=True)
+    audit.record(user, "model.rm", name)
 
 
 # -- pulling from a hub -----------------------------------------------------------------------------
@@ -469,12 +539,14 @@ def _choose_files(repo: str, siblings: list, filename: str | None) -> list:
 
 
 def pull(repo: str, filename: str | None = None, *, name: str | None = None, revision: str | None = None,
-         progress: Callable[[str, int, int], None] | None = None, tqdm_class=None) -> InstalledModel:
+         progress: Callable[[str, int, int], None] | None = None, tqdm_class=None,
+         user: str = LOCAL_USER) -> InstalledModel:
     """Download a GGUF file (or, with no file and no GGUF in the repo, the model folder) from the hub.
 
     ``progress(file, done_bytes, total_bytes)`` is called as files complete; ``tqdm_class`` (e.g. Gradio's
     tracked tqdm) shows byte progress. Each file's checksum is checked against the hub's record.
     """
+    _admin(user, "pull models")
     if not isinstance(repo, str) or repo.count("/") != 1 or not all(check_name_ok(p) for p in repo.split("/")):
         raise StudioError(f"a hub repo id is OWNER/NAME, e.g. Qwen/Qwen2.5-0.5B-Instruct-GGUF; got {repo!r}")
     endpoint = (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")  # read now, not at import
@@ -515,6 +587,8 @@ def pull(repo: str, filename: str | None = None, *, name: str | None = None, rev
     card = getattr(hub, "card_data", None)
     licence = (getattr(card, "license", None) if card is not None else None) or facts.get("licence") or ""
     sha = files[0].lfs.sha256 if len(files) == 1 and files[0].lfs else None
+    audit.record(user, "model.pull", name, repo=repo, file=files[0].rfilename if len(files) == 1 else "",
+                 revision=hub.sha or "")
     return _install(staged, name, {"kind": kind, "file": inner, "size": _size(staged / inner), "facts": facts,
                                    "licence": str(licence), "repo": repo, "revision": hub.sha, "sha256": sha,
                                    "source": f"hub: {repo}" + (f" / {files[0].rfilename}" if len(files) == 1 else "")})

@@ -135,3 +135,8 @@ def resolve_model(name_or_path: str, roots: Roots | None = None) -> ModelSpec:
 
 def _looks_like_path(text: str) -> bool:
     return any(sep in text for sep in "/\\") or text.endswith(".gguf") or text.startswith(("~", "."))
+
+
+def backend_for(name_or_path: str) -> str:
+    """The local backend that runs a model: llamacpp for a GGUF, hf for a model folder."""
+    return "llamacpp" if resolve_model(name_or_path).format == "gguf" else "hf"

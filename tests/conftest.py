@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from localhub import bundled_hub
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -184,3 +185,12 @@ def studio_server(studio_home, tmp_path_factory):
     """`studio serve` as a user starts it, on a free loopback port; yields the URL."""
     with serving(tmp_path_factory.mktemp("studio-serve")) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def hub(tmp_path_factory):
+    """The model hub's URL layout on 127.0.0.1, serving repos made from the bundled models (tests/localhub.py)."""
+    server = bundled_hub(tmp_path_factory.mktemp("hub"))
+    server.start()
+    yield server
+    server.stop()

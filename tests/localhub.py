@@ -170,6 +170,35 @@ class LocalHub:
                     time.sleep(len(block) / self.rate)
 
 
+REPO = "TheStudio/SmolLM2-135M-Instruct-GGUF"  # the repos bundled_hub() makes
+GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def bundled_hub(root: Path) -> LocalHub:
+    """A hub of three repos made from the bundled models (files linked, not copied): the GGUF with a licence on
+    its card (REPO), two quantizations of it (TheStudio/two-quants-GGUF), and the embedding model as a Hugging
+    Face folder (TheStudio/MiniLM-L6)."""
+    from studio.registry import resolve_model
+
+    gguf = resolve_model("smollm2-135m-instruct").path
+    one = root / REPO
+    one.mkdir(parents=True)
+    (one / GGUF).symlink_to(gguf)
+    (one / ".card.json").write_text(json.dumps({"license": "apache-2.0"}))
+    (one / "README.md").write_text("# SmolLM2 135M, Q4_1\n")
+    two = root / "TheStudio/two-quants-GGUF"
+    two.mkdir(parents=True)
+    for name in ("model.Q4_1.gguf", "model.Q4_K_M.gguf"):
+        (two / name).symlink_to(gguf)
+    minilm = resolve_model("minilm-l6-v2").path
+    folder = root / "TheStudio/MiniLM-L6"
+    for f in minilm.rglob("*"):
+        if f.is_file():
+            (folder / f.relative_to(minilm)).parent.mkdir(parents=True, exist_ok=True)
+            (folder / f.relative_to(minilm)).symlink_to(f)
+    return LocalHub(root)
+
+
 if __name__ == "__main__":
     import argparse
 

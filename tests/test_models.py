@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, STUDIO, free_port, run_studio
 from huggingface_hub import constants
-from localhub import LocalHub
+from localhub import GGUF, REPO
 
 from studio import env as studio_env
 from studio import modelstore
@@ -22,38 +22,9 @@ from studio.errors import StudioError
 from studio.paths import Roots
 from studio.registry import resolve_model
 
-REPO = "TheStudio/SmolLM2-135M-Instruct-GGUF"
-GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-@pytest.fixture(scope="module")
-def hub(tmp_path_factory, gguf_path):
-    """Three repos: the bundled GGUF (with a licence on its card), two quantizations of it, and the bundled
-    embedding model as a Hugging Face folder (files linked, not copied)."""
-    root = tmp_path_factory.mktemp("hub")
-    one = root / REPO
-    one.mkdir(parents=True)
-    (one / GGUF).symlink_to(gguf_path)
-    (one / ".card.json").write_text(json.dumps({"license": "apache-2.0"}))
-    (one / "README.md").write_text("# SmolLM2 135M, Q4_1\n")
-    two = root / "TheStudio/two-quants-GGUF"
-    two.mkdir(parents=True)
-    for name in ("model.Q4_1.gguf", "model.Q4_K_M.gguf"):
-        (two / name).symlink_to(gguf_path)
-    minilm = resolve_model("minilm-l6-v2").path
-    folder = root / "TheStudio/MiniLM-L6"
-    for f in minilm.rglob("*"):
-        if f.is_file():
-            (folder / f.relative_to(minilm)).parent.mkdir(parents=True, exist_ok=True)
-            (folder / f.relative_to(minilm)).symlink_to(f)
-    server = LocalHub(root)
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from studio.backends.base import ChatBackend, ChatStream, Chunk, GenerationSettings, Message
 from studio.errors import StudioError
 from studio.limits import current as current_limits
-from studio.registry import BUNDLED, resolve_model
+from studio.registry import resolve_model
 
 BACKENDS = {
     "llamacpp": "studio.backends.llamacpp:LlamaCppBackend",
@@ -107,7 +107,7 @@ class BackendCache:
             if adapter:
                 adapter = str(self.roots.resolve(adapter, "adapter folder") if self.roots else Path(adapter).resolve())
                 options = {"n_threads": options.get("n_threads"), "adapter": adapter}
-            model = model if model in BUNDLED else str(spec.path)  # load what was checked
+            model = model if spec.name == model else str(spec.path)  # a bundled or installed name, or what was checked
             key = (backend, str(spec.path), "", adapter or "")
             options.pop("base_url", None)
             options.pop("timeout", None)

@@ -28,6 +28,7 @@ from studio.ui.eval_tab import build_eval_tab
 from studio.ui.finetune_tab import build_finetune_tab
 from studio.ui.generate_tab import build_generate_tab
 from studio.ui.http import middleware
+from studio.ui.models_tab import build_models_tab
 from studio.ui.prompt_tab import build_prompt_tab
 from studio.ui.sampling_tab import build_sampling_tab
 
@@ -104,7 +105,9 @@ def build_app(cfg: StudioConfig, backends: BackendCache, docs: DocsService | Non
             with gr.Tab("Generate", id="generate") as tabs["generate"]:
                 build_generate_tab(roots)
             with gr.Tab("Eval", id="eval") as tabs["eval"]:
-                build_eval_tab(roots, backends, tabs["eval"])
+                build_eval_tab(roots, backends, tabs["eval"], cfg.chat)
+            with gr.Tab("Models", id="models") as tabs["models"]:
+                models_load, models_outputs = build_models_tab(cfg, roots, tabs["models"])
             with gr.Tab("Admin", id="admin", visible=False) as tabs["admin"]:  # shown to admins at page load
                 admin_load, admin_tab = build_admin_tab(docs, turns, tabs["admin"])
         for tab in tabs.values():  # a toast from one tab does not stay over the next one
@@ -113,6 +116,7 @@ def build_app(cfg: StudioConfig, backends: BackendCache, docs: DocsService | Non
         demo.load(chat_load, None, chat_outputs, api_name="chat_load")
         demo.load(docs_load, None, docs_outputs, api_name="docs_load")
         demo.load(finetune_load, None, finetune_outputs, api_name="finetune_load")
+        demo.load(models_load, None, models_outputs, api_name="models_load")
         demo.load(admin_load, None, admin_tab, api_name="admin_load")
     return demo
 

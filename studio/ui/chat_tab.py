@@ -22,15 +22,15 @@ from studio.config import StudioConfig
 from studio.env import LOCAL_USER
 from studio.errors import StudioError
 from studio.markup import neutralize
+from studio.modelstore import chat_model_names
 from studio.rag.sessions import Sessions
-from studio.registry import BUNDLED
+from studio.registry import backend_for
 from studio.turns import Turns
 from studio.ui.chat_rag import NO_COLLECTION, RagService, answer_meta, rendered_answer, sources_html
 from studio.ui.chat_sessions import page_choices, rendered_messages, session_choices, sessions_panel, wire_sessions
 from studio.ui.guard import as_float, as_int, choice, fail, text
 from studio.ui.wiring import Values, on, paced, user_of
 
-CHAT_MODELS = [name for name, (_, _, fmt, _) in BUNDLED.items() if fmt == "gguf"]
 NO_ADAPTER = "(none)"
 REQUEST = ["message", "history", "session_id", "collection", "mode", "k", "min_score", "style", "backend", "model",
            "base_url", "adapter", "system", "temperature", "top_p", "top_k", "max_tokens", "seed"]
@@ -267,6 +267,15 @@ def new_chat(_v: Values) -> Values:
             "session_pick": gr.update(value=None), "cites": None, "page_pick": page_choices(None)}
 
 
+def pick_model(v: Values) -> Values:
+    """An installed model picked from the list brings its backend along (a GGUF runs on llamacpp, a model
+    folder on hf); a typed path or an endpoint's model name leaves the backend as it is."""
+    model = text(v["model"], "the model").strip()
+    if v.get("backend") == "openai" or model not in chat_model_names():
+        return {}
+    return {"backend": backend_for(model)}
+
+
 def pick_adapter(v: Values, *, user: str = LOCAL_USER) -> Values:
     """A finished fine-tune's adapter switches the model to hf and the adapter's base model."""
     path = v["adapter"]
@@ -281,12 +290,13 @@ def pick_adapter(v: Values, *, user: str = LOCAL_USER) -> Values:
 
 
 def on_load(_v: Values, *, services: ChatServices, user: str = LOCAL_USER) -> Values:
-    """What a page load refreshes: the collections, saved chats and adapters."""
+    """What a page load refreshes: the collections, saved chats, adapters and installed chat models."""
     names = services.rag.docs.collections(user)
     count = f"{len(names)} collection{'s' if len(names) != 1 else ''} you can use"
     return {"collection": gr.update(choices=[NO_COLLECTION, *names], info=f"{count}; answers come with citations"),
             "session_pick": gr.update(choices=session_choices(services.sessions, user)),
-            "adapter": gr.update(choices=adapter_choices(user))}
+            "adapter": gr.update(choices=adapter_choices(user)),
+            "model": gr.update(choices=chat_model_names())}
 
 
 # --- layout ---------------------------------------------------------------------------------------------
@@ -330,9 +340,10 @@ def _documents(ui: dict, cfg: StudioConfig) -> None:
 def _model(ui: dict, cfg: StudioConfig) -> None:
     with gr.Accordion("Model", open=False):
         ui["backend"] = gr.Dropdown(list(BACKENDS), value=cfg.chat.backend, label="Backend", elem_id="chat-backend")
-        ui["model"] = gr.Dropdown(CHAT_MODELS, value=cfg.chat.model, label="Model", allow_custom_value=True,
-                                  elem_id="chat-model", info="a registry name, a .gguf path or an HF folder; "
-                                                             "for openai, the endpoint's model (blank = its first)")
+        ui["model"] = gr.Dropdown(chat_model_names(), value=cfg.chat.model, label="Model", allow_custom_value=True,
+                                  elem_id="chat-model",
+                                  info="an installed model (see Models), a .gguf path or an HF folder; for openai, "
+                                       "the endpoint's model (blank = its first)")
         ui["adapter"] = gr.Dropdown([NO_ADAPTER], value=NO_ADAPTER, label="LoRA adapter (hf backend)",
                                     elem_id="chat-adapter",
                                     info="a finished Fine-tune run; picking one switches to hf and its base model")
@@ -358,6 +369,7 @@ def _generation(ui: dict, cfg: StudioConfig) -> None:
 
 def _wire(ui: dict, s: ChatServices) -> None:
     on(ui["adapter"].input, pick_adapter, ui, ["adapter"], ["backend", "model"], api_name="pick_adapter")
+    on(ui["model"].input, pick_model, ui, ["model", "backend"], ["backend"], api_name="pick_model")
     on(ui["collection"].input, partial(grounded_defaults, services=s), ui, ["collection"], ["temperature"],
        api_name="grounded_defaults")
     turn, fair = partial(respond, services=s), {"turns": (s.turns, "stats"), "concurrency_id": "generate"}
@@ -396,11 +408,13 @@ def build_chat_tab(cfg: StudioConfig, backends: BackendCache, header: gr.Markdow
     ui["session_id"] = gr.State(None)
     ui["cites"] = gr.State(None)  # the answer on screen's collection and citations, for the page viewer
     _wire(ui, services)
-    load = ["collection", "session_pick", "adapter"]
+    load = ["collection", "session_pick", "adapter", "model"]
     if tab is not None:
         on(tab.select, partial(on_load, services=services), ui, [], load, api_name="chat_lists",
            show_progress="hidden")
     def page_load(request: gr.Request):
-        return {ui[n]: update for n, update in on_load({}, services=services, user=user_of(request)).items()}
+        updates = on_load({}, services=services, user=user_of(request))
+        updates["model"] = gr.update(choices=chat_model_names(), value=cfg.chat.model)  # the chat role's model now
+        return {ui[n]: update for n, update in updates.items()}
 
     return page_load, [ui[n] for n in load]

@@ -21,6 +21,7 @@ import pandas as pd
 from studio.backends import BackendCache
 from studio.env import LOCAL_USER, home_dir
 from studio.errors import StudioError
+from studio.modelstore import judge_scorer
 from studio.paths import CONFIGS, Roots
 from studio.ui.guard import choice, fail, public, text
 from studio.ui.wiring import Values, on
@@ -216,13 +217,16 @@ def refresh_runs(_v: Values, *, user: str = LOCAL_USER) -> Values:
     return {"baseline": _baseline_choices(user)}
 
 
-def score_answer(v: Values) -> Values:
-    """One answer's groundedness in one context: the score, its sentences shaded, the scorer's details."""
+def score_answer(v: Values, *, chat_cfg=None) -> Values:
+    """One answer's groundedness in one context: the score, its sentences shaded, the scorer's details. The
+    ``llm`` scorer asks the judge role's model (the Models tab chooses it; ``chat_cfg`` holds it)."""
     from eval.groundedness import get_scorer
 
     context = text(v["context"], "the context", "prompt_chars")
     answer = text(v["answer"], "the answer")
     scorer = choice(v["scorer"], SCORERS, "scorer")
+    if scorer == "llm" and chat_cfg is not None:
+        scorer = judge_scorer(chat_cfg)
     if not context.strip() or not answer.strip():
         raise gr.Error("Give both a context and an answer.")
     try:
@@ -264,21 +268,24 @@ def _groundedness(ui: dict) -> None:
             ui["context"] = gr.Textbox(lines=5, label="Context", elem_id="eval-g-context")
             ui["answer"] = gr.Textbox(lines=5, label="Answer", elem_id="eval-g-answer")
         with gr.Row():
-            ui["scorer"] = gr.Dropdown(SCORERS, value="judge", label="Scorer")
+            ui["scorer"] = gr.Dropdown(SCORERS, value="judge", label="Scorer",
+                                       info="llm asks the judge model the Models tab chose")
             ui["score"] = gr.Button("Score", elem_id="eval-g-run")
         ui["grounded"] = gr.HTML(elem_id="eval-g-out")
 
 
-def _wire(ui: dict, s: EvalServices) -> None:
+def _wire(ui: dict, s: EvalServices, chat_cfg=None) -> None:
     on(ui["run"].click, partial(run_eval, services=s), ui, REQUEST, SHOWN, api_name="eval_run",
        concurrency_limit=1)
     on(ui["refresh"].click, refresh_runs, ui, [], ["baseline"], api_name="eval_refresh")
-    on(ui["score"].click, score_answer, ui, ["context", "answer", "scorer"], ["grounded"], api_name="groundedness")
+    on(ui["score"].click, partial(score_answer, chat_cfg=chat_cfg), ui, ["context", "answer", "scorer"], ["grounded"],
+       api_name="groundedness")
 
 
-def build_eval_tab(roots: Roots, backends: BackendCache, tab=None) -> None:
-    """``roots``: where an uploaded suite and the paths it names may be; ``backends`` checks its endpoint.
-    Selecting the ``tab`` lists the earlier runs again (the CLI may have added some)."""
+def build_eval_tab(roots: Roots, backends: BackendCache, tab=None, chat_cfg=None) -> None:
+    """``roots``: where an uploaded suite and the paths it names may be; ``backends`` checks its endpoint;
+    ``chat_cfg`` names the judge role's model for the ``llm`` scorer. Selecting the ``tab`` lists the earlier
+    runs again (the CLI may have added some)."""
     services = EvalServices(roots, backends, suite_files())
     ui: dict = {}
     with gr.Row():
@@ -290,6 +297,6 @@ def build_eval_tab(roots: Roots, backends: BackendCache, tab=None) -> None:
                                max_height=520)
     ui["answers"] = gr.HTML(elem_id="eval-answers")
     _groundedness(ui)
-    _wire(ui, services)
+    _wire(ui, services, chat_cfg)
     if tab is not None:
         on(tab.select, refresh_runs, ui, [], ["baseline"], api_name="eval_lists", show_progress="hidden")

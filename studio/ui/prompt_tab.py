@@ -24,6 +24,7 @@ from studio.markup import neutralize
 from studio.paths import CONFIGS
 from studio.prompting.bench import PromptSuite, score
 from studio.prompting.techniques import TECHNIQUES, Task, run_technique
+from studio.registry import backend_for
 from studio.turns import Turns
 from studio.ui.guard import as_float, as_int, choice, fail, public, text
 from studio.ui.wiring import Values, on
@@ -59,7 +60,13 @@ class PromptServices:
     turns: Turns = field(default_factory=Turns)  # each account's runs one at a time, with the Chat tab's
 
     def backend(self):
+        """The prompt role's model (the Models tab sets it), else the chat model with its backend."""
         c = self.cfg.chat
+        if c.prompt_model and c.prompt_model != c.model:
+            try:
+                return self.backends.get(backend_for(c.prompt_model), c.prompt_model)
+            except StudioError as exc:
+                raise fail(exc) from None
         return self.backends.get(c.backend, c.model, c.base_url)
 
 
