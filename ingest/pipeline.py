@@ -31,7 +31,7 @@ from ingest.loaders import Limits, LoadError, load_file
 from ingest.manifest import FileRecord, Manifest, page_ranges
 from ingest.pages import keep_original
 from ingest.splitters import split_documents
-from ingest.store import check_collection_name
+from ingest.store import TMP, check_collection_name
 from studio import audit
 from studio.accounts import Accounts
 from studio.env import LOCAL_USER, home_lock
@@ -90,6 +90,17 @@ def embedding_text(chunk) -> str:
     heads = [meta.get("title", ""), meta.get("headers", "")]
     heads = [h for i, h in enumerate(heads) if h and not any(h in o for o in heads[i + 1:])]
     return " > ".join(heads) + "\n" + chunk.page_content if meta.get("headers") else chunk.page_content
+
+
+@dataclass
+class _Chunk:
+    """A stored chunk read back for :func:`embedding_text` (the shape of a LangChain Document)."""
+
+    page_content: str
+    metadata: dict
+
+
+REEMBED_BATCH = 256
 
 
 def discover(paths: Iterable[str | Path]) -> list[tuple[Path | None, str, str | None]]:
@@ -154,16 +165,22 @@ class Ingestor:
         self.cfg = cfg or IngestConfig()
         self.cfg.splitter.resolved()  # fail early on bad sizes
         self.store = store or Store(self.cfg.chroma_url)
-        self._embedder = embedder
+        # loaded embedding models by name: a collection is searched and extended with the model its vectors
+        # came from (recorded with them), whatever the configured model for new collections is now
+        self._embedders: dict[str, object] = embedder if isinstance(embedder, dict) else {}
+        if embedder is not None and not isinstance(embedder, dict):
+            self._embedders[getattr(embedder, "model_name", None) or self.cfg.embed_model] = embedder
         self.manifest = manifest or Manifest()
         self.limits = Limits(max_file_mb=self.cfg.max_file_mb, max_pages=self.cfg.max_pages)
 
     def for_user(self, user: str, cfg: IngestConfig | None = None) -> Ingestor:
-        return Ingestor(cfg or self.cfg, store=self.store, embedder=self._embedder or None, manifest=self.manifest,
+        return Ingestor(cfg or self.cfg, store=self.store, embedder=self._embedders, manifest=self.manifest,
                         user=user)
 
     # --- who sees and changes what ---------------------------------------------------------------
     def _infos(self) -> dict[str, CollectionInfo]:
+        if any(n.startswith(TMP) for n in self.store.all_names()):
+            self._recover()
         owners = self.manifest.owners(self.store.location)
         return {name: CollectionInfo(name, *owners.get(name, (LOCAL_USER, False)))
                 for name in self.store.list_collections()}
@@ -221,18 +238,40 @@ class Ingestor:
 
     @property
     def embedder(self):
-        if self._embedder is None:
+        """The configured embedding model (the one a new collection gets)."""
+        return self.embedder_named(self.cfg.embed_model)
+
+    def embedder_named(self, model: str):
+        if model not in self._embedders:
             from ingest.embeddings import MiniLMEmbeddings
 
-            self._embedder = MiniLMEmbeddings(self.cfg.embed_model, engine=self.cfg.embed_engine)
-        return self._embedder
+            self._embedders[model] = MiniLMEmbeddings(model, engine=self.cfg.embed_engine)
+        return self._embedders[model]
 
-    def _splitter_signature(self) -> str:
+    def model_of(self, collection: str) -> str:
+        """The embedding model of ``collection``'s vectors (the configured one for a collection made before the
+        studio recorded it: then it was the only model in use)."""
+        return self.store.embed_model(collection) or self.cfg.embed_model
+
+    def record_models(self) -> list[str]:
+        """Record the configured model on every collection made before the studio kept each one's model (done
+        before the configured model changes); returns the names it recorded."""
+        done = []
+        for name in self.store.list_collections():
+            if self.store.embed_model(name) is None:
+                self.store.set_meta(name, embed_model=self.cfg.embed_model)
+                done.append(name)
+        return done
+
+    def embedder_for(self, collection: str):
+        """The model that embeds queries and new chunks of ``collection``: its own, never another one."""
+        return self.embedder_named(self.model_of(collection))
+
+    def _splitter_signature(self, model: str) -> str:
         s = self.cfg.splitter
         size, overlap = s.resolved()
-        # the configured model, not the loaded one: an unchanged corpus is checked without loading it
-        return hashlib.sha1(f"{s.splitter}|{size}|{overlap}|{self.cfg.embed_model}|{EMBED_FORMAT}".encode()
-                            ).hexdigest()[:8]
+        # the model's name, not the loaded model: an unchanged corpus is checked without loading it
+        return hashlib.sha1(f"{s.splitter}|{size}|{overlap}|{model}|{EMBED_FORMAT}".encode()).hexdigest()[:8]
 
     def _prepare(self, path: Path | None, source: str, refusal: str | None, collection: str, sig: str) -> _Prepared:
         if refusal:
@@ -285,7 +324,7 @@ class Ingestor:
         if refused:
             return FileResult(prep.source, "failed", 0, refused)
         texts = [c.page_content for c in prep.chunks]
-        vectors = self.embedder.encode([embedding_text(c) for c in prep.chunks])
+        vectors = self.embedder_for(collection).encode([embedding_text(c) for c in prep.chunks])
         now = datetime.now(UTC).isoformat(timespec="seconds")
         metas = []
         for c in prep.chunks:
@@ -318,7 +357,9 @@ class Ingestor:
             raise StudioError(f"{len(items):,} files to ingest; the limit is {most:,} (limits.ingest_files): "
                               "ingest the folder in parts")
         self._claim(collection)
-        self.store.collection(collection)  # creates the collection
+        self.store.collection(collection, embed_model=self.cfg.embed_model)  # a new one gets the configured model
+        if self.store.embed_model(collection) is None:  # one made before the model was recorded: its model now
+            self.store.set_meta(collection, embed_model=self.cfg.embed_model)
         with self._lock(collection):
             report = self._ingest(items, collection, progress, start)
         audit.record(self.user, "collection.ingest", collection,
@@ -326,7 +367,7 @@ class Ingestor:
         return report
 
     def _ingest(self, items, collection: str, progress: Progress | None, start: float) -> IngestReport:
-        sig = self._splitter_signature()
+        sig = self._splitter_signature(self.model_of(collection))
         results: list[FileResult] = []
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="parse") as pool:
             pending: list[Future] = []
@@ -386,4 +427,63 @@ class Ingestor:
         if k < 1:
             raise StudioError(f"k must be at least 1, got {k}")
         self.readable(collection)
-        return self.store.search(collection, self.embedder.encode([text])[0], k, where)
+        return self.store.search(collection, self.embedder_for(collection).encode([text])[0], k, where)
+
+    # --- changing a collection's embedding model --------------------------------------------------
+    def reembed(self, collection: str, model: str, progress: Progress | None = None) -> int:
+        """Embed every chunk of ``collection`` again with ``model``; returns the number of chunks.
+
+        The new vectors go into a temporary collection; only when all are in does it take the collection's
+        place (renames), so searches meanwhile use the old vectors, a failure or a kill leaves the old
+        collection as it was, and the two models' vectors are never mixed in one collection.
+        """
+        self.writable(collection)
+        embedder = self.embedder_named(model)  # a model that cannot embed fails here, before anything changes
+        with self._lock(collection):
+            previous = self.model_of(collection)
+            if previous == model:
+                return self.store.count(collection)
+            new = f"{TMP}new.{collection}"
+            self.store.drop(new)
+            self.store.create(new, embed_model=model)
+            total, done = self.store.count(collection), 0
+            while done < total:
+                page = self.store.get_chunks(collection, limit=REEMBED_BATCH, offset=done)
+                if not page["ids"]:
+                    break
+                texts = [embedding_text(_Chunk(t or "", m or {})) for t, m in zip(page["documents"],
+                                                                                 page["metadatas"], strict=True)]
+                self.store.add_chunks(new, page["ids"], embedder.encode(texts), page["documents"], page["metadatas"])
+                done += len(page["ids"])
+                if progress:
+                    progress(done, total, collection)
+            self.store.set_meta(new, complete="1")
+            self._swap(collection)
+        audit.record(self.user, "collection.reembed", collection, model=model, previous=previous, chunks=done)
+        return done
+
+    def _swap(self, collection: str) -> None:
+        """Put a complete re-embedded collection in the place of the old one (see :meth:`_recover`)."""
+        new, old = f"{TMP}new.{collection}", f"{TMP}old.{collection}"
+        if collection in self.store.all_names():
+            self.store.rename(collection, old)
+        self.store.rename(new, collection)
+        self.store.drop(old)
+
+    def _recover(self) -> None:
+        """Finish or undo a re-embedding a kill interrupted: a complete new collection takes the place it was
+        made for; an incomplete one is dropped (the old collection is still there, or back in place)."""
+        names = set(self.store.all_names())
+        for collection in sorted({n.split(".", 2)[2] for n in names if n.startswith((f"{TMP}new.", f"{TMP}old."))}):
+            with home_lock("collection", self.store.location, collection, wait=False) as mine:
+                if not mine:  # a re-embedding is running now: its collection stays as it is meanwhile
+                    continue
+                now = set(self.store.all_names())
+                new, old = f"{TMP}new.{collection}", f"{TMP}old.{collection}"
+                if new in now and (self.store.collection(new, create=False).metadata or {}).get("complete"):
+                    self._swap(collection)
+                    continue
+                self.store.drop(new)
+                if old in now and collection not in now:
+                    self.store.rename(old, collection)
+                self.store.drop(old)

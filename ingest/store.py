@@ -23,12 +23,17 @@ NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{1,510}[a-zA-Z0-9]$")
 BATCH = 1000
 
 
+TMP = "studio-tmp."  # collections the studio builds before swapping them in (re-embedding); never a user's
+
+
 def check_collection_name(name: str) -> str:
     if not NAME_RE.match(name or "") or ".." in name:
         raise StudioError(
             f"collection name {name!r} is not allowed: use 3-512 characters of letters, digits, "
             "'.', '_' or '-', starting and ending with a letter or digit"
         )
+    if name.startswith(TMP):
+        raise StudioError(f"collection names starting with {TMP!r} are the studio's own; choose another name")
     return name
 
 
@@ -86,19 +91,51 @@ class Store:
             self.client = chromadb.PersistentClient(path=str(path), settings=settings)
             self.location = f"local:{path}"
 
-    def collection(self, name: str, create: bool = True):
-        check_collection_name(name)
+    def collection(self, name: str, create: bool = True, embed_model: str | None = None):
+        """The Chroma collection; ``create`` makes a missing one, recording ``embed_model`` (the model its
+        vectors come from) in its metadata, so the vectors and the name of their model never part."""
+        if not name.startswith(TMP):
+            check_collection_name(name)
         if create:
-            return self.client.get_or_create_collection(
-                name, configuration={"hnsw": {"space": "cosine"}}, embedding_function=None)
+            try:
+                return self.client.get_collection(name, embedding_function=None)
+            except Exception:  # noqa: BLE001 - chroma's "does not exist" differs between its clients
+                meta = {"embed_model": embed_model} if embed_model else None
+                return self.client.get_or_create_collection(
+                    name, configuration={"hnsw": {"space": "cosine"}}, metadata=meta, embedding_function=None)
         try:
             return self.client.get_collection(name, embedding_function=None)
         except Exception:
             known = ", ".join(self.list_collections()) or "none yet"
             raise StudioError(f"no collection {name!r}; existing collections: {known}") from None
 
-    def list_collections(self) -> list[str]:
+    def create(self, name: str, embed_model: str) -> None:
+        """A new, empty collection (one of the studio's temporary ones) for ``embed_model``'s vectors."""
+        self.client.create_collection(name, configuration={"hnsw": {"space": "cosine"}},
+                                      metadata={"embed_model": embed_model}, embedding_function=None)
+
+    def all_names(self) -> list[str]:
+        """Every collection in the store, the studio's temporary ones included."""
         return sorted(c if isinstance(c, str) else c.name for c in self.client.list_collections())
+
+    def list_collections(self) -> list[str]:
+        return [n for n in self.all_names() if not n.startswith(TMP)]
+
+    def embed_model(self, name: str) -> str | None:
+        """The embedding model recorded for the collection's vectors (None for one made before it was kept)."""
+        return (self.collection(name, create=False).metadata or {}).get("embed_model")
+
+    def set_meta(self, name: str, **meta: str) -> None:
+        col = self.collection(name, create=False)
+        col.modify(metadata={**(col.metadata or {}), **meta})
+
+    def rename(self, old: str, new: str) -> None:
+        self.collection(old, create=False).modify(name=new)
+
+    def drop(self, name: str) -> None:
+        """Delete a collection if it exists (the studio's temporary ones)."""
+        if name in self.all_names():
+            self.client.delete_collection(name)
 
     def delete_collection(self, name: str) -> None:
         self.collection(name, create=False)
@@ -111,7 +148,7 @@ class Store:
 
     def add_chunks(self, name: str, ids: list[str], vectors, texts: list[str], metadatas: list[dict]) -> None:
         """Upsert (idempotent: the same id twice leaves one copy)."""
-        col = self.collection(name)
+        col = self.collection(name, create=not name.startswith(TMP))
         for i in range(0, len(ids), BATCH):
             col.upsert(ids=ids[i:i + BATCH], embeddings=[list(map(float, v)) for v in vectors[i:i + BATCH]],
                        documents=texts[i:i + BATCH], metadatas=metadatas[i:i + BATCH])
@@ -132,9 +169,10 @@ class Store:
                             headers=meta.get("headers", ""), anchor=meta.get("anchor", "")))
         return hits
 
-    def get_chunks(self, name: str, where: dict | None = None) -> dict:
-        """All stored chunks (ids, documents, metadatas) matching ``where``."""
-        return self.collection(name, create=False).get(where=where, include=["documents", "metadatas"])
+    def get_chunks(self, name: str, where: dict | None = None, limit: int | None = None, offset: int = 0) -> dict:
+        """The stored chunks (ids, documents, metadatas) matching ``where`` (a page of them with ``limit``)."""
+        return self.collection(name, create=False).get(where=where, include=["documents", "metadatas"],
+                                                       limit=limit, offset=offset)
 
     def as_vectorstore(self, name: str, embeddings):
         """The collection as a LangChain ``VectorStore`` (langchain-chroma's ``Chroma``)."""

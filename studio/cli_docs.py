@@ -48,6 +48,11 @@ def add_parsers(sub) -> None:
     store_opts(pub)
     pub.add_argument("--undo", action="store_true", help="make it private again")
     pub.set_defaults(handler=lambda a: cmd_publish(a, load_studio_config(a)))
+    reemb = dsub.add_parser("reembed", help="embed a collection's chunks again with another embedding model")
+    store_opts(reemb)
+    reemb.add_argument("--model", required=True, help="an installed sentence-transformers model (`studio models list "
+                    "--kind embedding`)")
+    reemb.set_defaults(handler=lambda a: cmd_reembed(a, load_studio_config(a)))
     drop = dsub.add_parser("drop", help="delete a whole collection")
     store_opts(drop)
     drop.add_argument("--yes", action="store_true", help="really delete it")
@@ -117,13 +122,34 @@ def cmd_docs_rm(args, cfg) -> int:
 def cmd_collections(args, cfg) -> int:
     ing = make_ingestor(args, cfg)
     rows = [{"collection": c.name, "chunks": ing.store.count(c.name), "documents": len(ing.documents(c.name)),
-             "owner": c.owner, "shared": c.shared} for c in ing.collections()]
+             "owner": c.owner, "shared": c.shared, "embed_model": ing.model_of(c.name)} for c in ing.collections()]
     if args.json:
         print(json.dumps(rows))
     else:
         for row in rows:
             whose = ("shared by " if row["shared"] else "private to ") + row["owner"]
-            print(f"{row['collection']}  ({row['documents']} documents, {row['chunks']} chunks; {whose})")
+            print(f"{row['collection']}  ({row['documents']} documents, {row['chunks']} chunks; {whose}; "
+                  f"embedded with {row['embed_model']})")
+    return 0
+
+
+def cmd_reembed(args, cfg) -> int:
+    """Re-embed with a progress line; the old vectors serve searches until the new ones are all in."""
+    from studio.modelstore import embedding_model_names
+
+    if args.model not in embedding_model_names():
+        raise StudioError(f"{args.model!r} is not an installed sentence-transformers model; "
+                          f"installed: {', '.join(embedding_model_names())}")
+    ing = make_ingestor(args, cfg)
+    before = ing.model_of(args.collection)
+
+    def show(done: int, total: int, _name: str) -> None:
+        print(f"\rre-embedding {args.collection}: {done:,} of {total:,} chunks", end="", file=sys.stderr, flush=True)
+
+    n = ing.reembed(args.collection, args.model, show)
+    print(file=sys.stderr)
+    print(f"{args.collection}: {n:,} chunks embedded with {args.model}" +
+          (f" (was {before})" if before != args.model else " (already)"))
     return 0
 
 

@@ -50,8 +50,9 @@ def add_parsers(sub) -> None:
     rm.set_defaults(handler=cmd_rm)
     use = verbs.add_parser("use", help="make an installed chat model the one a role uses (saved)")
     use.add_argument("name")
-    use.add_argument("--role", default="chat", choices=["chat", "prompt", "judge"],
-                     help="chat: Chat and every command; prompt: the Prompt Lab; judge: the llm groundedness scorer")
+    use.add_argument("--role", default="chat", choices=["chat", "prompt", "judge", "embedding"],
+                     help="chat: Chat and every command; prompt: the Prompt Lab; judge: the llm groundedness "
+                          "scorer; embedding: new collections (existing ones keep theirs: `studio docs reembed`)")
     use.set_defaults(handler=cmd_use)
     roles = verbs.add_parser("roles", help="which model each role uses")
     roles.add_argument("--json", action="store_true")
@@ -128,7 +129,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
 def cmd_rm(args: argparse.Namespace) -> int:
     from studio.modelstore import remove, roles_of
 
-    remove(args.name, user=args.user, in_use=roles_of(load_studio_config(args).chat))
+    remove(args.name, user=args.user, in_use=roles_of(load_studio_config(args)))
     print(f"removed {args.name}")
     return 0
 
@@ -136,7 +137,7 @@ def cmd_rm(args: argparse.Namespace) -> int:
 def cmd_use(args: argparse.Namespace) -> int:
     from studio.modelstore import ROLE_HELP, set_role
 
-    set_role(args.role, args.name, user=args.user)
+    set_role(args.role, args.name, load_studio_config(args), user=args.user)
     print(f"{ROLE_HELP[args.role]} now uses {args.name} (saved in the studio home's settings.yaml)")
     return 0
 
@@ -144,10 +145,10 @@ def cmd_use(args: argparse.Namespace) -> int:
 def cmd_roles(args: argparse.Namespace) -> int:
     from studio.modelstore import ROLE_HELP, roles_of
 
-    roles = roles_of(load_studio_config(args).chat)
+    roles = roles_of(load_studio_config(args))
     if args.json:
         print(json.dumps(roles))
     else:
         for role, model in roles.items():
-            print(f"{role:<7} {model:<28} {ROLE_HELP[role]}")
+            print(f"{role:<9} {model:<28} {ROLE_HELP[role]}")
     return 0

@@ -121,17 +121,22 @@ def ensure_column(db: sqlite3.Connection, table: str, column: str, declaration: 
 
 
 @contextmanager
-def home_lock(*key: str) -> Iterator[None]:
+def home_lock(*key: str, wait: bool = True) -> Iterator[bool]:
     """An exclusive lock named by ``key``, shared by every process and thread using this STUDIO_HOME.
 
     ``flock`` on a file under ``STUDIO_HOME/locks``: the kernel drops it when its holder exits or is
-    killed, so a crash never leaves a stale lock behind.
+    killed, so a crash never leaves a stale lock behind. With ``wait=False`` it yields False at once
+    when someone else holds it (and True when it was taken).
     """
     name = hashlib.sha1("\x00".join(key).encode()).hexdigest()[:20]
     fd = os.open(home_dir("locks") / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)

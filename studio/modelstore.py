@@ -48,9 +48,10 @@ from huggingface_hub.utils import build_hf_headers, hf_raise_for_status
 from huggingface_hub.utils import tqdm as hub_tqdm
 
 from finetune.adapters import list_adapters
+from ingest.pipeline import Ingestor
 from studio import audit
 from studio.accounts import Accounts
-from studio.config import save_settings
+from studio.config import StudioConfig, save_settings
 from studio.env import LOCAL_USER, applied_offline_default, home_dir, home_lock
 from studio.errors import StudioError
 from studio.paths import Roots, check_name, slug
@@ -111,25 +112,35 @@ def _admin(user: str, what: str) -> None:
 # -- which model each role uses ---------------------------------------------------------------------
 
 CHAT_KINDS = ("chat-gguf", "chat-hf")
-ROLES = {"chat": "chat.model", "prompt": "chat.prompt_model", "judge": "chat.judge_model"}
+ROLES = {"chat": "chat.model", "prompt": "chat.prompt_model", "judge": "chat.judge_model",
+         "embedding": "ingest.embed_model"}
 ROLE_HELP = {"chat": "Chat (and every command's default)", "prompt": "Prompt Lab",
-             "judge": "the `llm` groundedness scorer"}
+             "judge": "the `llm` groundedness scorer", "embedding": "new collections' embeddings"}
+
+
+def _installed_metas() -> list[dict]:
+    folders = sorted(store_dir().iterdir())
+    return [m for f in folders if f.is_dir() and not f.name.startswith(".") and (m := _read_meta(f)) is not None]
 
 
 def chat_model_names() -> list[str]:
     """Every installed chat model's name, bundled first (for the pickers of the tabs)."""
     names = [n for n, (_, _, fmt, _) in sorted(BUNDLED.items()) if fmt == "gguf"]
-    for folder in sorted(store_dir().iterdir()):
-        meta = _read_meta(folder) if folder.is_dir() and not folder.name.startswith(".") else None
-        if meta is not None and meta.get("kind") in CHAT_KINDS:
-            names.append(meta["name"])
-    return names
+    return names + [m["name"] for m in _installed_metas() if m.get("kind") in CHAT_KINDS]
 
 
-def roles_of(chat_cfg) -> dict[str, str]:
-    """role -> the model it uses under ``chat_cfg`` (a ChatModelConfig)."""
-    return {"chat": chat_cfg.model, "prompt": chat_cfg.prompt_model or chat_cfg.model,
-            "judge": chat_cfg.judge_model or chat_cfg.model}
+def embedding_model_names() -> list[str]:
+    """Every installed sentence-transformers model's name (what ingest can embed with), bundled first."""
+    names = [n for n, (_, _, fmt, _) in sorted(BUNDLED.items()) if fmt == "hf"]
+    return names + [m["name"] for m in _installed_metas()
+                    if m.get("kind") == "embedding" and not str(m.get("file", "")).endswith(".gguf")]
+
+
+def roles_of(cfg) -> dict[str, str]:
+    """role -> the model it uses under ``cfg`` (a StudioConfig)."""
+    c = cfg.chat
+    return {"chat": c.model, "prompt": c.prompt_model or c.model, "judge": c.judge_model or c.model,
+            "embedding": cfg.ingest.embed_model}
 
 
 def judge_scorer(chat_cfg) -> str:
@@ -140,23 +151,36 @@ def judge_scorer(chat_cfg) -> str:
     return "llm" if chat_cfg.backend == "openai" else f"llm:{chat_cfg.model}"
 
 
-def set_role(role: str, name: str, chat_cfg=None, user: str = LOCAL_USER) -> dict:
-    """Make ``name`` (an installed chat model) the model of ``role``, saved in STUDIO_HOME's settings (the
-    studio config's saved layer), and in ``chat_cfg`` when given (a running server's config)."""
+def set_role(role: str, name: str, cfg=None, user: str = LOCAL_USER) -> dict:
+    """Make ``name`` (an installed model of the right kind) the model of ``role``, saved in STUDIO_HOME's
+    settings (the studio config's saved layer), and in ``cfg`` (a StudioConfig) when given: a running
+    server's config. A new embedding model applies to new collections; each existing one keeps the model
+    its vectors came from (recorded first for collections made before the studio kept it) until it is
+    re-embedded."""
     _admin(user, "choose the models of the roles")
     if role not in ROLES:
         raise StudioError(f"the role must be one of: {', '.join(ROLES)}")
-    if name not in chat_model_names():
+    if role == "embedding":
+        if name not in embedding_model_names():
+            raise StudioError(f"{name!r} is not an installed sentence-transformers model; "
+                              "`studio models list --kind embedding` shows them")
+        cfg = cfg or StudioConfig()
+        Ingestor(cfg.ingest, user=user).record_models()  # the old model, on collections that lack it
+        updates = {"ingest": {"embed_model": name}}
+    elif name not in chat_model_names():
         raise StudioError(f"{name!r} is not an installed chat model; `studio models list --kind chat-gguf` "
                           "shows them (pull or import one first)")
-    updates = {"chat": {"model": name, "backend": backend_for(name)}} if role == "chat" else \
-        {"chat": {ROLES[role].split(".")[1]: name}}
+    elif role == "chat":
+        updates = {"chat": {"model": name, "backend": backend_for(name)}}
+    else:
+        updates = {"chat": {ROLES[role].split(".")[1]: name}}
     with home_lock("settings"):
         saved = save_settings(home_dir(), updates)
     audit.record(user, "model.role", name, role=role)
-    if chat_cfg is not None:
-        for key, value in updates["chat"].items():
-            setattr(chat_cfg, key, value)
+    if cfg is not None:
+        for section, values in updates.items():
+            for key, value in values.items():
+                setattr(getattr(cfg, section), key, value)
     return saved
 
 
@@ -355,10 +379,7 @@ def _write_json(path: Path, data: dict) -> None:
 def list_models(user: str = LOCAL_USER, kind: str | None = None) -> list[InstalledModel]:
     """Bundled models, then pulled and imported ones (by name), then ``user``'s fine-tuned adapters."""
     rows = _bundled()
-    for folder in sorted(store_dir().iterdir()):
-        meta = _read_meta(folder) if folder.is_dir() and not folder.name.startswith(".") else None
-        if meta is not None:
-            rows.append(_installed(folder, meta))
+    rows += [_installed(store_dir() / meta["name"], meta) for meta in _installed_metas()]
     for a in list_adapters(user=user):
         size = _size(a.path)
         rows.append(InstalledModel(f"run:{a.name}", "lora-adapter", a.path, size, size, "as its base model",

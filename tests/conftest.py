@@ -194,3 +194,12 @@ def hub(tmp_path_factory):
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture()
+def fresh_home(tmp_path, monkeypatch) -> Path:
+    """An empty studio home for one test (STUDIO_HOME points at it until the test ends)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("STUDIO_HOME", str(home))
+    return home

@@ -124,7 +124,7 @@ def test_ingest_then_the_listing_and_search_show_the_file(service, upload):
     assert [r[0] for r in listed["listing"]] == ["notes.txt"]
     loaded = docs_tab.on_load({}, service=service)
     assert set(loaded) == {"collection", "listing", "to_delete", "sharing"}
-    assert loaded["sharing"] == "**Private**: only you see it."
+    assert loaded["sharing"] == "**Private**: only you see it. Embedded with **minilm-l6-v2**."
     assert {"handler-docs", docs_tab.DEFAULT_COLLECTION} <= set(loaded["collection"]["choices"])
 
 
@@ -154,4 +154,5 @@ def test_refresh_keeps_a_typed_new_name_among_the_collections(service):
     assert shown["listing"] == [] and shown["to_delete"]["choices"] == []
     assert "not-yet-ingested" in shown["collection"]["choices"]
     assert shown["collection"]["choices"][-1] == "not-yet-ingested"  # after the collections that exist
-    assert shown["sharing"] == "A new collection is private to you."
+    assert shown["sharing"] == ("A new collection is private to you; it will be embedded with "
+                                "**minilm-l6-v2**.")

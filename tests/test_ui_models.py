@@ -27,15 +27,12 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture()
-def home(tmp_path, monkeypatch, hub):
+def home(fresh_home, monkeypatch, hub):
     """A fresh studio home (roles saved here stay here) whose pulls go to the local hub."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("STUDIO_HOME", str(home))
     monkeypatch.setenv("HF_ENDPOINT", hub.url)
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
-    return home
+    return fresh_home
 
 
 def studio(home, *args):
@@ -64,14 +61,14 @@ def test_pull_in_the_tab_then_make_it_the_chat_model_everywhere(home):
     assert "smol-hub" in got["chat_role"]["choices"] and got["remove_pick"]["choices"] == ["smol-hub"]
 
     saved = models_tab.save_roles({"chat_role": "smol-hub", "prompt_role": "smollm2-135m-instruct",
-                                   "judge_role": "smol-hub"}, cfg=cfg)
+                                   "judge_role": "smol-hub", "embedding_role": "minilm-l6-v2"}, cfg=cfg)
     assert "Chat (and every command's default): **smol-hub**" in saved["status"]
     assert cfg.chat.model == "smol-hub" and cfg.chat.backend == "llamacpp"  # this server uses it at once
     assert yaml.safe_load((home / "settings.yaml").read_text())["chat"]["model"] == "smol-hub"
     assert next(r for r in saved["table"] if r[0] == "smol-hub")[6] == "chat, prompt, judge"  # (prompt: as chat)
     # a new process reads the saved roles: the CLI's chat answers with it, by default
     assert json.loads(studio(home, "models", "roles", "--json").stdout) == {
-        "chat": "smol-hub", "prompt": "smol-hub", "judge": "smol-hub"}
+        "chat": "smol-hub", "prompt": "smol-hub", "judge": "smol-hub", "embedding": "minilm-l6-v2"}
     out = studio(home, "chat", "What is the capital of France? Answer in one word.", "--temperature", "0", "--json")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["model"] == "smol-hub" and "Paris" in json.loads(out.stdout)["text"]
@@ -81,7 +78,7 @@ def test_pull_in_the_tab_then_make_it_the_chat_model_everywhere(home):
     with pytest.raises(gr.Error, match="smol-hub is the model of the chat, prompt, judge roles"):
         models_tab.remove_model({"remove_pick": "smol-hub"}, cfg=cfg)
     models_tab.save_roles({"chat_role": "smollm2-135m-instruct", "prompt_role": "smollm2-135m-instruct",
-                           "judge_role": "smollm2-135m-instruct"}, cfg=cfg)
+                           "judge_role": "smollm2-135m-instruct", "embedding_role": "minilm-l6-v2"}, cfg=cfg)
     gone = models_tab.remove_model({"remove_pick": "smol-hub"}, cfg=cfg)
     assert "smol-hub" not in names(gone) and "Removed **smol-hub**" in gone["status"]
     assert [e["action"] for e in audit.entries(home=home)][:2] == ["model.pull", "model.role"]
@@ -90,8 +87,8 @@ def test_pull_in_the_tab_then_make_it_the_chat_model_everywhere(home):
 def test_the_prompt_lab_and_the_judge_use_their_roles_models(home, gguf_path):
     cfg = StudioConfig()
     modelstore.import_model(gguf_path, "smol-prompt", link=True)
-    modelstore.set_role("prompt", "smol-prompt", cfg.chat)
-    modelstore.set_role("judge", "smol-prompt", cfg.chat)
+    modelstore.set_role("prompt", "smol-prompt", cfg)
+    modelstore.set_role("judge", "smol-prompt", cfg)
     assert PromptServices(cfg, BackendCache()).backend().model_name == "smol-prompt"
     assert cfg.chat.model == "smollm2-135m-instruct"  # Chat keeps its own
     from eval.groundedness import get_scorer

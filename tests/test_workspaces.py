@@ -22,11 +22,9 @@ FACTS = "Lake Baikal in Siberia is the deepest lake on Earth, about 1,642 metres
 
 
 @pytest.fixture()
-def home(tmp_path, monkeypatch):
+def home(fresh_home, tmp_path):
     """A studio home with accounts ada (admin) and bob, and a text file to ingest."""
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("STUDIO_HOME", str(home))
+    home = fresh_home
     accounts = Accounts(home)
     accounts.add("ada", "ada-password", admin=True)
     accounts.add("bob", "bob-password")

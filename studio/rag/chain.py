@@ -205,7 +205,7 @@ class RagChain:
                 windows.append((n, " ".join(sents[j:j + self.cfg.sentence_window])))
         if not windows:
             return [], np.zeros(0, dtype=np.float32)
-        embedder = self.retriever.ingestor.embedder
+        embedder = self.retriever.embedder
         qvec = embedder.encode([question])[0] if qvec is None else qvec
         return windows, embedder.encode([w for _, w in windows]) @ qvec
 

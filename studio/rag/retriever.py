@@ -63,6 +63,11 @@ class Retriever:
         self.cfg = (cfg or RetrievalConfig()).check()
         ingestor.readable(collection)  # the user's or a shared one; a clear error for a missing one
 
+    @property
+    def embedder(self):
+        """The collection's own embedding model (the one its vectors came from)."""
+        return self.ingestor.embedder_for(self.collection)
+
     # --- the pieces -----------------------------------------------------------------------------
     def corpus(self) -> _Corpus:
         """The BM25 corpus, cached per collection version (the manifest's file versions)."""
@@ -109,7 +114,7 @@ class Retriever:
             raise StudioError("the question is empty")
         if sources is not None and len(sources) > 1000:
             raise StudioError("name at most 1,000 sources to search in")
-        qvec = self.ingestor.embedder.encode([query])[0]
+        qvec = self.embedder.encode([query])[0]
         n = max(cfg.fetch_k, cfg.k)
         store = self.ingestor.store
         dense = [] if cfg.mode == "bm25" else store.search(self.collection, qvec, n, self._where(sources))

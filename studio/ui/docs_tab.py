@@ -24,8 +24,9 @@ from studio.config import StudioConfig
 from studio.env import LOCAL_USER
 from studio.errors import StudioError
 from studio.limits import current as current_limits
+from studio.modelstore import embedding_model_names
 from studio.paths import Roots, uploads_dir
-from studio.ui.guard import as_int, fail, text
+from studio.ui.guard import as_int, choice, fail, text
 from studio.ui.wiring import Values, on, user_of
 
 DEFAULT_COLLECTION = "documents"
@@ -35,6 +36,11 @@ PREVIEW = ["preview_file", "files", "folder", "splitter", "chunk_size", "overlap
 INGEST = ["files", "folder", "collection", "splitter", "chunk_size", "overlap"]
 INGESTED = ["results", "summary", "listing", "to_delete", "collection", "sharing"]
 SEARCH = ["collection", "query", "k"]
+REEMBED_WARNING = (
+    "Re-embedding reads every chunk of the collection again with the chosen model (a few minutes for "
+    "thousands of chunks on a CPU); searches use the old vectors until the new ones are all in. The check "
+    "that refuses unanswerable questions was fitted on all-MiniLM-L6-v2's similarities: with another model "
+    "its refusals are less certain. New collections get the model the Models tab sets for embeddings.")
 
 
 class DocsService:
@@ -161,13 +167,16 @@ def splitter_of(v: Values) -> SplitterConfig:
 
 
 def _sharing(service: DocsService, collection: str, user: str) -> str:
+    """Who sees the collection, and which embedding model its vectors come from."""
+    ing = service.ingestor(user=user)
     try:
-        info = service.ingestor(user=user).readable(collection)
+        info = ing.readable(collection)
     except StudioError:
-        return "A new collection is private to you."
+        return f"A new collection is private to you; it will be embedded with **{ing.cfg.embed_model}**."
+    model = f" Embedded with **{ing.model_of(collection)}**."
     if info.owner != user:
-        return f"Shared read-only by **{info.owner}**: you can search it and chat with it."
-    return "**Shared** with everyone, read-only." if info.shared else "**Private**: only you see it."
+        return f"Shared read-only by **{info.owner}**: you can search it and chat with it.{model}"
+    return ("**Shared** with everyone, read-only." if info.shared else "**Private**: only you see it.") + model
 
 
 def _listing(service: DocsService, collection: str, user: str) -> Values:
@@ -251,6 +260,24 @@ def publish(v: Values, *, service: DocsService, shared: bool, user: str = LOCAL_
     return {"sharing": _sharing(service, v["collection"], user)}
 
 
+def reembed(v: Values, *, service: DocsService, progress=None, user: str = LOCAL_USER) -> Values:
+    """Embed the collection's chunks again with another model (its owner only), with a progress bar; searches
+    keep the old vectors until the new ones are all in."""
+    progress = _no_progress if progress is None else progress
+    name = (text(v["collection"], "the collection name") or "").strip()
+    model = choice(v["reembed_model"], embedding_model_names(), "the embedding model")
+    try:
+        ing = service.ingestor(user=user)
+        before = ing.model_of(ing.writable(name).name)
+        progress(0, desc=f"loading {model}")
+        n = ing.reembed(name, model, lambda done, total, _c: progress((done, total), desc="re-embedding",
+                                                                       unit="chunks"))
+    except StudioError as exc:
+        raise fail(exc) from None
+    gr.Info(f"{name}: {n:,} chunks embedded with {model}" + (f" (was {before})." if before != model else "."))
+    return _listing(service, name, user)
+
+
 def refresh(v: Values, *, service: DocsService, user: str = LOCAL_USER) -> Values:
     """The listing again, and the collections as they are now (the typed name kept among them)."""
     typed = [v["collection"]] if isinstance(v["collection"], str) and v["collection"] else []
@@ -326,6 +353,11 @@ def _collection_pane(ui: dict) -> None:
             with gr.Row():  # admins only (the server refuses others)
                 ui["publish_btn"] = gr.Button("Share with everyone", size="sm", elem_id="docs-publish")
                 ui["unpublish_btn"] = gr.Button("Make private", size="sm", elem_id="docs-unpublish")
+            with gr.Accordion("Embedding model", open=False):
+                gr.Markdown(REEMBED_WARNING)
+                ui["reembed_model"] = gr.Dropdown(embedding_model_names(), label="Re-embed with",
+                                                  elem_id="docs-reembed-model")
+                ui["reembed_btn"] = gr.Button("Re-embed the collection", size="sm", elem_id="docs-reembed")
 
 
 def _search_pane(ui: dict) -> None:
@@ -359,6 +391,9 @@ def _wire(ui: dict, service: DocsService) -> None:
     for name, shared in (("publish", True), ("unpublish", False)):
         on(ui[f"{name}_btn"].click, partial(publish, service=service, shared=shared), ui, ["collection"], ["sharing"],
            api_name=name)
+    on(ui["reembed_btn"].click, partial(reembed, service=service), ui, ["collection", "reembed_model"],
+       ["listing", "to_delete", "sharing"], api_name="reembed", show_progress_on=[ui["listing"]],
+       concurrency_id="ingest", concurrency_limit=1)
     found = partial(search, service=service)
     on(ui["search_btn"].click, found, ui, SEARCH, ["hits"], api_name="search")
     on(ui["query"].submit, found, ui, SEARCH, ["hits"], api_name="search_enter", api_visibility="undocumented")

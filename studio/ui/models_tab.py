@@ -1,6 +1,6 @@
 """The Models tab: what is installed (bundled, pulled, imported, fine-tuned adapters) with kind, size, RAM
 estimate, licence and source; pull from the model hub with a progress bar; import a local file or folder;
-remove; and choose the model each role uses (Chat, Prompt Lab, the `llm` judge).
+remove; and choose the model each role uses (Chat, Prompt Lab, the `llm` judge, new collections' embeddings).
 
 Models are the whole studio's: in a shared studio, members see the list and admins change it (the core
 checks, so the endpoints refuse members too). Every handler takes its inputs as untrusted.
@@ -25,7 +25,8 @@ from studio.ui.wiring import Values, on, user_of
 KIND_LABELS = {"chat-gguf": "chat (GGUF)", "chat-hf": "chat (HF folder)", "embedding": "embedding",
                "lora-adapter": "LoRA adapter"}
 HEADERS = ["name", "kind", "size (MB)", "RAM (MB, est.)", "licence", "source", "role"]
-LISTS = ["table", "remove_pick", "chat_role", "prompt_role", "judge_role"]
+ROLE_NAMES = ("chat", "prompt", "judge", "embedding")
+LISTS = ["table", "remove_pick", *(f"{r}_role" for r in ROLE_NAMES)]
 NO_SUGGESTION = "(type a repo and file)"
 SUGGESTIONS = {f"{s['repo']} {s['file'] or '(model folder)'} · {s['licence']} · {s['size']}": s
                for s in modelstore.SUGGESTED}
@@ -54,7 +55,7 @@ class ByteProgress:
 
 def lists(_v: Values, *, cfg: StudioConfig, user: str = LOCAL_USER) -> Values:
     """The installed models and the pickers that list them."""
-    roles = modelstore.roles_of(cfg.chat)
+    roles = modelstore.roles_of(cfg)
     rows, removable = [], []
     for m in modelstore.list_models(user=user):
         used = ", ".join(r for r, name in roles.items() if name == m.name)
@@ -62,9 +63,10 @@ def lists(_v: Values, *, cfg: StudioConfig, user: str = LOCAL_USER) -> Values:
                      m.source, used])
         if m.removable:
             removable.append(m.name)
-    chat = modelstore.chat_model_names()
+    chat, embedding = modelstore.chat_model_names(), modelstore.embedding_model_names()
     return {"table": rows, "remove_pick": gr.update(choices=removable, value=None),
-            **{f"{r}_role": gr.update(choices=chat, value=roles[r]) for r in ("chat", "prompt", "judge")}}
+            **{f"{r}_role": gr.update(choices=embedding if r == "embedding" else chat, value=roles[r])
+               for r in ROLE_NAMES}}
 
 
 def suggest(v: Values) -> Values:
@@ -108,7 +110,7 @@ def remove_model(v: Values, *, cfg: StudioConfig, user: str = LOCAL_USER) -> Val
     if not name:
         raise gr.Error("Pick the model to remove.")
     try:
-        modelstore.remove(name, user=user, in_use=modelstore.roles_of(cfg.chat))
+        modelstore.remove(name, user=user, in_use=modelstore.roles_of(cfg))
     except StudioError as exc:
         raise fail(exc) from None
     return lists({}, cfg=cfg, user=user) | {"status": f"Removed **{name}**."}
@@ -116,12 +118,12 @@ def remove_model(v: Values, *, cfg: StudioConfig, user: str = LOCAL_USER) -> Val
 
 def save_roles(v: Values, *, cfg: StudioConfig, user: str = LOCAL_USER) -> Values:
     """Each role's model, saved in the studio home's settings and used at once by this server."""
-    current, changed = modelstore.roles_of(cfg.chat), []
-    for role in ("chat", "prompt", "judge"):
-        name = text(v[f"{role}_role"], f"the {role} model").strip()
+    current, changed = modelstore.roles_of(cfg), []
+    for role in ROLE_NAMES:
+        name = text(v.get(f"{role}_role"), f"the {role} model").strip()
         if name and name != current[role]:
             try:
-                modelstore.set_role(role, name, cfg.chat, user=user)
+                modelstore.set_role(role, name, cfg, user=user)
             except StudioError as exc:
                 raise fail(exc) from None
             changed.append(f"{modelstore.ROLE_HELP[role]}: **{name}**")
@@ -156,8 +158,10 @@ def _roles(ui: dict) -> None:
     with gr.Accordion("Which model each role uses", open=True):
         with gr.Row():
             for role, label in (("chat", "Chat (and the CLI's default)"), ("prompt", "Prompt Lab"),
-                                ("judge", "llm groundedness judge")):
+                                ("judge", "llm groundedness judge"), ("embedding", "Embeddings of new collections")):
                 ui[f"{role}_role"] = gr.Dropdown([], label=label, elem_id=f"models-role-{role}")
+        gr.Markdown("A collection keeps the embedding model its vectors came from; to move one to a new model, "
+                    "re-embed it in the Documents tab.")
         ui["save_roles"] = gr.Button("Save roles", elem_id="models-save-roles")
     with gr.Row():
         ui["remove_pick"] = gr.Dropdown([], label="Remove a pulled or imported model", scale=3,
@@ -181,8 +185,8 @@ def build_models_tab(cfg: StudioConfig, roots: Roots, tab=None):
     on(ui["import"].click, partial(import_local, cfg=cfg, roots=roots), ui, ["path", "import_name", "link"], out,
        api_name="models_import", concurrency_limit=1)
     on(ui["remove"].click, partial(remove_model, cfg=cfg), ui, ["remove_pick"], out, api_name="models_remove")
-    on(ui["save_roles"].click, partial(save_roles, cfg=cfg), ui, ["chat_role", "prompt_role", "judge_role"], out,
-       api_name="models_roles")
+    on(ui["save_roles"].click, partial(save_roles, cfg=cfg), ui, [f"{r}_role" for r in ROLE_NAMES], out,
+       api_name="models_roles", defaults={"embedding_role": ""})
     if tab is not None:
         on(tab.select, show, ui, [], LISTS, api_name="models_lists", show_progress="hidden")
 
