@@ -73,6 +73,8 @@ class Limits:
     lora_rank: int = field(default=512, metadata={"help": "LoRA rank r"})
     eval_examples: int = field(default=1000, metadata={"help": "before/after examples of a fine-tune"})
     data_mb: float = field(default=500.0, metadata={"help": "a fine-tuning data file"})
+    # models
+    model_download_gb: float = field(default=40.0, metadata={"help": "files one `models pull` downloads, in GB"})
     # eval
     eval_cases: int = field(default=5000, metadata={"help": "cases of one eval suite"})
     # fair use of a shared studio, per account

@@ -54,6 +54,7 @@ from studio.accounts import Accounts
 from studio.config import StudioConfig, save_settings
 from studio.env import LOCAL_USER, applied_offline_default, home_dir, home_lock
 from studio.errors import StudioError
+from studio.limits import current as current_limits
 from studio.paths import Roots, check_name, slug
 from studio.registry import BUNDLED, META, backend_for, resolve_model
 
@@ -580,6 +581,7 @@ def pull(repo: str, filename: str | None = None, *, name: str | None = None, rev
             name = _check_new_name(name or slug(Path(base).stem if len(files) == 1 else base, "model").lower())
             partial = store_dir() / ".partial" / f"pull-{slug(repo)}-{(hub.sha or 'main')[:12]}"
             total, done = sum(s.size or 0 for s in files), 0
+            _check_room(repo, total)
             for s in files:
                 if progress:
                     progress(s.rfilename, done, total)
@@ -616,6 +618,18 @@ def pull(repo: str, filename: str | None = None, *, name: str | None = None, rev
 
 
 CHUNK = 1 << 20
+
+
+def _check_room(repo: str, total: int) -> None:
+    """Refuse a download over ``limits.model_download_gb`` or larger than the free disk, before it starts."""
+    most = current_limits().model_download_gb
+    if total > most * 1e9:
+        raise StudioError(f"{repo}: {total / 1e9:.1f} GB to download; the limit is {most:g} GB "
+                          "(limits.model_download_gb): pick a smaller file, e.g. a Q4_K_M GGUF")
+    free = shutil.disk_usage(store_dir()).free
+    if total > free * 0.95:
+        raise StudioError(f"{repo}: {total / 1e9:.1f} GB to download and {free / 1e9:.1f} GB free on the "
+                          "studio home's disk: free some space first")
 
 
 def _download(repo: str, filename: str, revision: str, partial: Path, endpoint: str, tqdm_class) -> Path:

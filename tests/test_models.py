@@ -212,3 +212,25 @@ def test_the_gguf_header_reader_agrees_with_the_gguf_package(gguf_path):
     assert facts["licence"] == reader.fields["general.license"].contents()
     # one conversation's cache of the bundled model: 94 MB for 4096 tokens, as llama.cpp reports it
     assert modelstore.kv_bytes(facts, 4096) == 2 * 30 * 4096 * 64 * 3 * 2
+
+
+def test_a_pull_over_the_size_limit_is_refused_before_downloading(online):
+    from studio.limits import Limits, configure, current
+
+    before = current()
+    configure(Limits(model_download_gb=0.05))  # 50 MB; the GGUF is 98 MB
+    try:
+        with pytest.raises(StudioError, match="0.1 GB to download; the limit is 0.05 GB"):
+            modelstore.pull(REPO, GGUF)
+    finally:
+        configure(before)
+    assert not [r for r in online.requests if r["path"].endswith(GGUF)]  # not a byte was asked for
+
+
+def test_a_hub_listing_a_file_outside_its_folder_gets_nothing_written(online, tmp_path):
+    # a hostile or broken hub could list "../../x": the download refuses before asking for a byte
+    from huggingface_hub.utils import tqdm
+
+    with pytest.raises(StudioError, match="lists a file outside its folder"):
+        modelstore._download(REPO, "../../evil.gguf", "main", tmp_path / "partial", online.url, tqdm)
+    assert not (tmp_path / "evil.gguf").exists() and not online.requests
