@@ -297,7 +297,9 @@ def save_settings(home: Path, updates: dict[str, Any]) -> dict[str, Any]:
     from_dict(StudioConfig, data, where=SETTINGS)  # refuse what would break every later start
     path = home / SETTINGS
     tmp = path.with_name(f".{SETTINGS}.{os.getpid()}.tmp")
-    tmp.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # the studio home's files are its user's
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(yaml.safe_dump(data, sort_keys=False))
     os.replace(tmp, path)
     return data
 

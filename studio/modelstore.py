@@ -259,7 +259,8 @@ def kv_bytes(facts: dict, n_ctx: int) -> int:
 
 def estimate_ram(kind: str, path: Path, size: int, facts: dict, n_ctx: int = 4096) -> int:
     """Bytes a loaded model needs, roughly: a GGUF is mapped as it is plus one conversation's KV cache and
-    ~10% for compute buffers (the bundled model: 98 MB file + 94 MB cache; measured 260 MB for `studio chat`);
+    ~10% for compute buffers (the bundled model: 98 MB file + 94 MB cache, estimated 233 MB; measured here,
+    2026-11-29: a 4096-token llama_cpp.Llama after one reply adds 208 MB to the Python process);
     a transformers folder is loaded in float32 on CPU, so half-precision weights double."""
     if kind == "chat-gguf" or (kind == "embedding" and path.suffix == ".gguf"):
         return int(size * 1.1) + kv_bytes(facts, n_ctx) + 40 * 2**20
@@ -373,7 +374,9 @@ def _bundled() -> list[InstalledModel]:
 
 def _write_json(path: Path, data: dict) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(json.dumps(data, indent=2, default=str))
     os.replace(tmp, path)
 
 

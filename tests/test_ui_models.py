@@ -65,6 +65,7 @@ def test_pull_in_the_tab_then_make_it_the_chat_model_everywhere(home):
     assert "Chat (and every command's default): **smol-hub**" in saved["status"]
     assert cfg.chat.model == "smol-hub" and cfg.chat.backend == "llamacpp"  # this server uses it at once
     assert yaml.safe_load((home / "settings.yaml").read_text())["chat"]["model"] == "smol-hub"
+    assert (home / "settings.yaml").stat().st_mode & 0o777 == 0o600  # the studio home's files are private
     assert next(r for r in saved["table"] if r[0] == "smol-hub")[6] == "chat, prompt, judge"  # (prompt: as chat)
     # a new process reads the saved roles: the CLI's chat answers with it, by default
     assert json.loads(studio(home, "models", "roles", "--json").stdout) == {

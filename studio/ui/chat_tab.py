@@ -332,7 +332,7 @@ def _documents(ui: dict, cfg: StudioConfig) -> None:
         ui["mode"] = gr.Radio(["hybrid", "dense", "bm25"], value=rc.retrieval.mode, label="Retrieval")
         ui["k"] = gr.Slider(1, 10, value=rc.retrieval.k, step=1, label="Chunks retrieved (k)")
         ui["min_score"] = gr.Slider(0, 1, value=rc.min_score, step=0.05, label="Answer only above similarity",
-                                    info="below it the studio says the documents do not say")
+                                    info="a cosine floor on top of the answerability check (0 = none)")
         ui["style"] = gr.Radio(["hybrid", "generative", "extractive"], value=rc.style, label="Answer style",
                                info="hybrid: model answer + quotes; extractive: quotes only")
 
