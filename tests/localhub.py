@@ -178,7 +178,7 @@ def bundled_hub(root: Path) -> LocalHub:
     """A hub of three repos made from the bundled models (files linked, not copied): the GGUF with a licence on
     its card (REPO), two quantizations of it (TheStudio/two-quants-GGUF), and the embedding model as a Hugging
     Face folder (TheStudio/MiniLM-L6)."""
-    from studio.registry import resolve_model
+    from studio.registry import resolve_model  # (conftest imports this module before it sets STUDIO_HOME)
 
     gguf = resolve_model("smollm2-135m-instruct").path
     one = root / REPO
