@@ -73,7 +73,8 @@ def _row(m) -> dict:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from studio.modelstore import SUGGESTED, list_models
+    from studio.modelhub import SUGGESTED
+    from studio.modelstore import list_models
 
     models = list_models(user=getattr(args, "user", LOCAL_USER), kind=args.kind)
     if args.json:
@@ -118,7 +119,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
-    from studio.modelstore import pull
+    from studio.modelhub import pull
 
     m = pull(args.repo, args.file, name=args.name, revision=args.revision, user=args.user)
     print(json.dumps(_row(m)) if args.json else f"pulled {m.name} ({KIND_LABELS[m.kind]}, {_mb(m.size)}, "

@@ -17,7 +17,7 @@ from huggingface_hub import constants
 from localhub import GGUF, REPO
 
 from studio import env as studio_env
-from studio import modelstore
+from studio import modelfacts, modelhub, modelstore
 from studio.errors import StudioError
 from studio.paths import Roots
 from studio.registry import resolve_model
@@ -47,7 +47,7 @@ def cli_env(hub) -> dict:
 
 def test_pull_a_gguf_with_progress_then_chat_with_it_by_name(online, gguf_path):
     seen = []
-    m = modelstore.pull(REPO, GGUF, name="smol-pulled", progress=lambda f, done, total: seen.append((done, total)))
+    m = modelhub.pull(REPO, GGUF, name="smol-pulled", progress=lambda f, done, total: seen.append((done, total)))
     try:
         size = gguf_path.stat().st_size
         assert seen[0] == (0, size) and seen[-1] == (size, size)  # progress from nothing to everything
@@ -88,7 +88,7 @@ def test_an_interrupted_pull_resumes_where_it_stopped(online, gguf_path):
     assert "smol-resumed" not in {r.name for r in modelstore.list_models()}  # nothing installed half
     online.rate = None
     online.requests.clear()
-    m = modelstore.pull(REPO, GGUF, name="smol-resumed")
+    m = modelhub.pull(REPO, GGUF, name="smol-resumed")
     try:
         gets = [r for r in online.requests if r["method"] == "GET" and r["path"].endswith(GGUF)]
         assert len(gets) == 1 and gets[0]["range"], online.requests  # it asked only for the rest
@@ -101,32 +101,32 @@ def test_an_interrupted_pull_resumes_where_it_stopped(online, gguf_path):
 def test_a_corrupted_download_is_refused_by_its_checksum(online):
     online.corrupt = {GGUF}
     with pytest.raises(StudioError, match="does not match the hub's checksum.*deleted; pull again"):
-        modelstore.pull(REPO, GGUF, name="smol-bad")
+        modelhub.pull(REPO, GGUF, name="smol-bad")
     assert "smol-bad" not in {r.name for r in modelstore.list_models()}
     assert not list((modelstore.store_dir() / ".partial").rglob(GGUF))  # the bad file is gone
 
 
 def test_unknown_repos_and_files_and_ambiguous_repos_say_what_to_do(online):
     with pytest.raises(StudioError, match="the hub has no model repo 'TheStudio/nothing-here'"):
-        modelstore.pull("TheStudio/nothing-here")
+        modelhub.pull("TheStudio/nothing-here")
     with pytest.raises(StudioError, match=f"has no file 'missing.gguf'; its GGUF files: {GGUF}"):
-        modelstore.pull(REPO, "missing.gguf")
+        modelhub.pull(REPO, "missing.gguf")
     with pytest.raises(StudioError, match="holds 2 GGUF files: name one.*model.Q4_K_M.gguf"):
-        modelstore.pull("TheStudio/two-quants-GGUF")
+        modelhub.pull("TheStudio/two-quants-GGUF")
     for bad in ("no-slash", "../../etc/passwd", "a/b/c", ""):
         with pytest.raises(StudioError, match="OWNER/NAME"):
-            modelstore.pull(bad)
+            modelhub.pull(bad)
     assert not [r for r in online.requests if "etc" in r["path"]]
 
 
 def test_no_network_gives_a_message_that_says_what_to_do(online, monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{free_port()}")  # nothing listens there
     with pytest.raises(StudioError, match="cannot reach the model hub.*no network.*studio models import"):
-        modelstore.pull(REPO, GGUF)
+        modelhub.pull(REPO, GGUF)
     # a user who set HF_HUB_OFFLINE=1 themselves is obeyed, with the way out
     monkeypatch.setattr(studio_env, "_APPLIED", set())
     with pytest.raises(StudioError, match="HF_HUB_OFFLINE=1 is set.*unset it"):
-        modelstore.pull(REPO, GGUF)
+        modelhub.pull(REPO, GGUF)
 
 
 def test_pull_a_model_folder_from_the_cli(online):
@@ -202,7 +202,7 @@ def test_import_through_the_web_ui_stays_inside_the_allowed_folders(tmp_path, gg
 def test_the_gguf_header_reader_agrees_with_the_gguf_package(gguf_path):
     from gguf import GGUFReader
 
-    facts = modelstore.gguf_facts(gguf_path)
+    facts = modelfacts.gguf_facts(gguf_path)
     reader = GGUFReader(gguf_path, "r")
     arch = reader.fields["general.architecture"].contents()
     assert facts["architecture"] == arch == "llama"
@@ -211,7 +211,7 @@ def test_the_gguf_header_reader_agrees_with_the_gguf_package(gguf_path):
         assert facts[key] == reader.fields[f"{arch}.{key}"].contents(), key
     assert facts["licence"] == reader.fields["general.license"].contents()
     # one conversation's cache of the bundled model: 94 MB for 4096 tokens, as llama.cpp reports it
-    assert modelstore.kv_bytes(facts, 4096) == 2 * 30 * 4096 * 64 * 3 * 2
+    assert modelfacts.kv_bytes(facts, 4096) == 2 * 30 * 4096 * 64 * 3 * 2
 
 
 def test_a_pull_over_the_size_limit_is_refused_before_downloading(online):
@@ -221,7 +221,7 @@ def test_a_pull_over_the_size_limit_is_refused_before_downloading(online):
     configure(Limits(model_download_gb=0.05))  # 50 MB; the GGUF is 98 MB
     try:
         with pytest.raises(StudioError, match="0.1 GB to download; the limit is 0.05 GB"):
-            modelstore.pull(REPO, GGUF)
+            modelhub.pull(REPO, GGUF)
     finally:
         configure(before)
     assert not [r for r in online.requests if r["path"].endswith(GGUF)]  # not a byte was asked for
@@ -232,5 +232,5 @@ def test_a_hub_listing_a_file_outside_its_folder_gets_nothing_written(online, tm
     from huggingface_hub.utils import tqdm
 
     with pytest.raises(StudioError, match="lists a file outside its folder"):
-        modelstore._download(REPO, "../../evil.gguf", "main", tmp_path / "partial", online.url, tqdm)
+        modelhub._download(REPO, "../../evil.gguf", "main", tmp_path / "partial", online.url, tqdm)
     assert not (tmp_path / "evil.gguf").exists() and not online.requests

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from localhub import GGUF, REPO
 
-from studio import audit, modelstore
+from studio import audit, modelhub, modelstore
 from studio.accounts import Accounts
 from studio.backends import BackendCache
 from studio.config import StudioConfig
@@ -50,7 +50,7 @@ def test_pull_in_the_tab_then_make_it_the_chat_model_everywhere(home):
     assert names(before)[:2] == ["minilm-l6-v2", "smollm2-135m-instruct"]
     assert before["chat_role"]["value"] == "smollm2-135m-instruct"
     filled = models_tab.suggest({"suggestion": next(iter(models_tab.SUGGESTIONS))})
-    assert filled["repo"] == modelstore.SUGGESTED[0]["repo"] and filled["file"].endswith(".gguf")
+    assert filled["repo"] == modelhub.SUGGESTED[0]["repo"] and filled["file"].endswith(".gguf")
 
     got = models_tab.pull_model({"repo": REPO, "file": GGUF, "name": "smol-hub"}, cfg=cfg,
                                 progress=lambda frac, desc="": shown.append((frac, desc)))

@@ -13,7 +13,7 @@ from functools import partial
 
 import gradio as gr
 
-from studio import modelstore
+from studio import modelhub, modelstore
 from studio.accounts import Accounts
 from studio.config import StudioConfig
 from studio.env import LOCAL_USER
@@ -29,7 +29,7 @@ ROLE_NAMES = ("chat", "prompt", "judge", "embedding")
 LISTS = ["table", "remove_pick", *(f"{r}_role" for r in ROLE_NAMES)]
 NO_SUGGESTION = "(type a repo and file)"
 SUGGESTIONS = {f"{s['repo']} {s['file'] or '(model folder)'} · {s['licence']} · {s['size']}": s
-               for s in modelstore.SUGGESTED}
+               for s in modelhub.SUGGESTED}
 
 
 class ByteProgress:
@@ -84,7 +84,7 @@ def pull_model(v: Values, *, cfg: StudioConfig, user: str = LOCAL_USER, progress
     name = text(v["name"], "the name").strip() or None
     bar = partial(ByteProgress, progress or (lambda *a, **k: None))
     try:
-        m = modelstore.pull(repo, file, name=name, tqdm_class=bar, user=user)
+        m = modelhub.pull(repo, file, name=name, tqdm_class=bar, user=user)
     except StudioError as exc:
         raise fail(exc) from None
     return lists({}, cfg=cfg, user=user) | {
