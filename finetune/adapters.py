@@ -3,6 +3,9 @@
 >>> [a.name for a in list_adapters()]                # finished runs with an adapter/ folder
 >>> merge(run_dir)                                   # run_dir/merged: a full model, no peft needed
 >>> export(run_dir, "capitals-lora.zip")             # the adapter folder plus config and metrics
+>>> adapter_of(run_dir).serving()                    # ("llamacpp", RUN/adapter.gguf) once exported for llama.cpp
+
+Writing the GGUF forms (``RUN/adapter.gguf``, a merged GGUF) is :mod:`finetune.gguf_export`.
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ from pathlib import Path
 from studio.env import LOCAL_USER, home_dir
 from studio.errors import StudioError
 from studio.jobs import Jobs, read_json, read_status
+
+GGUF_ADAPTER = "adapter.gguf"  # beside RUN/adapter: the same LoRA for llama.cpp (finetune.gguf_export)
+GGUF_QUANTS = ("f16", "q8_0", "q6_k", "q5_k_m", "q4_k_m", "q4_1")  # what a merged GGUF's weights can be
 
 
 @dataclass
@@ -29,10 +35,35 @@ class Adapter:
     def path(self) -> Path:
         return self.run_dir / "adapter"
 
+    @property
+    def gguf(self) -> Path | None:
+        """RUN/adapter.gguf when it was exported from the adapter as it is now (not before a later training)."""
+        out, src = self.run_dir / GGUF_ADAPTER, self.path / "adapter_model.safetensors"
+        if out.is_file() and src.is_file() and out.stat().st_mtime >= src.stat().st_mtime:
+            return out
+        return None
+
     def label(self) -> str:
         after = self.metrics.get("after", {})
         shown = ", ".join(f"{k} {after[k]}" for k in ("exact_match", "accuracy", "val_loss") if k in after)
-        return f"{self.name} ({self.task}, {self.base_model}{'; ' + shown if shown else ''})"
+        runs_on = "; llama.cpp" if self.gguf else ""
+        return f"{self.name} ({self.task}, {self.base_model}{'; ' + shown if shown else ''}{runs_on})"
+
+    def serving(self, backend: str | None = None) -> tuple[str, str]:
+        """(backend, what it loads) to chat with this adapter: llama.cpp with RUN/adapter.gguf when it was
+        exported and no other backend is asked for (about 5x the tokens/s of hf here: README), else hf with
+        the PEFT folder."""
+        if self.task != "generation":
+            raise StudioError(f"{self.name} is a {self.task} adapter; chat needs a generation one")
+        if backend in (None, "llamacpp") and self.gguf:
+            return "llamacpp", str(self.gguf)
+        if backend == "llamacpp":
+            raise StudioError(f"{self.name} has not been exported for llama.cpp yet: use the Fine-tune tab's "
+                              "Export to llama.cpp button or `studio finetune export RUN --format gguf`, "
+                              "or the hf backend")
+        if backend not in (None, "hf"):
+            raise StudioError("a LoRA adapter runs on the llamacpp backend (once exported) or the hf backend")
+        return "hf", str(self.path)
 
 
 def adapter_of(run_or_adapter: str | Path) -> Adapter:

@@ -26,7 +26,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--api-key", help="for the openai backend; visible in the process list, so prefer "
                    "--api-key-file or $STUDIO_API_KEY (the configured key goes to chat.base_url only)")
     g.add_argument("--api-key-file", metavar="FILE", help="read the API key from the first line of FILE")
-    g.add_argument("--adapter", metavar="RUN", help="a fine-tune run (or its adapter/ folder): LoRA on the hf backend")
+    g.add_argument("--adapter", metavar="RUN", help="a fine-tune run (or its adapter/ folder): its LoRA on "
+                   "llama.cpp once exported (`finetune export RUN --format gguf`), else on the hf backend")
     g.add_argument("--system", help="system prompt")
     s = p.add_argument_group("generation")
     s.add_argument("--temperature", type=float)
@@ -62,12 +63,9 @@ def backend_from_args(args: argparse.Namespace, cfg, role: str = "chat"):
         from finetune.adapters import adapter_of
 
         a = adapter_of(args.adapter)
-        if args.backend not in (None, "hf"):
-            raise StudioError("--adapter needs the hf backend (a LoRA adapter applies to transformers models)")
-        if a.task != "generation":
-            raise StudioError(f"{a.name} is a {a.task} adapter; chat needs a generation one")
-        return load_backend("hf", args.model or a.base_model, adapter=str(a.path),
-                            n_threads=c.n_threads or None)
+        backend, loads = a.serving(args.backend)
+        return load_backend(backend, args.model or a.base_model, adapter=loads, n_threads=c.n_threads or None,
+                            n_ctx=c.n_ctx if backend == "llamacpp" else None)
     url = args.base_url or c.base_url
     explicit = args.api_key or (read_secret(args.api_key_file, "API key") if args.api_key_file else None)
     # a key given for this command goes with it; the configured one only to the configured endpoint

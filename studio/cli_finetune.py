@@ -6,6 +6,7 @@ import json
 from importlib import import_module
 from pathlib import Path
 
+from finetune.adapters import GGUF_QUANTS
 from studio.cli_common import config_keys_help, job_config, run_job_command
 from studio.errors import StudioError
 
@@ -27,12 +28,20 @@ def add_parsers(sub) -> None:
     ls.add_argument("--task", choices=["generation", "classification"])
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(handler=cmd_adapters)
-    mg = fsub.add_parser("merge", help="fold a run's LoRA adapter into a full model (RUN/merged)")
+    mg = fsub.add_parser("merge", help="fold a run's LoRA adapter into a full model: RUN/merged (hf) or "
+                         "RUN/merged-QUANT.gguf (llama.cpp)")
     mg.add_argument("run_dir", metavar="RUN")
+    mg.add_argument("--format", choices=["hf", "gguf"], default="hf",
+                    help="hf: a transformers folder; gguf: one llama.cpp file (default: hf)")
+    mg.add_argument("--quant", choices=list(GGUF_QUANTS), default="f16",
+                    help="the merged GGUF's weights: f16, or quantized by llama.cpp (default: f16)")
     mg.set_defaults(handler=cmd_merge)
-    ex = fsub.add_parser("export", help="zip a run's adapter with its config and metrics")
+    ex = fsub.add_parser("export", help="a run's adapter as a zip (with its config and metrics) or as a GGUF "
+                         "LoRA adapter that llama.cpp applies (RUN/adapter.gguf)")
     ex.add_argument("run_dir", metavar="RUN")
-    ex.add_argument("--out", required=True, metavar="FILE.zip")
+    ex.add_argument("--format", choices=["zip", "gguf"], default="zip", help="default: zip")
+    ex.add_argument("--out", metavar="FILE.zip", help="where the zip goes (zip only)")
+    ex.add_argument("--json", action="store_true")
     ex.set_defaults(handler=cmd_export)
 
 
@@ -83,6 +92,15 @@ def cmd_adapters(args) -> int:
 
 
 def cmd_merge(args) -> int:
+    if args.format == "gguf":
+        from finetune.gguf_export import merge_gguf
+
+        out = merge_gguf(args.run_dir, args.quant)
+        print(f"merged GGUF -> {out} ({out.stat().st_size / 1e6:.1f} MB); `studio models import {out}` "
+              "installs it as a chat model")
+        return 0
+    if args.quant != "f16":
+        raise StudioError("--quant applies to --format gguf; the hf merge keeps the base model's weights' type")
     from finetune.adapters import merge
 
     print(f"merged model -> {merge(args.run_dir)}")
@@ -90,8 +108,23 @@ def cmd_merge(args) -> int:
 
 
 def cmd_export(args) -> int:
+    if args.format == "gguf":
+        from finetune.gguf_export import export_gguf, lora_summary
+
+        out = export_gguf(args.run_dir)
+        if args.json:
+            print(json.dumps({"path": str(out), **lora_summary(out)}))
+        else:
+            print(f"GGUF LoRA adapter -> {out} ({out.stat().st_size / 1e6:.1f} MB); `studio chat --adapter "
+                  f"{args.run_dir}` now runs it on llama.cpp")
+        return 0
+    if not args.out:
+        raise StudioError("say where the zip goes: --out FILE.zip (or --format gguf for llama.cpp)")
     from finetune.adapters import export
 
     out = export(args.run_dir, args.out)
-    print(f"adapter exported -> {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    if args.json:
+        print(json.dumps({"path": str(out), "bytes": out.stat().st_size}))
+    else:
+        print(f"adapter exported -> {out} ({out.stat().st_size / 1e6:.1f} MB)")
     return 0

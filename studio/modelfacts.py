@@ -27,10 +27,20 @@ def gguf_header(path: Path, want: Callable[[str], bool]) -> dict:
     included: 4.3 s for the bundled 135M model's header here (and more for a 150k-token vocabulary), where
     this skips what it does not need in 0.07 s. Listing models reads the headers of all of them.
     """
+    return _read_gguf(path, want, tensors=False)[0]
+
+
+def gguf_tensors(path: Path) -> dict[str, tuple[tuple[int, ...], int]]:
+    """Each tensor's name -> (shape in numpy order, outermost first; ggml type number), from the header alone."""
+    return _read_gguf(path, lambda _key: False, tensors=True)[1]
+
+
+def _read_gguf(path: Path, want: Callable[[str], bool], tensors: bool) -> tuple[dict, dict]:
     with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
         if m[:4] != b"GGUF" or struct.unpack_from("<I", m, 4)[0] < 2:
             raise ValueError("not a GGUF v2+ file")
-        count, pos, out = struct.unpack_from("<Q", m, 16)[0], 24, {}
+        n_tensors, count = struct.unpack_from("<QQ", m, 8)
+        pos, out, shapes = 24, {}, {}
 
         def string(at: int) -> tuple[str, int]:
             n = struct.unpack_from("<Q", m, at)[0]
@@ -62,7 +72,14 @@ def gguf_header(path: Path, want: Callable[[str], bool]) -> dict:
             got, pos = value(kind, pos + 4, keep)
             if keep:
                 out[key] = got
-    return out
+        for _ in range(n_tensors if tensors else 0):
+            name, pos = string(pos)
+            n_dims = struct.unpack_from("<I", m, pos)[0]
+            dims = struct.unpack_from(f"<{n_dims}Q", m, pos + 4)
+            kind = struct.unpack_from("<I", m, pos + 4 + 8 * n_dims)[0]
+            pos += 4 + 8 * n_dims + 4 + 8
+            shapes[name] = (tuple(reversed(dims)), kind)
+    return out, shapes
 
 
 def gguf_facts(path: Path) -> dict:

@@ -109,6 +109,21 @@ def hf_backend():
 
 
 @pytest.fixture(scope="session")
+def gen_run(tmp_path_factory):
+    """(run folder, status) of a real 12-step LoRA run on the capital records (q_proj, v_proj, r=8): enough for
+    the record format. Tests that change the folder work on a copy."""
+    from finetune.config import FinetuneConfig
+    from finetune.train import run_finetune
+
+    run = tmp_path_factory.mktemp("ft") / "gen"
+    cfg = FinetuneConfig(data="configs/finetune/data/capital_records.jsonl", steps=12, batch_size=8, lr=2e-3,
+                         eval_every=6, eval_examples=3, max_length=96, r=8, alpha=16,
+                         target_modules=["q_proj", "v_proj"])
+    status = run_finetune(cfg, run)
+    return run, status
+
+
+@pytest.fixture(scope="session")
 def llama_server(gguf_path, tmp_path_factory):
     """A real llama-cpp-python OpenAI-compatible server on 127.0.0.1; yields its base URL."""
     port = free_port()

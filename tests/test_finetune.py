@@ -20,15 +20,6 @@ pytestmark = pytest.mark.finetune  # real LoRA runs: `make test-finetune` runs o
 RECORDS = "configs/finetune/data/capital_records.jsonl"
 
 
-@pytest.fixture(scope="module")
-def gen_run(tmp_path_factory):
-    run = tmp_path_factory.mktemp("ft") / "gen"
-    cfg = FinetuneConfig(data=RECORDS, steps=12, batch_size=8, lr=2e-3, eval_every=6, eval_examples=3,
-                         max_length=96, r=8, alpha=16, target_modules=["q_proj", "v_proj"])
-    status = run_finetune(cfg, run)
-    return run, status
-
-
 def test_generation_run_gives_a_peft_adapter(gen_run):
     from peft import PeftModel
 

@@ -1,5 +1,5 @@
 """The Fine-tune tab in a real browser: preview the data, start a 3-step LoRA job, see the curve and
-the before/after results, find the adapter listed there and in Chat's adapter picker."""
+the before/after results, find the adapter listed there and in Chat's adapter picker, export it to llama.cpp."""
 
 import pytest
 
@@ -58,6 +58,17 @@ def test_a_three_step_job_finishes_with_an_adapter_listed(browser, studio_server
     page.click("#chat-adapter input")
     page.locator("li", has_text=run).first.click()
     page.wait_for_function("document.querySelector('#chat-backend input').value === 'hf'", timeout=10_000)
+    # Export to llama.cpp: the adapter is listed as exported, and picking it again in Chat selects llamacpp
+    page.get_by_role("tab", name="Fine-tune").click()
+    page.click("#ft-export-gguf")
+    page.wait_for_function("document.querySelector('#ft-action-note').innerText.includes('Exported for llama.cpp')",
+                           timeout=60_000)
+    assert "llama.cpp (exported)" in page.inner_text("#ft-adapters")
+    page.get_by_role("tab", name="Chat").click()
+    for pick in ("(none)", run):  # (picking the value already shown would change nothing)
+        page.click("#chat-adapter input")
+        page.locator("ul[role=listbox] li", has_text=pick).first.click()
+    page.wait_for_function("document.querySelector('#chat-backend input').value === 'llamacpp'", timeout=10_000)
     page.close()
 
 

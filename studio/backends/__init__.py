@@ -91,11 +91,12 @@ class BackendCache:
 
     def get(self, backend: str, model: str | None = None, base_url: str | None = None,
             adapter: str | None = None) -> ChatBackend:
-        """``adapter`` (a fine-tune run's adapter folder) applies LoRA on the hf backend."""
+        """``adapter`` applies a fine-tune's LoRA: its PEFT folder on hf, its exported ``adapter.gguf`` on llamacpp
+        (``finetune.adapters.Adapter.serving`` says which)."""
         if backend not in BACKENDS:
             raise StudioError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
-        if adapter and backend != "hf":
-            raise StudioError("a LoRA adapter needs the hf backend; pick hf in the Model settings")
+        if adapter and backend == "openai":
+            raise StudioError("a LoRA adapter runs on the llamacpp or hf backend; pick one in the Model settings")
         options = dict(self.defaults)
         if backend == "openai":
             url = self.check_url(base_url)
@@ -105,8 +106,12 @@ class BackendCache:
             model = model or "smollm2-135m-instruct"
             spec = resolve_model(model, roots=self.roots)
             if adapter:
-                adapter = str(self.roots.resolve(adapter, "adapter folder") if self.roots else Path(adapter).resolve())
-                options = {"n_threads": options.get("n_threads"), "adapter": adapter}
+                adapter = str(self.roots.resolve(adapter, "adapter") if self.roots else Path(adapter).resolve())
+                if (backend == "llamacpp") != adapter.endswith(".gguf"):
+                    raise StudioError("the llamacpp backend applies an adapter exported to GGUF, the hf backend "
+                                      "a PEFT adapter folder")
+                options = options if backend == "llamacpp" else {"n_threads": options.get("n_threads")}
+                options["adapter"] = adapter
             model = model if spec.name == model else str(spec.path)  # a bundled or installed name, or what was checked
             key = (backend, str(spec.path), "", adapter or "")
             options.pop("base_url", None)

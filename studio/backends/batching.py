@@ -103,7 +103,9 @@ class BatchedDecoder:
     ``(text, tokens)`` tuples, an exception if generation failed, and :data:`END`.
     """
 
-    def __init__(self, llm: llama_cpp.Llama, slots: int, n_ctx: int, n_threads: int, n_batch: int = 512):
+    def __init__(self, llm: llama_cpp.Llama, slots: int, n_ctx: int, n_threads: int, n_batch: int = 512,
+                 lora=None):
+        """``lora``: a LoRA adapter loaded on ``llm``'s model (``llama_adapter_lora_init``) applied to every row."""
         self.llm = llm
         self.model = llm._model
         self.vocab = self.model.vocab
@@ -118,6 +120,10 @@ class BatchedDecoder:
         except ValueError as exc:
             raise StudioError(f"llama.cpp could not make a context for {slots} conversations of {n_ctx} "
                               f"tokens ({exc}); lower chat.parallel") from None
+        if lora is not None and llama_cpp.llama_set_adapters_lora(
+                self.ctx.ctx, (llama_cpp.llama_adapter_lora_p_ctypes * 1)(lora), 1, (ctypes.c_float * 1)(1.0)):
+            self.ctx.close()
+            raise StudioError("llama.cpp could not apply the LoRA adapter to this model")
         self.n_ctx_seq = llama_cpp.llama_n_ctx(self.ctx.ctx) // slots
         self.n_threads = self._threads_now = n_threads
         self.busy_threads = max(1, n_threads - 1)

@@ -3,7 +3,8 @@
 One model and one llama.cpp context serve up to ``parallel`` conversations at once by continuous
 batching (:mod:`studio.backends.batching`): each step decodes the next token of every conversation
 together, and a new request joins at the next step. Requests beyond ``parallel`` wait for a free
-slot. The GGUF's own chat template is applied as llama-cpp-python applies it.
+slot. The GGUF's own chat template is applied as llama-cpp-python applies it. A LoRA adapter in GGUF form
+(``studio finetune export RUN --format gguf``) is applied at run time on top of the quantized model.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import logging
 import os
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
+import llama_cpp
 from llama_cpp import Llama
 
 from studio.backends.base import ChatBackend, Chunk, GenerationSettings, Message
@@ -32,14 +35,15 @@ class LlamaCppBackend(ChatBackend):
     """Chat with a GGUF through llama-cpp-python.
 
     ``LlamaCppBackend("smollm2-135m-instruct")`` or ``LlamaCppBackend("/models/x.gguf",
-    n_ctx=8192, parallel=2)``; then ``backend.stream(messages, settings)``.
+    n_ctx=8192, parallel=2)``; then ``backend.stream(messages, settings)``. ``adapter=RUN/adapter.gguf``
+    applies a LoRA adapter written by ``studio finetune export RUN --format gguf``.
     """
 
     name = "llamacpp"
     supports_json_schema = True
 
     def __init__(self, model: str = "smollm2-135m-instruct", n_ctx: int = 4096,
-                 n_threads: int = 0, parallel: int = 1, **_: object):
+                 n_threads: int = 0, parallel: int = 1, adapter: str | None = None, **_: object):
         spec = resolve_model(model)
         if spec.format != "gguf":
             raise StudioError(
@@ -48,14 +52,15 @@ class LlamaCppBackend(ChatBackend):
             )
         if parallel < 1:
             raise StudioError(f"parallel must be at least 1, got {parallel}")
-        super().__init__(spec.name)
+        super().__init__(spec.name + (f"+{Path(adapter).parent.name}" if adapter else ""))
         self.path = spec.path
         self.n_threads = n_threads or default_threads()
         # The Llama object tokenizes and holds the model; the decoder's context (n_ctx for each of the
         # ``parallel`` conversations) is the one that answers, so its own context stays small.
         self._llama = self._load(min(n_ctx, AUX_CTX))
         try:
-            self._decoder = BatchedDecoder(self._llama, parallel, n_ctx, self.n_threads)
+            lora = self._load_adapter(adapter) if adapter else None
+            self._decoder = BatchedDecoder(self._llama, parallel, n_ctx, self.n_threads, lora=lora)
         except BaseException:
             self._llama.close()
             raise
@@ -67,6 +72,15 @@ class LlamaCppBackend(ChatBackend):
                          n_threads_batch=self.n_threads, verbose=False)
         except (ValueError, RuntimeError) as exc:
             raise StudioError(f"llama.cpp could not load {self.path}: {exc}; is it a valid GGUF?") from None
+
+    def _load_adapter(self, adapter: str):
+        """The GGUF LoRA adapter loaded on the model (llama.cpp frees it with the model). llama-cpp-python's own
+        ``lora_path`` would also turn off mmap, so a plain and an adapted backend would not share the file's pages."""
+        lora = llama_cpp.llama_adapter_lora_init(self._llama._model.model, str(adapter).encode())
+        if not lora:
+            raise StudioError(f"llama.cpp could not load the LoRA adapter {Path(adapter).parent.name}/"
+                              f"{Path(adapter).name} on {self.path.name}; was it exported for this model?")
+        return lora
 
     @property
     def llama(self):

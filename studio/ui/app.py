@@ -97,7 +97,7 @@ def build_app(cfg: StudioConfig, backends: BackendCache, docs: DocsService | Non
             with gr.Tab("Documents", id="documents") as tabs["documents"]:
                 docs_load, docs_outputs = build_docs_tab(cfg, docs, tabs["documents"])
             with gr.Tab("Prompt Lab", id="prompt-lab") as tabs["prompt-lab"]:
-                build_prompt_tab(cfg, backends, turns)
+                prompt_load, prompt_outputs = build_prompt_tab(cfg, backends, turns, tabs["prompt-lab"])
             with gr.Tab("Sampling", id="sampling") as tabs["sampling"]:
                 build_sampling_tab()
             with gr.Tab("Fine-tune", id="finetune") as tabs["finetune"]:
@@ -115,6 +115,7 @@ def build_app(cfg: StudioConfig, backends: BackendCache, docs: DocsService | Non
         demo.load(lambda: header_text(backends, cfg), None, header, api_name="header")
         demo.load(chat_load, None, chat_outputs, api_name="chat_load")
         demo.load(docs_load, None, docs_outputs, api_name="docs_load")
+        demo.load(prompt_load, None, prompt_outputs, api_name="prompt_load")
         demo.load(finetune_load, None, finetune_outputs, api_name="finetune_load")
         demo.load(models_load, None, models_outputs, api_name="models_load")
         demo.load(admin_load, None, admin_tab, api_name="admin_load")

@@ -56,6 +56,22 @@ def adapter_choices(user: str = LOCAL_USER) -> list[tuple[str, str]]:
     return [(NO_ADAPTER, NO_ADAPTER)] + [(a.label(), str(a.path)) for a in list_adapters("generation", user)]
 
 
+def picked_adapter(picked: str | None, backend: str | None = None,
+                   user: str = LOCAL_USER) -> tuple[str, str, str] | None:
+    """(backend, base model, what the backend loads) for the adapter picked from :func:`adapter_choices`
+    (``user``'s own only): the exported GGUF on llamacpp (the default once exported), the PEFT folder on hf.
+    None for no adapter."""
+    if picked in (None, "", NO_ADAPTER):
+        return None
+    path = choice(picked, [p for _, p in adapter_choices(user)], "the adapter")
+    try:
+        a = adapter_of(path)
+        backend, loads = a.serving(backend)
+    except StudioError as exc:
+        raise fail(exc) from None
+    return backend, a.base_model, loads
+
+
 def header_text(backends: BackendCache, cfg: StudioConfig) -> str:
     """The line at the top of the app: which models are loaded, and through which backend."""
     loaded = backends.loaded()
@@ -85,8 +101,8 @@ def settings_of(v: Values) -> GenerationSettings:
 def _answer_stream(v: Values, turn: list[dict], settings: GenerationSettings, s: ChatServices, user: str):
     """(stream, backend) for one turn: a RAG chain's answer with a collection, else the model's reply."""
     grounded = v["collection"] not in (None, "", NO_COLLECTION)
-    lora = None if v["adapter"] in (None, "", NO_ADAPTER) else choice(
-        v["adapter"], [p for _, p in adapter_choices(user)], "the adapter")
+    adapter = picked_adapter(v["adapter"], v["backend"], user)
+    lora = adapter[2] if adapter else None
     chat = None if grounded and v["style"] == "extractive" else \
         s.backends.get(v["backend"], v["model"] or None, v["base_url"] or None, lora)
     if grounded:
@@ -277,16 +293,18 @@ def pick_model(v: Values) -> Values:
 
 
 def pick_adapter(v: Values, *, user: str = LOCAL_USER) -> Values:
-    """A finished fine-tune's adapter switches the model to hf and the adapter's base model."""
+    """A finished fine-tune's adapter brings its base model and the backend it runs fastest on: llamacpp once
+    exported to GGUF (Fine-tune tab, Export to llama.cpp), else hf."""
     path = v["adapter"]
     if path in (None, "", NO_ADAPTER):
         return {}
     choice(path, [p for _, p in adapter_choices(user)], "the adapter")
     try:
         a = adapter_of(path)
+        backend = a.serving()[0]
     except StudioError as exc:
         raise fail(exc) from None
-    return {"backend": gr.update(value="hf"), "model": gr.update(value=a.base_model)}
+    return {"backend": gr.update(value=backend), "model": gr.update(value=a.base_model)}
 
 
 def on_load(_v: Values, *, services: ChatServices, user: str = LOCAL_USER) -> Values:
@@ -344,9 +362,9 @@ def _model(ui: dict, cfg: StudioConfig) -> None:
                                   elem_id="chat-model",
                                   info="an installed model (see Models), a .gguf path or an HF folder; for openai, "
                                        "the endpoint's model (blank = its first)")
-        ui["adapter"] = gr.Dropdown([NO_ADAPTER], value=NO_ADAPTER, label="LoRA adapter (hf backend)",
-                                    elem_id="chat-adapter",
-                                    info="a finished Fine-tune run; picking one switches to hf and its base model")
+        ui["adapter"] = gr.Dropdown([NO_ADAPTER], value=NO_ADAPTER, label="LoRA adapter", elem_id="chat-adapter",
+                                    info="a finished Fine-tune run on its base model: on llamacpp once exported "
+                                         "to llama.cpp (Fine-tune tab), else on hf")
         ui["base_url"] = gr.Textbox(cfg.chat.base_url or "", label="Base URL (openai backend)",
                                     placeholder="http://127.0.0.1:8000/v1")
         ui["system"] = gr.Textbox(cfg.chat.system_prompt or "", label="System prompt (plain chat)", lines=2,

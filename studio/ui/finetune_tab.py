@@ -18,6 +18,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
+from finetune.adapters import GGUF_QUANTS
 from studio.env import LOCAL_USER
 from studio.errors import StudioError
 from studio.jobs import read_json, read_jsonl, read_status
@@ -104,11 +105,13 @@ def adapters_md(user: str = LOCAL_USER) -> str:
     found = list_adapters(user=user)
     if not found:
         return "No finished adapters yet."
-    lines = ["| run | task | base model | after | adapter folder |", "|---|---|---|---|---|"]
+    lines = ["| run | task | base model | after | adapter folder | runs on |", "|---|---|---|---|---|---|"]
     for a in found:
         after = ", ".join(f"{k} {v}" for k, v in a.metrics.get("after", {}).items())
-        lines.append(f"| {a.name} | {a.task} | {a.base_model} | {after} | `{public(str(a.path))}` |")
-    return "\n".join(lines) + "\n\nGeneration adapters appear in Chat → Model → LoRA adapter."
+        runs_on = "llama.cpp (exported)" if a.gguf else "hf" if a.task == "generation" else "hf (classifier)"
+        lines.append(f"| {a.name} | {a.task} | {a.base_model} | {after} | `{public(str(a.path))}` | {runs_on} |")
+    return "\n".join(lines) + ("\n\nGeneration adapters appear in Chat → Model → LoRA adapter and in the Prompt "
+                               "Lab. **Export to llama.cpp** makes one run about 5x faster there.")
 
 
 def status_md(job, run_dir: Path) -> str:
@@ -252,19 +255,51 @@ def use_upload(v: Values) -> Values:
     return {"data": gr.update(value=v["upload"])}
 
 
+MERGED = ["hf folder", *(f"GGUF {q}" for q in GGUF_QUANTS)]  # the merge button's formats
+
+
 def merge_adapter(v: Values, progress=gr.Progress(), user: str = LOCAL_USER) -> Values:  # noqa: B008
-    """Fold the picked job's adapter into a full model (loads with plain transformers)."""
+    """Fold the picked job's adapter into a full model: a transformers folder, or one llama.cpp GGUF (f16 or
+    quantized by llama.cpp)."""
     from finetune.adapters import merge
+    from finetune.gguf_export import merge_gguf
 
     rd = run_dir_of(v["job"], user)
     if rd is None:
         raise gr.Error("Pick a finished job first.")
-    progress(0.1, desc="loading the base model and folding in the adapter")
+    fmt = choice(v.get("merge_format") or MERGED[0], MERGED, "the merged format")
     try:
-        out = merge(rd)
+        if fmt == MERGED[0]:
+            progress(0.1, desc="loading the base model and folding in the adapter")
+            out = merge(rd)
+            return {"action_note": f"Merged model: `{public(str(out))}` (loads with plain transformers, no peft "
+                                   "needed)."}
+        out = merge_gguf(rd, fmt.split()[1], progress=lambda f, what: progress(f, desc=what))
     except StudioError as exc:
         raise fail(exc) from None
-    return {"action_note": f"Merged model: `{public(str(out))}` (loads with plain transformers, no peft needed)."}
+    return {"action_note": f"Merged GGUF: `{public(str(out))}` ({out.stat().st_size / 1e6:.0f} MB): one file for "
+                           "llama.cpp; the Models tab can import it as a chat model."}
+
+
+def export_gguf_adapter(v: Values, progress=gr.Progress(), user: str = LOCAL_USER) -> Values:  # noqa: B008
+    """Write the picked job's adapter as a GGUF LoRA adapter (RUN/adapter.gguf): Chat and the Prompt Lab then
+    run it on llama.cpp."""
+    from finetune.gguf_export import export_gguf, lora_summary
+
+    rd = run_dir_of(v["job"], user)
+    if rd is None:
+        raise gr.Error("Pick a finished job first.")
+    progress(0.2, desc="writing the LoRA matrices for llama.cpp")
+    try:
+        out = export_gguf(rd)
+    except StudioError as exc:
+        raise fail(exc) from None
+    info = lora_summary(out)
+    return {"adapters": adapters_md(user),
+            "action_note": f"Exported for llama.cpp: `{out.name}` ({out.stat().st_size / 1e6:.1f} MB; rank "
+                           f"{info['rank']}, alpha {info['alpha']:g}, {', '.join(info['modules'])} in "
+                           f"{info['layers']} layers; base {info['base_model']}). Pick the adapter in Chat: it "
+                           "now runs on llama.cpp."}
 
 
 def export_adapter(v: Values, *, user: str = LOCAL_USER) -> Values:
@@ -334,10 +369,14 @@ def _adapters(ui: dict) -> None:
     with gr.Accordion("Finished adapters", open=True):
         ui["adapters"] = gr.Markdown("", elem_id="ft-adapters")  # the visitor's own, filled on refresh
         with gr.Row():
-            ui["merge_btn"] = gr.Button("Merge the selected job's adapter into a full model")
+            ui["gguf_btn"] = gr.Button("Export to llama.cpp", variant="primary", elem_id="ft-export-gguf")
             ui["export_btn"] = gr.Button("Export the selected job's adapter (.zip)")
+        with gr.Row():
+            ui["merge_format"] = gr.Dropdown(MERGED, value=MERGED[0], label="Merged model format",
+                                             elem_id="ft-merge-format")
+            ui["merge_btn"] = gr.Button("Merge the selected job's adapter into a full model")
         ui["export_file"] = gr.File(label="Export", visible=False)
-        ui["action_note"] = gr.Markdown("")
+        ui["action_note"] = gr.Markdown("", elem_id="ft-action-note")
 
 
 def _wire(ui: dict, s: FinetuneServices) -> None:
@@ -350,7 +389,8 @@ def _wire(ui: dict, s: FinetuneServices) -> None:
     started = on(ui["start"].click, partial(start_job, services=s), ui, REQUEST, ["job"], api_name="finetune_start")
     on(started.then, show, ui, ["job"], SHOWN, api_name="finetune_show")
     on(ui["refresh"].click, refresh, ui, [], ["job", "adapters"], api_name="lambda_1")
-    on(ui["merge_btn"].click, merge_adapter, ui, ["job"], ["action_note"], api_name="do_merge")
+    on(ui["merge_btn"].click, merge_adapter, ui, ["job", "merge_format"], ["action_note"], api_name="do_merge")
+    on(ui["gguf_btn"].click, export_gguf_adapter, ui, ["job"], ["adapters", "action_note"], api_name="export_gguf")
     on(ui["export_btn"].click, export_adapter, ui, ["job"], ["export_file", "action_note"], api_name="do_export")
 
 

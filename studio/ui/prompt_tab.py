@@ -18,6 +18,7 @@ import pandas as pd
 
 from studio.backends import BackendCache, GenerationSettings
 from studio.config import StudioConfig, load_config
+from studio.env import LOCAL_USER
 from studio.errors import StudioError
 from studio.limits import check_json_schema
 from studio.markup import neutralize
@@ -26,8 +27,9 @@ from studio.prompting.bench import PromptSuite, score
 from studio.prompting.techniques import TECHNIQUES, Task, run_technique
 from studio.registry import backend_for
 from studio.turns import Turns
+from studio.ui.chat_tab import NO_ADAPTER, adapter_choices, picked_adapter
 from studio.ui.guard import as_float, as_int, choice, fail, public, text
-from studio.ui.wiring import Values, on
+from studio.ui.wiring import Values, on, user_of
 
 DEFAULT_SCHEMA = '{"type": "object", "properties": {"answer": {"type": "number"}}, "required": ["answer"]}'
 LIBRARY = CONFIGS / "prompts"
@@ -36,7 +38,7 @@ KINDS = ["number", "option", "text"]
 CHECKS = {"number": "numeric", "option": "exact", "text": "contains"}  # how a task of your own is scored
 COLUMNS = ["technique", "answer", "correct", "tokens", "seconds", "cached"]
 REQUEST = ["task_pick", "question", "kind", "expected", "labels", "examples", "schema", "techniques", "samples",
-           "temperature", "top_p", "top_k", "seed"]  # /prompt_run's parameters, in this order
+           "temperature", "top_p", "top_k", "seed", "adapter"]  # /prompt_run's parameters, in this order
 SHOWN = ["table", "votes", "vote_stats", "details"]
 
 
@@ -59,9 +61,17 @@ class PromptServices:
     tasks: dict[str, tuple[PromptSuite, dict]] = field(default_factory=dict)
     turns: Turns = field(default_factory=Turns)  # each account's runs one at a time, with the Chat tab's
 
-    def backend(self):
-        """The prompt role's model (the Models tab sets it), else the chat model with its backend."""
+    def backend(self, adapter: str | None = None, user: str = LOCAL_USER):
+        """The prompt role's model (the Models tab sets it), else the chat model with its backend; with a
+        fine-tune's ``adapter`` (picked from the tab's list), its base model with the adapter, on llama.cpp once
+        exported to GGUF."""
         c = self.cfg.chat
+        picked = picked_adapter(adapter, None, user)
+        if picked:
+            try:
+                return self.backends.get(picked[0], picked[1], None, picked[2])
+            except StudioError as exc:
+                raise fail(exc) from None
         if c.prompt_model and c.prompt_model != c.model:
             try:
                 return self.backends.get(backend_for(c.prompt_model), c.prompt_model)
@@ -197,11 +207,11 @@ def _votes(res: dict, samples: int) -> Values:
     return {"votes": votes_html(res["votes"], int(samples)), "vote_stats": stats}
 
 
-def run_techniques(v: Values, *, services: PromptServices, progress=_no_progress) -> Values:
+def run_techniques(v: Values, *, services: PromptServices, progress=_no_progress, user: str = LOCAL_USER) -> Values:
     """Each chosen technique on the task: the results table, the vote chart and its line (self-consistency),
     and every prompt sent. A technique the core refuses gets an error row; the others still run."""
     req = lab_request(v, services=services)
-    backend = services.backend()
+    backend = services.backend(v.get("adapter"), user)
     rows, blocks = [], []
     out: Values = {"votes": "", "vote_stats": ""}
     for i, technique in enumerate(req.techniques):
@@ -218,7 +228,7 @@ def run_techniques(v: Values, *, services: PromptServices, progress=_no_progress
     return {"table": rows, **out, "details": "\n\n---\n\n".join(blocks)}
 
 
-def run_library(v: Values, *, services: PromptServices, progress=_no_progress) -> Values:
+def run_library(v: Values, *, services: PromptServices, progress=_no_progress, user: str = LOCAL_USER) -> Values:
     """The chosen techniques over every task in configs/prompts/: accuracy per technique and suite."""
     from studio.prompting.bench import run_bench
 
@@ -227,8 +237,8 @@ def run_library(v: Values, *, services: PromptServices, progress=_no_progress) -
     if not chosen:
         raise gr.Error("Choose at least one technique.")
     suites = [load_config(PromptSuite, p) for p in sorted(LIBRARY.glob("*.yaml"))]
-    res = run_bench(suites, chosen, services.backend(), GenerationSettings(temperature=0.0, max_tokens=192,
-                                                                           seed=int(seed or 0)), int(n),
+    res = run_bench(suites, chosen, services.backend(v.get("adapter"), user),
+                    GenerationSettings(temperature=0.0, max_tokens=192, seed=int(seed or 0)), int(n),
                     progress=lambda d, t, what: progress((d, t), desc=what))
     names = [s.name for s in suites]
     table = pd.DataFrame([[t, *(round(row[n_], 2) for n_ in names), res["seconds"][t]]
@@ -273,6 +283,9 @@ def _techniques_and_sampling(ui: dict) -> None:
         ui["top_p"] = gr.Slider(0.05, 1, value=0.95, step=0.05, label="Top-p")
         ui["top_k"] = gr.Slider(0, 200, value=40, step=1, label="Top-k")
         ui["seed"] = gr.Number(0, precision=0, label="Seed")
+    ui["adapter"] = gr.Dropdown([NO_ADAPTER], value=NO_ADAPTER, label="Fine-tuned adapter (optional)",
+                                elem_id="pl-adapter", info="a finished Fine-tune run on its base model, instead of "
+                                                           "the Prompt Lab's model (llama.cpp once exported)")
     with gr.Row():
         ui["run"] = gr.Button("Run side by side", variant="primary", elem_id="pl-run")
         ui["run_library"] = gr.Button("Run the whole library (minutes)", elem_id="pl-library-run")
@@ -292,12 +305,18 @@ def _wire(ui: dict, s: PromptServices) -> None:
        ["question", "kind", "expected", "labels", "examples"], api_name="on_pick")
     fair = {"turns": (s.turns, None), "concurrency_id": "generate"}
     on(ui["run"].click, partial(run_techniques, services=s), ui, REQUEST, SHOWN, api_name="prompt_run", **fair)
-    on(ui["run_library"].click, partial(run_library, services=s), ui, ["techniques", "samples", "seed"],
+    on(ui["run_library"].click, partial(run_library, services=s), ui, ["techniques", "samples", "seed", "adapter"],
        ["library_table"], api_name="prompt_library", **fair)
 
 
-def build_prompt_tab(cfg: StudioConfig, backends: BackendCache, turns: Turns | None = None) -> None:
-    """Widgets and events of the Prompt Lab tab (``turns``: shared with the Chat tab)."""
+def list_adapters_of(_v: Values, *, user: str = LOCAL_USER) -> Values:
+    """The visitor's own finished generation adapters (a page load, or the tab selected after a fine-tune)."""
+    return {"adapter": gr.update(choices=adapter_choices(user))}
+
+
+def build_prompt_tab(cfg: StudioConfig, backends: BackendCache, turns: Turns | None = None, tab=None):
+    """Widgets and events of the Prompt Lab tab (``turns``: shared with the Chat tab); returns (fn, outputs)
+    to run when a page loads. Selecting the ``tab`` lists the visitor's adapters again."""
     services = PromptServices(cfg, backends, library() if LIBRARY.is_dir() else {}, turns or Turns())
     ui: dict = {}
     with gr.Row():
@@ -307,3 +326,10 @@ def build_prompt_tab(cfg: StudioConfig, backends: BackendCache, turns: Turns | N
         with gr.Column(scale=3):
             _results(ui, list(dict.fromkeys(suite.name for suite, _ in services.tasks.values())))
     _wire(ui, services)
+    if tab is not None:
+        on(tab.select, list_adapters_of, ui, [], ["adapter"], api_name="prompt_adapters", show_progress="hidden")
+
+    def page_load(request: gr.Request):
+        return {ui["adapter"]: list_adapters_of({}, user=user_of(request))["adapter"]}
+
+    return page_load, [ui["adapter"]]
