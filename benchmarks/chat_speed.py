@@ -1,7 +1,10 @@
 """Chat speed: our llamacpp backend vs raw llama-cpp-python, same model/prompt/threads/seed.
 
-Runs both in one process, alternating, and prints tokens/s, time to first token and their
-ratio (goal: ours >= 0.95x raw); then how fast `studio --help` answers (goal < 1 s) and the
+Runs them alternating, raw llama-cpp-python in a child process of its own, and prints tokens/s, time to
+first token and their ratio (goal: ours >= 0.95x raw). In one process the two would each call llama.cpp from
+their own thread, and ggml's OpenMP gives each calling thread a team: two teams on two cores slowed both
+sides to about a quarter of their speed (26 and 25 tokens/s in the 2026-11-29 run that still did so; see
+studio.backends.batching._DecodingThread); then how fast `studio --help` answers (goal < 1 s) and the
 resident memory of an idle `studio serve` with the bundled chat model loaded (goal < 1.5 GB).
 
     .venv/bin/python benchmarks/chat_speed.py [--rounds 5] [--max-tokens 200]
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import socket
 import statistics
@@ -41,6 +45,20 @@ def raw_run(llm, max_tokens: int, seed: int) -> tuple[int, float, float]:
             tokens += 1
             first = first or time.perf_counter() - start
     return tokens, time.perf_counter() - start, first or 0.0
+
+
+_RAW = None  # the child process's Llama
+
+
+def _raw_init(path: str, threads: int) -> None:
+    global _RAW
+    from llama_cpp import Llama
+
+    _RAW = Llama(model_path=path, n_ctx=4096, n_threads=threads, n_threads_batch=threads, verbose=False)
+
+
+def _raw_round(max_tokens: int, seed: int) -> tuple[int, float, float]:
+    return raw_run(_RAW, max_tokens, seed)
 
 
 def ours_run(backend: LlamaCppBackend, max_tokens: int, seed: int) -> tuple[int, float, float]:
@@ -93,17 +111,15 @@ def main() -> None:
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args()
 
-    from llama_cpp import Llama
-
     path = resolve_model("smollm2-135m-instruct").path
     threads = default_threads()
-    raw = Llama(model_path=str(path), n_ctx=4096, n_threads=threads, n_threads_batch=threads, verbose=False)
     ours = LlamaCppBackend("smollm2-135m-instruct", n_ctx=4096, n_threads=threads)
-    raw_run(raw, 16, args.seed), ours_run(ours, 16, args.seed)  # warm both up
     results: dict[str, list[tuple[int, float, float]]] = {"raw": [], "ours": []}
-    for _ in range(args.rounds):  # alternate so drift on the machine hits both alike
-        results["raw"].append(raw_run(raw, args.max_tokens, args.seed))
-        results["ours"].append(ours_run(ours, args.max_tokens, args.seed))
+    with multiprocessing.get_context("spawn").Pool(1, _raw_init, (str(path), threads)) as raw:
+        raw.apply(_raw_round, (16, args.seed)), ours_run(ours, 16, args.seed)  # warm both up
+        for _ in range(args.rounds):  # alternate so drift on the machine hits both alike
+            results["raw"].append(raw.apply(_raw_round, (args.max_tokens, args.seed)))
+            results["ours"].append(ours_run(ours, args.max_tokens, args.seed))
 
     def summary(runs):
         return {"tokens": runs[0][0],

@@ -96,8 +96,51 @@ class Request:
         self.cancelled.set()
 
 
+class _DecodingThread:
+    """The one thread that decodes for every :class:`BatchedDecoder` of the process, a step of each in turn.
+
+    ggml spreads a decode over the cores with OpenMP, whose worker team belongs to the thread that calls.
+    With a thread per loaded model (Chat's model and a fine-tuned adapter, or the Prompt Lab's model beside
+    Chat's), two teams made more OpenMP threads than cores; libgomp then stops letting idle workers spin, and
+    every step waited for sleeping workers to wake. Measured here (greedy record answers, one request at a
+    time): one model alone decoded 99-107 tokens/s; once a second model had decoded too, both ran at 30-41.
+    Run from one thread, both ran at 93-101. (``OMP_WAIT_POLICY=active`` also recovers the speed, but its
+    workers then spin on the cores whenever the studio is idle.) Models loaded together take turns step by
+    step, as two teams sharing the two cores would have, without the waits.
+    """
+
+    def __init__(self):
+        self.cv = threading.Condition()
+        self.decoders: list[BatchedDecoder] = []
+        self.thread: threading.Thread | None = None
+
+    def add(self, decoder: BatchedDecoder) -> None:
+        with self.cv:
+            self.decoders.append(decoder)
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._run, name="llamacpp-batch", daemon=True)
+                self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self._round()
+
+    def _round(self) -> None:
+        """A step of each decoder with work (its own frame: no decoder stays referenced while the thread waits,
+        so an unloaded model is freed)."""
+        with self.cv:
+            while not (busy := [d for d in self.decoders if d.has_work()]):
+                self.cv.wait()
+        for decoder in busy:
+            decoder.turn()
+
+
+_THREAD = _DecodingThread()
+
+
 class BatchedDecoder:
-    """Decodes up to ``slots`` requests together in a thread of its own (see the module docstring).
+    """Decodes up to ``slots`` requests together, on the process's decoding thread (see the module docstring
+    and :class:`_DecodingThread`).
 
     ``submit(messages, ...)`` returns a :class:`Request` whose ``out`` queue receives text pieces as
     ``(text, tokens)`` tuples, an exception if generation failed, and :data:`END`.
@@ -131,7 +174,7 @@ class BatchedDecoder:
         self.batch = LlamaBatch(n_tokens=n_batch, embd=0, n_seq_max=1, verbose=False)
         self._formatter = self._chat_formatter(llm)
         self._pieces: dict[int, bytes] = {}
-        self._cv = threading.Condition()
+        self._cv = _THREAD.cv  # one lock and condition for the decoders and the thread that serves them
         self._waiting: deque[Request] = deque()
         self._active: list[Request] = []
         # The lowest free sequence id is handed out, and a step's rows go in id order: with a cache per
@@ -139,8 +182,9 @@ class BatchedDecoder:
         # over the whole model.
         self._free = list(range(slots))  # a heap
         self._closing = False
-        self._thread = threading.Thread(target=self._run, name="llamacpp-batch", daemon=True)
-        self._thread.start()
+        self._closed = False  # the decoding thread has let go of this decoder
+        self._ended = "the model was unloaded while answering"
+        _THREAD.add(self)
 
     @staticmethod
     def _chat_formatter(llm: llama_cpp.Llama) -> llama_chat_format.Jinja2ChatFormatter:
@@ -182,7 +226,7 @@ class BatchedDecoder:
             if self._closing:
                 raise StudioError("the model is being unloaded; try again")
             self._waiting.append(req)
-            self._cv.notify()
+            self._cv.notify_all()
         return req
 
     def _sampler(self, temperature: float, top_p: float, top_k: int, seed: int,
@@ -204,32 +248,43 @@ class BatchedDecoder:
 
     # -- the decoding thread ----------------------------------------------------------------------
 
-    def _run(self) -> None:
-        ended = "the model was unloaded while answering"
-        try:
-            while True:
-                with self._cv:
-                    while not self._closing and not self._waiting and not self._active:
-                        self._cv.wait()
-                    if self._closing:
-                        break
-                    while self._waiting and self._free:
-                        req = self._waiting.popleft()
-                        req.seq = heapq.heappop(self._free)
-                        self._active.append(req)
-                for req in [r for r in self._active if r.cancelled.is_set()]:
-                    self._finish(req, None)
-                if self._active:
-                    self._step()
-        except BaseException:  # noqa: BLE001 - no reader may wait forever on a thread that is gone
-            log.exception("the llama.cpp decoding thread failed")
-            ended = "the model failed while answering (the server's log says why); try again"
+    def has_work(self) -> bool:
+        """Requests to serve, or a close to finish (called under the shared lock)."""
+        return not self._closed and bool(self._closing or self._waiting or self._active)
+
+    def turn(self) -> None:
+        """On the decoding thread: admit waiting requests into free slots, end cancelled ones, decode one step;
+        or, once closing, end every request left and let go of this decoder."""
         with self._cv:
-            self._closing = True
-            left = self._active + list(self._waiting)
-            self._waiting.clear()
-        for req in left:
-            self._finish(req, StudioError(ended))
+            if self._closed:
+                return
+            if self._closing:
+                left = self._active + list(self._waiting)
+                self._waiting.clear()
+            else:
+                left = None
+                while self._waiting and self._free:
+                    req = self._waiting.popleft()
+                    req.seq = heapq.heappop(self._free)
+                    self._active.append(req)
+        if left is not None:
+            for req in left:
+                self._finish(req, StudioError(self._ended))
+            with self._cv:
+                self._closed = True
+                _THREAD.decoders.remove(self)
+                self._cv.notify_all()
+            return
+        try:
+            for req in [r for r in self._active if r.cancelled.is_set()]:
+                self._finish(req, None)
+            if self._active:
+                self._step()
+        except BaseException:  # noqa: BLE001 - no reader may wait on a decoder that cannot go on
+            log.exception("llama.cpp failed while decoding")
+            with self._cv:
+                self._closing = True
+                self._ended = "the model failed while answering (the server's log says why); try again"
 
     def _step(self) -> None:
         """One llama_decode over every active request; then each samples its next token."""
@@ -335,9 +390,14 @@ class BatchedDecoder:
         req.out.put(END)
 
     def close(self) -> None:
+        """End the requests left (each reader gets an error and END), then free the context."""
         with self._cv:
             self._closing = True
-            self._cv.notify()
-        self._thread.join()
+            self._cv.notify_all()
+        if threading.current_thread() is _THREAD.thread:
+            self.turn()  # (a backend dropped on the decoding thread itself)
+        with self._cv:
+            while not self._closed:
+                self._cv.wait()
         self.batch.close()
         self.ctx.close()
