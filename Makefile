@@ -32,7 +32,7 @@ test: $(STAMP)
 
 # only the real LoRA runs on the bundled models (about 3 minutes; part of `make test` too)
 test-finetune: $(STAMP)
-	$(BIN)/python -m pytest -m finetune tests/test_finetune.py
+	$(BIN)/python -m pytest -m finetune tests/test_finetune.py tests/test_gguf_export.py
 
 # the grounded-QA suite over the R FAQ with the bundled models; fails on a threshold or a regression
 eval-smoke: $(STAMP)

@@ -51,7 +51,7 @@ class Adapter:
 
     def serving(self, backend: str | None = None) -> tuple[str, str]:
         """(backend, what it loads) to chat with this adapter: llama.cpp with RUN/adapter.gguf when it was
-        exported and no other backend is asked for (about 5x the tokens/s of hf here: README), else hf with
+        exported and no other backend is asked for (about 3x the tokens/s of hf here: README), else hf with
         the PEFT folder."""
         if self.task != "generation":
             raise StudioError(f"{self.name} is a {self.task} adapter; chat needs a generation one")

@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import os
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -56,11 +57,14 @@ class LoraWeights:
     tensors: list[tuple[str, np.ndarray, np.ndarray]]  # (base tensor name, lora_a, lora_b)
 
     def delta(self, name: str) -> np.ndarray | None:
-        """What the adapter adds to the base tensor ``name`` (outputs x inputs), or None."""
+        """What the adapter adds to the base tensor ``name`` (outputs x inputs): alpha / r x B A; or None."""
         for target, a, b in self.tensors:
             if target == name:
                 return (self.alpha / a.shape[0]) * (b @ a)
         return None
+
+    def targets(self) -> set[str]:
+        return {name for name, _, _ in self.tensors}
 
 
 def lora_weights(run_or_adapter: str | Path) -> LoraWeights:
@@ -147,9 +151,11 @@ def export_gguf(run_or_adapter: str | Path) -> Path:
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
+        writer.close()
+        os.replace(tmp, out)
     finally:
         writer.close()
-    os.replace(tmp, out)
+        tmp.unlink(missing_ok=True)
     return out
 
 
@@ -198,43 +204,54 @@ def _temp_beside(out: Path) -> Path:
 
 
 def _write_merged_f16(w: LoraWeights, dest: Path, report: Progress) -> None:
+    """The base GGUF's metadata and tensors with every matrix in f16 (the adapted ones with alpha / r x B A
+    added); vectors (norms) are copied as they are."""
     report(0.0, "reading the base model")
     reader = gguf.GGUFReader(str(w.base.path))
     writer = gguf.GGUFWriter(str(dest), w.arch)
-    for field in reader.fields.values():
-        if field.name == gguf.Keys.General.ARCHITECTURE or field.name.startswith("GGUF."):
-            continue  # the writer writes these itself
-        if field.name == gguf.Keys.General.FILE_TYPE:
-            continue
-        kind = field.types[0]
-        sub = field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None
-        writer.add_key_value(field.name, field.contents(), kind, sub_type=sub)
-    writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
-    writer.add_string("studio.merged_adapter", w.adapter.name)
+    try:
+        for field in reader.fields.values():
+            if field.name in (gguf.Keys.General.ARCHITECTURE, gguf.Keys.General.FILE_TYPE,
+                              gguf.Keys.General.ALIGNMENT) or field.name.startswith("GGUF."):
+                continue  # the writer writes these itself
+            kind = field.types[0]
+            sub = field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None
+            writer.add_key_value(field.name, field.contents(), kind, sub_type=sub)
+        if gguf.Keys.General.ALIGNMENT in reader.fields:
+            writer.add_custom_alignment(int(reader.fields[gguf.Keys.General.ALIGNMENT].contents()))
+        writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
+        writer.add_string("studio.merged_adapter", w.adapter.name)
+        kept = {t.name for t in reader.tensors if len(t.shape) < 2}
+        if not w.targets() <= {t.name for t in reader.tensors} - kept:
+            raise StudioError(f"{w.adapter.name} adapts weights the base GGUF lacks; train it on this model again")
+        for t in reader.tensors:
+            if t.name in kept:
+                writer.add_tensor_info(t.name, t.data.shape, t.data.dtype, t.data.nbytes, t.tensor_type)
+            else:
+                shape = tuple(int(x) for x in reversed(t.shape))
+                writer.add_tensor_info(t.name, shape, np.dtype(np.float16), 2 * math.prod(shape),
+                                       gguf.GGMLQuantizationType.F16)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_ti_data_to_file()
+        for i, t in enumerate(reader.tensors):
+            writer.write_tensor_data(t.data if t.name in kept else _merged(t, w.delta(t.name)))
+            report(0.1 + 0.7 * (i + 1) / len(reader.tensors), "folding the adapter into the weights")
+    finally:
+        writer.close()
 
-    def merged(t) -> np.ndarray:
-        if t.tensor_type in (gguf.GGMLQuantizationType.F32,) or len(t.shape) < 2:
-            return t.data
+
+def _merged(t, delta: np.ndarray | None) -> np.ndarray:
+    """A base matrix in f16: dequantized exactly (whatever its type, f32 included), plus the adapter's delta."""
+    try:
         values = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32)
-        delta = w.delta(t.name)
-        return (values if delta is None else values + delta).astype(np.float16)
+    except NotImplementedError:
+        raise StudioError(f"the base GGUF's {t.tensor_type.name} weights cannot be read back here; merge from "
+                          "a base model in another quantization (q8_0, q4_k_m, f16)") from None
+    return (values if delta is None else values + delta).astype(np.float16)
 
-    kept = {t.name: (t.data.dtype == np.float32 and t.tensor_type == gguf.GGMLQuantizationType.F32)
-            or len(t.shape) < 2 for t in reader.tensors}
-    for t in reader.tensors:
-        shape = tuple(int(x) for x in reversed(t.shape))
-        if kept[t.name]:
-            writer.add_tensor_info(t.name, t.data.shape, t.data.dtype, t.data.nbytes, t.tensor_type)
-        else:
-            writer.add_tensor_info(t.name, shape, np.dtype(np.float16), 2 * math.prod(shape),
-                                   gguf.GGMLQuantizationType.F16)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_ti_data_to_file()
-    for i, t in enumerate(reader.tensors):
-        writer.write_tensor_data(t.data if kept[t.name] else merged(t))
-        report(0.1 + 0.7 * (i + 1) / len(reader.tensors), "folding the adapter into the weights")
-    writer.close()
+
+_QUANTIZING = threading.Lock()  # (the logger level below is the process's)
 
 
 def _quantize(src: Path, dest: Path, ftype: int, threads: int) -> None:
@@ -242,12 +259,13 @@ def _quantize(src: Path, dest: Path, ftype: int, threads: int) -> None:
     params.ftype = ftype
     params.nthread = threads
     chatty = logging.getLogger("llama-cpp-python")  # llama.cpp logs a line per tensor through it
-    level = chatty.level
-    chatty.setLevel(logging.ERROR)
-    try:
-        failed = llama_cpp.llama_model_quantize(str(src).encode(), str(dest).encode(), params)
-    finally:
-        chatty.setLevel(level)
+    with _QUANTIZING:
+        level = chatty.level
+        chatty.setLevel(logging.ERROR)
+        try:
+            failed = llama_cpp.llama_model_quantize(str(src).encode(), str(dest).encode(), params)
+        finally:
+            chatty.setLevel(level)
     if failed:
         raise StudioError("llama.cpp could not quantize the merged model; try --quant f16")
 

@@ -111,6 +111,10 @@ def cmd_export(args) -> int:
     if args.format == "gguf":
         from finetune.gguf_export import export_gguf, lora_summary
 
+        if args.out:
+            raise StudioError("--out is for the zip; --format gguf always writes RUN/adapter.gguf, where "
+                              "`--adapter RUN` finds it")
+
         out = export_gguf(args.run_dir)
         if args.json:
             print(json.dumps({"path": str(out), **lora_summary(out)}))

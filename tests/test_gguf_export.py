@@ -4,6 +4,7 @@ GGUF loads and answers."""
 
 import json
 import math
+import os
 import shutil
 
 import numpy as np
@@ -34,7 +35,10 @@ def run(gen_run, tmp_path):
     return copy
 
 
-def test_the_exported_adapter_gives_llamacpp_the_peft_adapters_logits(run):
+def logits_gap(run) -> tuple[float, float, float]:
+    """On a held-out prompt: (llama.cpp + the exported GGUF adapter vs transformers + PEFT, plain llama.cpp vs
+    plain transformers (what quantized inference alone differs by), plain llama.cpp vs transformers + PEFT),
+    each the mean absolute difference of the logits at every position."""
     import torch
     from llama_cpp import Llama
     from peft import PeftModel
@@ -42,10 +46,6 @@ def test_the_exported_adapter_gives_llamacpp_the_peft_adapters_logits(run):
     from studio.backends.hf import load_model_and_tokenizer
     from studio.registry import resolve_model
 
-    out = export_gguf(run)
-    assert out == run / "adapter.gguf" and adapter_of(run).gguf == out
-    assert lora_summary(out) == {"type": "lora", "alpha": 16.0, "base_model": "smollm2-135m-instruct", "rank": 8,
-                                 "tensors": 60, "modules": ["attn_q", "attn_v"], "layers": 30}
     spec = resolve_model("smollm2-135m-instruct")
     base, tok = load_model_and_tokenizer(spec)
     tuned = PeftModel.from_pretrained(base, str(run / "adapter")).eval()
@@ -61,11 +61,40 @@ def test_the_exported_adapter_gives_llamacpp_the_peft_adapters_logits(run):
         llm.eval(ids)
         return np.array(llm.scores[:len(ids)])
 
-    plain, adapted = llama_logits(), llama_logits(lora_path=str(out))
-    floor = np.abs(plain - base_logits).mean()  # quantized llama.cpp vs transformers, no adapter: 0.21 here
-    gap = np.abs(adapted - peft_logits).mean()  # 0.16 here; 0.41 without the q/k row permutation
-    assert gap <= 1.25 * floor, (gap, floor)
-    assert np.abs(plain - peft_logits).mean() > 4 * gap  # the adapter moved the logits, and llama.cpp followed
+    plain, adapted = llama_logits(), llama_logits(lora_path=str(run / "adapter.gguf"))
+    return (np.abs(adapted - peft_logits).mean(), np.abs(plain - base_logits).mean(),
+            np.abs(plain - peft_logits).mean())
+
+
+def test_the_exported_adapter_gives_llamacpp_the_peft_adapters_logits(run):
+    out = export_gguf(run)
+    assert out == run / "adapter.gguf" and adapter_of(run).gguf == out
+    assert lora_summary(out) == {"type": "lora", "alpha": 16.0, "base_model": "smollm2-135m-instruct", "rank": 8,
+                                 "tensors": 60, "modules": ["attn_q", "attn_v"], "layers": 30}
+    gap, floor, moved = logits_gap(run)
+    assert gap <= 1.25 * floor, (gap, floor)  # 0.16 against 0.21 here; 0.41 without the query row permutation
+    assert moved > 4 * gap  # the adapter moved the logits, and llama.cpp followed
+
+
+def test_a_key_adapter_gets_llamacpps_row_order_for_grouped_query_attention(tmp_path):
+    # SmolLM2 has 9 query heads but 3 key/value heads: key rows are permuted per key/value head
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from studio.backends.hf import load_model_and_tokenizer
+    from studio.jobs import write_status
+    from studio.registry import resolve_model
+
+    base, _ = load_model_and_tokenizer(resolve_model("smollm2-135m-instruct"))
+    torch.manual_seed(0)  # a random adapter (PEFT's init without zeroing B): it moves the logits by 1.16 here
+    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["k_proj"], init_lora_weights=False))
+    run = tmp_path / "keys"
+    model.save_pretrained(str(run / "adapter"))
+    write_status(run, state="finished", task="generation", base_model="smollm2-135m-instruct")
+    export_gguf(run)
+    assert lora_summary(run / "adapter.gguf")["modules"] == ["attn_k"]
+    gap, floor, moved = logits_gap(run)
+    assert gap <= 1.25 * floor and moved > 4 * gap, (gap, floor, moved)  # 0.22, 0.21; 1.03 unpermuted
 
 
 def test_chat_and_the_cli_run_an_exported_adapter_on_llamacpp(run):
@@ -90,8 +119,6 @@ def test_chat_and_the_cli_run_an_exported_adapter_on_llamacpp(run):
 
 
 def test_a_retrained_adapter_is_not_served_from_its_old_gguf(run):
-    import os
-
     export_gguf(run)
     assert adapter_of(run).serving() == ("llamacpp", str(run / "adapter.gguf"))
     weights = run / "adapter" / "adapter_model.safetensors"
@@ -147,6 +174,20 @@ def test_adapters_llamacpp_cannot_apply_are_refused_with_what_to_do(run, case, c
     assert not list(run.glob("*.gguf")) and not list(run.glob(".*.tmp"))  # nothing half-written is left
 
 
+def test_an_export_that_fails_while_writing_leaves_no_file(run, monkeypatch):
+    import gguf
+
+    def full_disk(self, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    export_gguf(run)
+    before = (run / "adapter.gguf").read_bytes()
+    monkeypatch.setattr(gguf.GGUFWriter, "write_tensors_to_file", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        export_gguf(run)
+    assert (run / "adapter.gguf").read_bytes() == before and not list(run.glob(".*.tmp"))  # the old one stays
+
+
 def test_rslora_scaling_is_folded_into_lora_b(run):
     plain = {name: b for name, _, b in lora_weights(run).tensors}
     _edit_config(run, use_rslora=True)
@@ -163,6 +204,10 @@ def test_the_backend_cache_keeps_the_gguf_adapter_apart_and_inside_the_roots(run
     tuned = cache.get("llamacpp", "smollm2-135m-instruct", None, str(out))
     plain = cache.get("llamacpp", "smollm2-135m-instruct")
     assert tuned is not plain and tuned.describe() == "smollm2-135m-instruct+capitals (llamacpp)"
+    assert cache.get("llamacpp", "smollm2-135m-instruct", None, str(out)) is tuned
+    later = out.stat().st_mtime + 5
+    os.utime(out, (later, later))  # exported again after more training: the running studio loads the new one
+    assert cache.get("llamacpp", "smollm2-135m-instruct", None, str(out)) is not tuned
     assert tuned.complete(ask(HELDOUT[4]), GREEDY).text.strip() == HELDOUT[4]["output"]
     with pytest.raises(StudioError, match="PEFT adapter folder"):
         cache.get("llamacpp", None, None, str(run / "adapter"))
@@ -217,8 +262,9 @@ def test_the_finetune_tab_exports_and_chat_and_the_prompt_lab_then_use_llamacpp(
     assert picked["backend"]["value"] == "llamacpp" and picked["model"]["value"] == "smollm2-135m-instruct"
     assert chat_tab.picked_adapter(str(run / "adapter"), "hf") == ("hf", "smollm2-135m-instruct",
                                                                     str(run / "adapter"))
-    with pytest.raises(gr.Error, match="the adapter must be one of"):
+    with pytest.raises(gr.Error, match="one of your finished fine-tunes") as err:
         chat_tab.picked_adapter(str(run.parent / "elsewhere" / "adapter"), None)
+    assert str(run.parent) not in str(err.value)  # the refusal lists no server paths
     choices = list_adapters_of({})["adapter"]["choices"]
     assert any(value == str(run / "adapter") and "llama.cpp" in label for label, value in choices)
     lab = PromptServices(StudioConfig(), BackendCache())

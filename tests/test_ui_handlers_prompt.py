@@ -39,7 +39,7 @@ def request(**changes) -> dict:
 def test_the_endpoint_takes_the_values_in_the_pages_order():
     # tests/test_security.py and API clients call /prompt_run positionally in this order
     assert prompt_tab.REQUEST == ["task_pick", "question", "kind", "expected", "labels", "examples", "schema",
-                                  "techniques", "samples", "temperature", "top_p", "top_k", "seed"]
+                                  "techniques", "samples", "temperature", "top_p", "top_k", "seed", "adapter"]
 
 
 def test_a_technique_run_fills_the_results_table(services):

@@ -403,7 +403,7 @@ def test_another_users_adapter_and_eval_runs_are_refused_through_the_api(home, t
         assert "ada-tuned-run" not in json.dumps(bob.predict(api_name="/chat_lists"))
         assert report.name not in json.dumps(bob.predict(api_name="/eval_lists"))
         # refused by the page's picker (Gradio checks a dropdown's value) or by the handler's own check
-        with pytest.raises(Exception, match="the adapter must be one of|not in the list of choices"):  # noqa: PT011
+        with pytest.raises(Exception, match="one of your finished fine-tunes|not in the list of choices"):  # noqa: PT011
             bob.predict(adapter=str(run / "adapter"), api_name="/pick_adapter")
         with pytest.raises(Exception, match="the earlier run must be one of|not in the list of choices"):  # noqa: PT011
             bob.predict(suite=suite, upload=None, overrides="", baseline=report.name, api_name="/eval_run")

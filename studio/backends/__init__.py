@@ -38,6 +38,16 @@ def load_backend(backend: str, model: str | None = None, **options) -> ChatBacke
     return getattr(importlib.import_module(module), cls)(**kwargs)
 
 
+def _written(adapter: str | None) -> int:
+    """When the adapter's weights were last written (an adapter exported again after more training is another
+    model to load, at the same path)."""
+    if not adapter:
+        return 0
+    path = Path(adapter)
+    weights = path / "adapter_model.safetensors" if path.is_dir() else path
+    return weights.stat().st_mtime_ns if weights.exists() else 0
+
+
 def settings_from_config(gen, **changes) -> GenerationSettings:
     """GenerationSettings from a :class:`studio.config.GenerationConfig` plus changes."""
     values = dict(temperature=gen.temperature, top_p=gen.top_p, top_k=gen.top_k,
@@ -100,7 +110,7 @@ class BackendCache:
         options = dict(self.defaults)
         if backend == "openai":
             url = self.check_url(base_url)
-            key = (backend, model or "", url, "")
+            key = (backend, model or "", url, "", 0)
             options.update(base_url=url, api_key=self.api_key if url == self.base_url else None)
         else:
             model = model or "smollm2-135m-instruct"
@@ -113,7 +123,7 @@ class BackendCache:
                 options = options if backend == "llamacpp" else {"n_threads": options.get("n_threads")}
                 options["adapter"] = adapter
             model = model if spec.name == model else str(spec.path)  # a bundled or installed name, or what was checked
-            key = (backend, str(spec.path), "", adapter or "")
+            key = (backend, str(spec.path), "", adapter or "", _written(adapter))
             options.pop("base_url", None)
             options.pop("timeout", None)
         with self._lock:

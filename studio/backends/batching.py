@@ -26,6 +26,7 @@ import json
 import logging
 import queue
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -123,16 +124,29 @@ class _DecodingThread:
 
     def _run(self) -> None:
         while True:
-            self._round()
+            try:
+                self._round()
+            except BaseException:  # noqa: BLE001 - this thread serves every model: it must not end
+                log.exception("the llama.cpp decoding thread failed")
+                time.sleep(0.1)
 
     def _round(self) -> None:
         """A step of each decoder with work (its own frame: no decoder stays referenced while the thread waits,
-        so an unloaded model is freed)."""
+        so an unloaded model is freed). A decoder that fails is let go; the others go on."""
         with self.cv:
             while not (busy := [d for d in self.decoders if d.has_work()]):
                 self.cv.wait()
         for decoder in busy:
-            decoder.turn()
+            try:
+                decoder.turn()
+            except BaseException:  # noqa: BLE001 - one model's failure ends its own requests only
+                log.exception("llama.cpp failed while decoding")
+                decoder.let_go("the model failed while answering (the server's log says why); try again")
+
+
+def on_decoding_thread() -> bool:
+    """Whether this is the thread that decodes for every model (which must never wait on itself)."""
+    return threading.current_thread() is _THREAD.thread
 
 
 _THREAD = _DecodingThread()
@@ -258,33 +272,37 @@ class BatchedDecoder:
         with self._cv:
             if self._closed:
                 return
-            if self._closing:
-                left = self._active + list(self._waiting)
-                self._waiting.clear()
-            else:
-                left = None
-                while self._waiting and self._free:
-                    req = self._waiting.popleft()
-                    req.seq = heapq.heappop(self._free)
-                    self._active.append(req)
-        if left is not None:
-            for req in left:
-                self._finish(req, StudioError(self._ended))
-            with self._cv:
-                self._closed = True
-                _THREAD.decoders.remove(self)
-                self._cv.notify_all()
+            closing = self._closing
+            while not closing and self._waiting and self._free:
+                req = self._waiting.popleft()
+                req.seq = heapq.heappop(self._free)
+                self._active.append(req)
+        if closing:
+            self.let_go(self._ended)
             return
-        try:
-            for req in [r for r in self._active if r.cancelled.is_set()]:
-                self._finish(req, None)
-            if self._active:
-                self._step()
-        except BaseException:  # noqa: BLE001 - no reader may wait on a decoder that cannot go on
-            log.exception("llama.cpp failed while decoding")
-            with self._cv:
-                self._closing = True
-                self._ended = "the model failed while answering (the server's log says why); try again"
+        for req in [r for r in self._active if r.cancelled.is_set()]:
+            self._finish(req, None)
+        if self._active:
+            self._step()
+
+    def let_go(self, why: str) -> None:
+        """End every request left with ``why`` (each reader gets the error and END), and leave the decoding
+        thread's list: nothing decodes on this decoder again."""
+        with self._cv:
+            self._closing = True
+            left = self._active + list(self._waiting)
+            self._active, self._waiting = [], deque()
+        for req in left:
+            try:
+                self._finish(req, StudioError(why))
+            except BaseException:  # noqa: BLE001 - its reader still gets the error and END
+                req.out.put(StudioError(why))
+                req.out.put(END)
+        with self._cv:
+            self._closed = True
+            if self in _THREAD.decoders:
+                _THREAD.decoders.remove(self)
+            self._cv.notify_all()
 
     def _step(self) -> None:
         """One llama_decode over every active request; then each samples its next token."""
@@ -390,14 +408,16 @@ class BatchedDecoder:
         req.out.put(END)
 
     def close(self) -> None:
-        """End the requests left (each reader gets an error and END), then free the context."""
+        """End the requests left (each reader gets an error and END), then free the context. Not on the
+        decoding thread, which may be in a step of this very context (see LlamaCppBackend.close)."""
+        if on_decoding_thread():
+            raise RuntimeError("a decoder cannot be closed on the decoding thread; close it from another thread")
         with self._cv:
             self._closing = True
             self._cv.notify_all()
-        if threading.current_thread() is _THREAD.thread:
-            self.turn()  # (a backend dropped on the decoding thread itself)
-        with self._cv:
-            while not self._closed:
-                self._cv.wait()
+            while not self._closed and _THREAD.thread is not None and _THREAD.thread.is_alive():
+                self._cv.wait(timeout=1.0)
+        if not self._closed:  # no decoding thread is left to do it
+            self.let_go(self._ended)
         self.batch.close()
         self.ctx.close()

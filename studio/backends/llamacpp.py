@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import llama_cpp
 from llama_cpp import Llama
 
 from studio.backends.base import ChatBackend, Chunk, GenerationSettings, Message
-from studio.backends.batching import END, BatchedDecoder
+from studio.backends.batching import END, BatchedDecoder, on_decoding_thread
 from studio.errors import StudioError
 from studio.registry import resolve_model
 
@@ -104,6 +105,11 @@ class LlamaCppBackend(ChatBackend):
             req.cancel()
 
     def close(self) -> None:
+        if on_decoding_thread():
+            # the garbage collector can drop a backend on the decoding thread, even in the middle of a step of
+            # its own context: freeing it there would pull the context from under that step
+            threading.Thread(target=self.close, name="llamacpp-unload", daemon=True).start()
+            return
         decoder, self._decoder = getattr(self, "_decoder", None), None
         if decoder is not None:
             decoder.close()

@@ -63,9 +63,11 @@ def picked_adapter(picked: str | None, backend: str | None = None,
     None for no adapter."""
     if picked in (None, "", NO_ADAPTER):
         return None
-    path = choice(picked, [p for _, p in adapter_choices(user)], "the adapter")
+    if picked not in [p for _, p in adapter_choices(user)]:
+        raise gr.Error("The adapter must be one of your finished fine-tunes in the list (reload the page to see "
+                       "new ones).")
     try:
-        a = adapter_of(path)
+        a = adapter_of(picked)
         backend, loads = a.serving(backend)
     except StudioError as exc:
         raise fail(exc) from None
@@ -295,16 +297,10 @@ def pick_model(v: Values) -> Values:
 def pick_adapter(v: Values, *, user: str = LOCAL_USER) -> Values:
     """A finished fine-tune's adapter brings its base model and the backend it runs fastest on: llamacpp once
     exported to GGUF (Fine-tune tab, Export to llama.cpp), else hf."""
-    path = v["adapter"]
-    if path in (None, "", NO_ADAPTER):
+    picked = picked_adapter(v["adapter"], None, user)
+    if picked is None:
         return {}
-    choice(path, [p for _, p in adapter_choices(user)], "the adapter")
-    try:
-        a = adapter_of(path)
-        backend = a.serving()[0]
-    except StudioError as exc:
-        raise fail(exc) from None
-    return {"backend": gr.update(value=backend), "model": gr.update(value=a.base_model)}
+    return {"backend": gr.update(value=picked[0]), "model": gr.update(value=picked[1])}
 
 
 def on_load(_v: Values, *, services: ChatServices, user: str = LOCAL_USER) -> Values:

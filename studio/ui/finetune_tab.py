@@ -111,7 +111,7 @@ def adapters_md(user: str = LOCAL_USER) -> str:
         runs_on = "llama.cpp (exported)" if a.gguf else "hf" if a.task == "generation" else "hf (classifier)"
         lines.append(f"| {a.name} | {a.task} | {a.base_model} | {after} | `{public(str(a.path))}` | {runs_on} |")
     return "\n".join(lines) + ("\n\nGeneration adapters appear in Chat → Model → LoRA adapter and in the Prompt "
-                               "Lab. **Export to llama.cpp** makes one run about 5x faster there.")
+                               "Lab. **Export to llama.cpp** makes one run about 3x faster there.")
 
 
 def status_md(job, run_dir: Path) -> str:
@@ -298,8 +298,8 @@ def export_gguf_adapter(v: Values, progress=gr.Progress(), user: str = LOCAL_USE
     return {"adapters": adapters_md(user),
             "action_note": f"Exported for llama.cpp: `{out.name}` ({out.stat().st_size / 1e6:.1f} MB; rank "
                            f"{info['rank']}, alpha {info['alpha']:g}, {', '.join(info['modules'])} in "
-                           f"{info['layers']} layers; base {info['base_model']}). Pick the adapter in Chat: it "
-                           "now runs on llama.cpp."}
+                           f"{info['layers']} layers; base {public(str(info['base_model']))}). Pick the adapter in "
+                           "Chat: it now runs on llama.cpp."}
 
 
 def export_adapter(v: Values, *, user: str = LOCAL_USER) -> Values:
@@ -389,7 +389,8 @@ def _wire(ui: dict, s: FinetuneServices) -> None:
     started = on(ui["start"].click, partial(start_job, services=s), ui, REQUEST, ["job"], api_name="finetune_start")
     on(started.then, show, ui, ["job"], SHOWN, api_name="finetune_show")
     on(ui["refresh"].click, refresh, ui, [], ["job", "adapters"], api_name="lambda_1")
-    on(ui["merge_btn"].click, merge_adapter, ui, ["job", "merge_format"], ["action_note"], api_name="do_merge")
+    on(ui["merge_btn"].click, merge_adapter, ui, ["job", "merge_format"], ["action_note"], api_name="do_merge",
+       defaults={"merge_format": MERGED[0]})
     on(ui["gguf_btn"].click, export_gguf_adapter, ui, ["job"], ["adapters", "action_note"], api_name="export_gguf")
     on(ui["export_btn"].click, export_adapter, ui, ["job"], ["export_file", "action_note"], api_name="do_export")
 

@@ -304,9 +304,11 @@ def _wire(ui: dict, s: PromptServices) -> None:
     on(ui["task_pick"].change, partial(pick_task, services=s), ui, ["task_pick"],
        ["question", "kind", "expected", "labels", "examples"], api_name="on_pick")
     fair = {"turns": (s.turns, None), "concurrency_id": "generate"}
-    on(ui["run"].click, partial(run_techniques, services=s), ui, REQUEST, SHOWN, api_name="prompt_run", **fair)
+    later = {"adapter": NO_ADAPTER}  # an input added after API clients were written: they may leave it out
+    on(ui["run"].click, partial(run_techniques, services=s), ui, REQUEST, SHOWN, api_name="prompt_run",
+       defaults=later, **fair)
     on(ui["run_library"].click, partial(run_library, services=s), ui, ["techniques", "samples", "seed", "adapter"],
-       ["library_table"], api_name="prompt_library", **fair)
+       ["library_table"], api_name="prompt_library", defaults=later, **fair)
 
 
 def list_adapters_of(_v: Values, *, user: str = LOCAL_USER) -> Values:
