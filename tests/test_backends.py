@@ -337,51 +337,68 @@ def test_two_loaded_llamacpp_models_each_decode_at_full_speed():
     assert sorted(together)[1] >= 0.7 * alone, (alone, together)  # (one slow sample on a busy runner may pass)
 
 
-def test_an_unload_mid_answer_ends_that_answer_with_a_reason_and_others_go_on():
+@pytest.fixture()
+def two_models():
+    """Two small llama.cpp backends of the bundled model, loaded together (closed after the test)."""
+    pair = [load_backend("llamacpp", "smollm2-135m-instruct", n_ctx=512 - 256 * i) for i in range(2)]
+    yield pair
+    for backend in pair:
+        backend.close()
+
+
+def test_an_unload_mid_answer_ends_that_answer_with_a_reason_and_others_go_on(two_models):
     from studio.backends.batching import END
 
+    first, second = two_models
     story = [{"role": "user", "content": "Tell me a long story about a cat."}]
-    first = load_backend("llamacpp", "smollm2-135m-instruct", n_ctx=512)
-    second = load_backend("llamacpp", "smollm2-135m-instruct", n_ctx=256)
-    try:
-        req = first._decoder.submit(story, temperature=0.8, top_p=0.95, top_k=40, max_tokens=400, seed=1)
-        assert req.out.get(timeout=60) is not END  # it is streaming
-        first.close()
-        pieces = []
-        while (piece := req.out.get(timeout=30)) is not END:
-            pieces.append(piece)
-        assert isinstance(pieces[-1], StudioError) and "unloaded while answering" in str(pieces[-1])
-        assert "Paris" in second.complete(CAPITAL, GREEDY).text
-    finally:
-        first.close()
-        second.close()
+    req = first._decoder.submit(story, temperature=0.8, top_p=0.95, top_k=40, max_tokens=400, seed=1)
+    assert req.out.get(timeout=60) is not END  # it is streaming
+    first.close()
+    pieces = []
+    while (piece := req.out.get(timeout=30)) is not END:
+        pieces.append(piece)
+    assert isinstance(pieces[-1], StudioError) and "unloaded while answering" in str(pieces[-1])
+    assert "Paris" in second.complete(CAPITAL, GREEDY).text
 
 
-def test_a_failing_model_ends_its_own_requests_and_the_other_model_keeps_answering(monkeypatch):
-    failing = load_backend("llamacpp", "smollm2-135m-instruct", n_ctx=256)
-    other = load_backend("llamacpp", "smollm2-135m-instruct", n_ctx=256)
-    try:
-        def broken_step():
-            raise RuntimeError("simulated llama.cpp failure")
+def test_a_failing_model_ends_its_own_requests_and_the_other_model_keeps_answering(two_models, monkeypatch):
+    failing, other = two_models
 
-        monkeypatch.setattr(failing._decoder, "_step", broken_step)
-        with pytest.raises(StudioError, match="failed while answering"):
-            failing.complete(CAPITAL, GREEDY)
-        with pytest.raises(StudioError, match="being unloaded"):  # nothing decodes on it again
-            failing.complete(CAPITAL, GREEDY)
-        assert "Paris" in other.complete(CAPITAL, GREEDY).text
-    finally:
-        failing.close()
-        other.close()
+    def broken_step():
+        raise RuntimeError("simulated llama.cpp failure")
+
+    monkeypatch.setattr(failing._decoder, "_step", broken_step)
+    with pytest.raises(StudioError, match="failed while answering"):
+        failing.complete(CAPITAL, GREEDY)
+    assert failing.broken  # the backend cache loads it afresh next time
+    with pytest.raises(StudioError, match="being unloaded"):  # nothing decodes on it again
+        failing.complete(CAPITAL, GREEDY)
+    assert "Paris" in other.complete(CAPITAL, GREEDY).text and not other.broken
 
 
-def test_a_model_dropped_on_the_decoding_thread_is_closed_from_another_thread(monkeypatch):
+def test_the_backend_cache_reloads_a_model_that_failed(monkeypatch):
+    from studio.backends import BackendCache
+
+    cache = BackendCache()
+    first = cache.get("llamacpp", "smollm2-135m-instruct")
+
+    def broken_step():
+        raise RuntimeError("simulated llama.cpp failure")
+
+    monkeypatch.setattr(first._decoder, "_step", broken_step)
+    with pytest.raises(StudioError, match="failed while answering"):
+        first.complete(CAPITAL, GREEDY)
+    again = cache.get("llamacpp", "smollm2-135m-instruct")
+    assert again is not first and "Paris" in again.complete(CAPITAL, GREEDY).text
+    again.close()
+
+
+def test_a_model_dropped_on_the_decoding_thread_is_closed_from_another_thread(two_models, monkeypatch):
     # the garbage collector can drop a backend on the decoding thread, even inside a step of its own context:
     # closing it there would free the context under that step (or wait on itself)
     from studio.backends.batching import on_decoding_thread
 
-    dropped = load_backend("llamacpp", "smollm2-135m-instruct", n_ctx=256)
-    serving = load_backend("llamacpp", "smollm2-135m-instruct", n_ctx=256)
+    serving, dropped = two_models
     real_step, seen = serving._decoder._step, []
 
     def step_that_drops():
@@ -391,12 +408,9 @@ def test_a_model_dropped_on_the_decoding_thread_is_closed_from_another_thread(mo
         real_step()
 
     monkeypatch.setattr(serving._decoder, "_step", step_that_drops)
-    try:
-        assert "Paris" in serving.complete(CAPITAL, GREEDY).text  # the step went on
-        assert seen == [True]
-        deadline = time.monotonic() + 10
-        while dropped._decoder is not None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert dropped._decoder is None  # closed, by a thread of its own
-    finally:
-        serving.close()
+    assert "Paris" in serving.complete(CAPITAL, GREEDY).text  # the step went on
+    assert seen == [True]
+    deadline = time.monotonic() + 10
+    while dropped._decoder is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert dropped._decoder is None  # closed, by a thread of its own

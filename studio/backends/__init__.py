@@ -127,6 +127,8 @@ class BackendCache:
             options.pop("base_url", None)
             options.pop("timeout", None)
         with self._lock:
+            if key in self._loaded and getattr(self._loaded[key], "broken", False):
+                del self._loaded[key]  # it failed while decoding (the log says why): load it afresh
             if key in self._loaded:
                 self._loaded.move_to_end(key)
                 return self._loaded[key]

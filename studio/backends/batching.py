@@ -262,6 +262,11 @@ class BatchedDecoder:
 
     # -- the decoding thread ----------------------------------------------------------------------
 
+    @property
+    def closing(self) -> bool:
+        """Closed, closing, or let go after a failure: no request is taken any more."""
+        return self._closing
+
     def has_work(self) -> bool:
         """Requests to serve, or a close to finish (called under the shared lock)."""
         return not self._closed and bool(self._closing or self._waiting or self._active)

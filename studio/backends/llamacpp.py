@@ -84,6 +84,12 @@ class LlamaCppBackend(ChatBackend):
         return lora
 
     @property
+    def broken(self) -> bool:
+        """Unloaded, or failed while decoding: nothing will answer through this backend again."""
+        decoder = self._decoder
+        return decoder is None or decoder.closing
+
+    @property
     def llama(self):
         """The loaded ``llama_cpp.Llama`` (tokenizer, metadata; its own context is not the one that serves)."""
         return self._llama
