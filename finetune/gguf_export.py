@@ -18,11 +18,13 @@ and their kin) is exported: it is the one this could be checked on here; others 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,6 +46,7 @@ QUANTS = dict(zip(GGUF_QUANTS, (None, llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0, llama_c
                                 llama_cpp.LLAMA_FTYPE_MOSTLY_Q5_K_M, llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M,
                                 llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_1), strict=True))
 Progress = Callable[[float, str], None]
+STALE_SECONDS = 3600  # a temp file unchanged this long belongs to an export that was killed
 
 
 @dataclass
@@ -199,7 +202,14 @@ def merge_gguf(run_or_adapter: str | Path, quant: str = "f16", threads: int = 0,
 
 def _temp_beside(out: Path) -> Path:
     """A hidden file name beside ``out`` no other export uses (two tabs may export one run at once); a
-    finished file replaces ``out`` in one rename, so a killed export leaves the old file or none."""
+    finished file replaces ``out`` in one rename, so a killed export leaves the old file or none. What a
+    killed export left (an f16 merge is twice the model's size) is removed once nothing can still be writing
+    it: unchanged for an hour."""
+    stale = time.time() - STALE_SECONDS
+    for left in out.parent.glob(f".{out.name}.*.tmp"):
+        with contextlib.suppress(OSError):
+            if left.stat().st_mtime < stale:
+                left.unlink()
     return out.with_name(f".{out.name}.{uuid.uuid4().hex}.tmp")
 
 

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -186,6 +187,17 @@ def test_an_export_that_fails_while_writing_leaves_no_file(run, monkeypatch):
     with pytest.raises(OSError, match="No space left"):
         export_gguf(run)
     assert (run / "adapter.gguf").read_bytes() == before and not list(run.glob(".*.tmp"))  # the old one stays
+
+
+def test_what_a_killed_export_left_is_removed_by_the_next_one(run):
+    killed = run / ".adapter.gguf.0123abcd.tmp"  # as a SIGKILL mid-write leaves it
+    writing = run / ".adapter.gguf.4567cdef.tmp"  # another tab's export, still being written
+    for f in (killed, writing):
+        f.write_bytes(b"GGUF partial")
+    hours_ago = time.time() - 2 * 3600
+    os.utime(killed, (hours_ago, hours_ago))
+    export_gguf(run)
+    assert not killed.exists() and writing.exists() and (run / "adapter.gguf").is_file()
 
 
 def test_rslora_scaling_is_folded_into_lora_b(run):
